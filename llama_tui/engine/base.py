@@ -220,6 +220,22 @@ class MemoryReading:
     per_device: tuple[tuple[str, int], ...] = ()
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a local model. Built from Settings by the factory; frozen."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    threads: int | None = None  # torch intra-op threads on CPU; None = torch default
+    trust_remote_code: bool = False  # always passed explicitly to transformers
+    allow_pickle: bool = False  # load .bin/.pt weights when no safetensors exist
+    device_map: str | None = None  # e.g. "auto": accelerate spreads over all GPUs
+    load_in_4bit: bool = False  # bitsandbytes, optional extra
+    load_in_8bit: bool = False
+    compile: bool = True  # background-compiled fast decode path where supported
+    kv_reuse: bool = True  # reuse the KV cache of the common prefix across turns
+
+
 @runtime_checkable
 class Backend(Protocol):
     """A loaded or loadable model. Implementations: `LocalBackend`, `RemoteBackend`.
