@@ -1,11 +1,16 @@
 """A conversation as plain data: messages with status and stats, plus session metadata.
 
 Only the UI thread mutates a `Conversation`; workers get `history()` snapshots (tuples of
-frozen `ChatMessage`). No textual, no torch.
+frozen `ChatMessage`). `to_dict` / `from_dict` are the one serialised shape, shared by the
+journal (snapshot records) and the JSON export; `from_dict` treats its input as untrusted
+(files can be damaged or hand-edited) and raises `ValueError` on anything malformed.
+No textual, no torch.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,15 +20,47 @@ from llama_tui.engine.base import ChatMessage, Role
 
 MessageStatus = Literal["complete", "streaming", "stopped", "error"]
 
+_STATUSES = ("complete", "streaming", "stopped", "error")
+_ROLES = ("system", "user", "assistant")
+
+# Session ids become file names (`<id>.jsonl`), and ids read back from files are untrusted:
+# a JSON export saying `"id": "../../.bashrc"` must never make the journal append elsewhere.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
 
 def new_id() -> str:
     """A sortable, unique id: UTC timestamp plus random suffix (also used as file stem)."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
+def is_safe_id(value: object) -> bool:
+    """True when `value` can be used as a session file stem (no path separators, no dots first)."""
+    return isinstance(value, str) and _SAFE_ID.fullmatch(value) is not None
+
+
+def _timestamp(value: object) -> float:
+    # Damaged files may hold strings, bools, NaN or huge numbers here; a bad time is not
+    # worth losing a message over, so fall back to "now".
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return time.time()
+    try:
+        f = float(value)
+    except OverflowError:
+        return time.time()
+    return f if math.isfinite(f) else time.time()
+
+
+def _str_or(value: object, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
 @dataclass
 class Message:
-    """One turn. Assistant messages may be partial: status streaming / stopped / error."""
+    """One turn. Assistant messages may be partial: status streaming / stopped / error.
+
+    `interrupted` marks a reply that was being generated when the process died (restored
+    from the journal's last checkpoint, status "stopped").
+    """
 
     role: Role
     content: str
@@ -32,6 +69,7 @@ class Message:
     status: MessageStatus = "complete"
     stats: dict[str, Any] | None = None
     error: str | None = None
+    interrupted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,31 +80,45 @@ class Message:
             "status": self.status,
             "stats": self.stats,
             "error": self.error,
+            "interrupted": self.interrupted,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Message:
+    def from_dict(cls, d: object) -> Message:
+        """Parse an untrusted dict; `ValueError` when it is not a usable message."""
+        if not isinstance(d, dict):
+            raise ValueError("message is not an object")
         role = d.get("role")
-        if role not in ("system", "user", "assistant"):
+        if role not in _ROLES:
             raise ValueError(f"bad role {role!r}")
+        content = d.get("content", "")
+        if not isinstance(content, str):
+            raise ValueError("message content is not text")
         status = d.get("status", "complete")
-        if status not in ("complete", "streaming", "stopped", "error"):
+        if status not in _STATUSES:
             status = "complete"
         stats = d.get("stats")
+        error = d.get("error")
+        msg_id = d.get("id")
         return cls(
             role=role,
-            content=str(d.get("content", "")),
-            id=str(d.get("id") or uuid.uuid4().hex[:12]),
-            created=float(d.get("created") or time.time()),
+            content=content,
+            id=msg_id if isinstance(msg_id, str) and msg_id else uuid.uuid4().hex[:12],
+            created=_timestamp(d.get("created")),
             status=status,
             stats=stats if isinstance(stats, dict) else None,
-            error=str(d["error"]) if d.get("error") else None,
+            error=error if isinstance(error, str) and error else None,
+            interrupted=d.get("interrupted") is True,
         )
 
 
 @dataclass
 class Conversation:
-    """A session: id, title, system prompt, the model and settings in use, and its messages."""
+    """A session: id, title, system prompt, the model and settings in use, and its messages.
+
+    `load_warnings` is not part of the conversation: a loader fills it in (e.g. "2 damaged
+    lines skipped") so the UI can tell the user; it is never saved.
+    """
 
     id: str = field(default_factory=new_id)
     title: str = ""
@@ -75,6 +127,7 @@ class Conversation:
     model: dict[str, Any] = field(default_factory=dict)  # ModelInfo fields, as recorded
     settings: dict[str, Any] = field(default_factory=dict)  # GenerationParams.to_dict()
     messages: list[Message] = field(default_factory=list)
+    load_warnings: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def history(self) -> tuple[ChatMessage, ...]:
         """What the model sees: the system prompt, then every user / assistant message.
@@ -105,3 +158,55 @@ class Conversation:
             if role is None or m.role == role:
                 return m
         return None
+
+    def first_prompt(self) -> str:
+        """The first user message (session lists show it), or ""."""
+        for m in self.messages:
+            if m.role == "user":
+                return m.content
+        return ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created": self.created,
+            "system_prompt": self.system_prompt,
+            "model": self.model,
+            "settings": self.settings,
+            "messages": [m.to_dict() for m in self.messages],
+        }
+
+    @classmethod
+    def from_dict(cls, d: object) -> Conversation:
+        """Parse an untrusted dict; `ValueError` when it is not a conversation.
+
+        Unusable messages are dropped (and counted in `load_warnings`) rather than failing
+        the whole conversation; an unsafe id is replaced by a fresh one.
+        """
+        if not isinstance(d, dict):
+            raise ValueError("conversation is not an object")
+        raw_messages = d.get("messages", [])
+        if not isinstance(raw_messages, list):
+            raise ValueError("messages is not a list")
+        messages: list[Message] = []
+        dropped = 0
+        for raw in raw_messages:
+            try:
+                messages.append(Message.from_dict(raw))
+            except ValueError:
+                dropped += 1
+        model = d.get("model")
+        settings = d.get("settings")
+        conv = cls(
+            id=d["id"] if is_safe_id(d.get("id")) else new_id(),
+            title=_str_or(d.get("title"), ""),
+            created=_timestamp(d.get("created")),
+            system_prompt=_str_or(d.get("system_prompt"), ""),
+            model=model if isinstance(model, dict) else {},
+            settings=settings if isinstance(settings, dict) else {},
+            messages=messages,
+        )
+        if dropped:
+            conv.load_warnings.append(f"{dropped} unreadable message(s) left out")
+        return conv

@@ -1,0 +1,38 @@
+"""Build the backend the settings describe: one place, used by the CLI, the UI and tests.
+
+Backends import torch / transformers / an HTTP client lazily, so this module (and its
+callers) stay cheap to import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llama_tui.config import Settings
+    from llama_tui.engine.base import Backend
+
+__all__ = ["make_backend"]
+
+
+def make_backend(settings: Settings) -> Backend:
+    """A `RemoteBackend` when `settings.server` is set, else a `LocalBackend`. Not loaded yet.
+
+    The caller runs `backend.load(progress)` (in a worker thread in the UI). `settings.raw`
+    (no chat template) goes to the local backend; a server applies its own template.
+    """
+    backend: Backend
+    if settings.server:
+        from llama_tui.engine.remote import RemoteBackend
+
+        backend = RemoteBackend(
+            settings.server,
+            settings.server_model,
+            settings.api_key_env,
+            verify_tls=settings.verify_tls,
+        )
+        return backend
+    from llama_tui.engine.local import LocalBackend
+
+    backend = LocalBackend(settings.model, settings.load_options(), raw=settings.raw)
+    return backend

@@ -1,0 +1,537 @@
+"""The in-process backend: transformers + torch, streaming from a generate thread.
+
+One reply, as threads: `stream()` (caller's worker thread) validates the settings, renders and
+fits the prompt, prepares the reused KV cache and starts `model.generate` in a daemon thread.
+That thread pushes token ids onto a queue (`IdStreamer`) and, when generate returns or raises,
+settles the KV cache bookkeeping, releases the backend and pushes a sentinel. The caller's
+iteration of the returned `Generation` decodes ids into whole-character chunks. Cancellation is a
+`StoppingCriteria` reading the caller's event, so the device stops within one token step.
+
+torch and transformers are imported lazily (inside methods) so that importing this module is
+cheap; see ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_tui.engine.base import (
+    ChatMessage,
+    Generation,
+    GenerationError,
+    GenerationParams,
+    GenerationStats,
+    LoadOptions,
+    LoadProgress,
+    LoadStage,
+    MemoryReading,
+    ModelInfo,
+    OutOfMemoryError,
+    ProgressCallback,
+    StopReason,
+)
+from llama_tui.engine.chat_format import ChatFormatter
+from llama_tui.engine.streaming import (
+    FINISHED,
+    Failed,
+    IdStreamer,
+    IncrementalDecoder,
+    QueueItem,
+    StopFlags,
+    classify_error,
+)
+
+# How long `stream()` waits for a previous generate thread (cancelled, still finishing its
+# prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
+WAIT_PREVIOUS_S = 60.0
+# How often the consumer re-checks that the generate thread is alive while the queue is idle.
+# It only matters if the thread died without a sentinel, which the wrapper prevents.
+POLL_S = 0.25
+_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
+
+
+def _cache_kwarg() -> str:
+    """transformers renamed generate's `past_key_values=` to `cache=` (5.24 warns on the old
+    name); earlier 5.x releases only know `past_key_values`."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+def _lcp(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+@dataclass
+class _Job:
+    """Everything one generation thread needs; dropped when it ends."""
+
+    kwargs: dict[str, Any]
+    queue: queue.SimpleQueue[QueueItem]
+    streamer: IdStreamer
+    internal_stop: threading.Event
+    prompt_ids: list[int]
+    seed: int | None
+    cache: Any
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalBackend:
+    """A model loaded in this process. Implements `llama_tui.engine.base.Backend`.
+
+    `raw=True` is plain completion for any model: no chat template, no history; the last user
+    message is the prompt as typed (the CLI's `--raw`). It may be toggled between replies.
+    """
+
+    def __init__(self, spec: str, options: LoadOptions | None = None, *, raw: bool = False) -> None:
+        self.spec = spec
+        self.options = options if options is not None else LoadOptions()
+        self.info: ModelInfo | None = None
+        self._raw = raw
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._formatter: ChatFormatter | None = None
+        self._generation_defaults: dict[str, Any] = {}
+        self._eos_ids: frozenset[int] = frozenset()
+        self._pad_id: int | None = None
+        # Held from stream() until the generate thread has settled; a plain Lock because the
+        # generate thread releases what the caller's thread acquired.
+        self._busy = threading.Lock()
+        self._tok_lock = threading.Lock()
+        self._cache: Any = None  # DynamicCache of the previous turn (kv_reuse)
+        self._cache_ids: list[int] = []  # exactly the ids the cache covers
+        self._job: _Job | None = None
+        self._cache_kw = "cache"
+        self._input_device = "cpu"
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, progress: ProgressCallback | None = None) -> ModelInfo:
+        """Load through `models.load_model`, warm the model up, and keep what we need."""
+        # models.py is written alongside this module; the ignore covers the window before.
+        from llama_tui.engine import models  # type: ignore[attr-defined,unused-ignore]
+
+        loaded = models.load_model(self.spec, self.options, progress)
+        info = self.attach(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.info,
+            loaded.generation_defaults,
+            device=getattr(loaded, "device", None),
+        )
+        if progress is not None:
+            progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
+        self._warmup()
+        if progress is not None:
+            progress(LoadProgress(LoadStage.READY, f"{info.name} ready on {info.device}"))
+        return info
+
+    def _warmup(self) -> None:
+        """One short forward pass: faults in mmapped weights and initialises kernels, so the
+        first reply's time to first token is not paid on top of the user's wait."""
+        import torch
+
+        ids = [int(i) for i in self._tokenizer("Hello", add_special_tokens=True)["input_ids"]]
+        with torch.inference_mode():
+            self._model(input_ids=torch.tensor([ids or [0]], device=self._input_device))
+
+    def attach(
+        self,
+        model: Any,
+        tokenizer: Any,
+        info: ModelInfo | None = None,
+        generation_defaults: dict[str, Any] | None = None,
+        *,
+        device: str | None = None,
+    ) -> ModelInfo:
+        """Use an already loaded model (load() calls this; tests and benchmarks may too).
+
+        `device` is where inputs go (the first device of a device map); default model.device.
+        """
+        self.close()
+        self._model = model
+        self._input_device = device or str(model.device)
+        self._tokenizer = tokenizer
+        self._formatter = ChatFormatter(tokenizer, raw=self._raw, lock=self._tok_lock)
+        gen_cfg = getattr(model, "generation_config", None)
+        if generation_defaults is None:
+            generation_defaults = {
+                k: getattr(gen_cfg, k, None) for k in (*_SAMPLING_FIELDS, "max_new_tokens")
+            }
+        self._generation_defaults = dict(generation_defaults)
+        eos: set[int] = set()
+        for source in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, (list, tuple)):
+                eos.update(int(i) for i in source)
+        self._eos_ids = frozenset(eos)
+        # Passing pad_token_id only when the config lacks one avoids generate's warning.
+        if getattr(gen_cfg, "pad_token_id", None) is None:
+            pad = tokenizer.pad_token_id
+            self._pad_id = pad if pad is not None else min(eos, default=None)
+        else:
+            self._pad_id = None
+        self._cache_kw = _cache_kwarg()
+        if info is None:
+            info = ModelInfo(
+                name=self.spec.rstrip("/").rsplit("/", 1)[-1] or self.spec,
+                spec=self.spec,
+                source=self.spec,
+                device=str(model.device),
+                dtype=str(model.dtype).removeprefix("torch."),
+                parameters=sum(p.numel() for p in model.parameters()),
+                context_length=int(getattr(model.config, "max_position_embeddings", None) or 2048),
+                chat_template=self._formatter.has_template,
+            )
+        self.info = info
+        return info
+
+    @property
+    def raw(self) -> bool:
+        return self._raw
+
+    @raw.setter
+    def raw(self, value: bool) -> None:
+        self._raw = value
+        if self._formatter is not None:
+            self._formatter.raw = value
+
+    def _require(self) -> tuple[Any, ChatFormatter, ModelInfo]:
+        if self._model is None or self._formatter is None or self.info is None:
+            raise GenerationError("No model is loaded.", "Load a model first.")
+        return self._model, self._formatter, self.info
+
+    # -- Backend API -------------------------------------------------------------------------
+
+    def default_params(self) -> GenerationParams:
+        """Our defaults, overridden by the model's generation_config where its values are valid."""
+        ctx = self.info.context_length if self.info else None
+        ours = GenerationParams()
+        if ctx is not None and ours.max_new_tokens >= ctx:
+            ours = ours.with_changes(max_new_tokens=max(1, ctx // 2))
+        d = self._generation_defaults
+        changes: dict[str, Any] = {}
+        for name in _SAMPLING_FIELDS:
+            value = d.get(name)
+            if value is None:
+                continue
+            if name == "top_k" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif name != "do_sample" and name != "top_k" and isinstance(value, int):
+                value = float(value)
+            changes[name] = value
+        m = d.get("max_new_tokens")
+        if isinstance(m, int) and not isinstance(m, bool) and m > 0:
+            changes["max_new_tokens"] = m
+        params = ours.with_changes(**changes)
+        # Revert what the model's config got wrong (e.g. temperature 0 with do_sample).
+        for bad in params.problems(ctx):
+            params = params.with_changes(**{bad: getattr(ours, bad)})
+        return params
+
+    def count_tokens(self, history: Sequence[ChatMessage]) -> int:
+        _, formatter, _ = self._require()
+        return len(formatter.encode(history))
+
+    def memory(self) -> MemoryReading:
+        from llama_tui.engine.device import memory_reading
+
+        return memory_reading(self._input_device, self._model)
+
+    def close(self) -> None:
+        """Stop any generation, drop every reference to the model, return memory. Idempotent."""
+        job = self._job
+        if job is not None:
+            job.internal_stop.set()
+            job.done.wait(timeout=10.0)
+        had_model = self._model is not None
+        device_type = self._device_type() if had_model else "cpu"
+        self._job = None
+        self._model = self._tokenizer = self._formatter = None
+        self._cache, self._cache_ids = None, []
+        self.info = None
+        if had_model:
+            gc.collect()
+            _empty_device_cache(device_type)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        history: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+    ) -> Generation:
+        """Start a reply. Raises GenerationError (invalid settings, busy) and
+        ContextOverflowError (the last message cannot fit) before any generation starts."""
+        model, formatter, info = self._require()
+        problems = params.problems(info.context_length)
+        if problems:
+            listed = "; ".join(f"{k} {v}" for k, v in problems.items())
+            raise GenerationError(
+                f"Invalid generation settings: {listed}.", "Fix them in the settings and retry."
+            )
+        if not self._busy.acquire(timeout=WAIT_PREVIOUS_S):
+            raise GenerationError(
+                "The previous reply is still being generated.", "Wait a moment and try again."
+            )
+        try:
+            t0 = time.perf_counter()
+            fitted = formatter.fit(history, params.max_new_tokens, info.context_length)
+            job, reused = self._prepare(model, fitted.ids, params, cancel)
+            thread = threading.Thread(
+                target=self._run, args=(job,), name="llama-tui-generate", daemon=True
+            )
+            job.thread = thread
+            self._job = job
+            thread.start()
+        except BaseException:
+            self._busy.release()
+            raise
+        gen = Generation(iter(()))
+        gen.dropped_messages = fitted.dropped
+        gen.prompt_tokens = len(fitted.ids)
+        gen._chunks = self._consume(gen, job, params, cancel, t0, fitted.dropped, reused)
+        return gen
+
+    def _prepare(
+        self, model: Any, ids: list[int], params: GenerationParams, cancel: threading.Event
+    ) -> tuple[_Job, int]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        reused = 0
+        cache = None
+        if self.options.kv_reuse:
+            cache, reused = self._reuse_cache(model, ids)
+            # Invalid until the generation settles: the thread writes the covered ids back.
+            self._cache, self._cache_ids = cache, []
+        else:
+            self._cache, self._cache_ids = None, []
+        q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
+        streamer = IdStreamer(q)
+        internal = threading.Event()
+        stop_flags = StopFlags(cancel, internal)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._input_device)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": params.max_new_tokens,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([stop_flags]),
+            "do_sample": params.do_sample,
+            # 1.0 adds no logits processor; passing it overrides a model default.
+            "repetition_penalty": params.repetition_penalty,
+        }
+        if params.do_sample:
+            kwargs.update(
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k or None,  # 0 = off
+                min_p=params.min_p or None,
+            )
+        else:
+            # Explicit None overrides sampling values from generation_config, which would
+            # otherwise be validated against do_sample=False and warn.
+            kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
+        if params.stop:
+            # Stops the device exactly at the stop string; the decoder trims the text.
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self._tokenizer)
+        if self._pad_id is not None:
+            kwargs["pad_token_id"] = self._pad_id
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        job = _Job(kwargs, q, streamer, internal, ids, params.seed, cache)
+        return job, reused
+
+    def _reuse_cache(self, model: Any, ids: list[int]) -> tuple[Any, int]:
+        """The previous turn's cache cropped to the common prefix with `ids`, or a new one."""
+        cache, covered = self._cache, self._cache_ids
+        keep = min(_lcp(covered, ids), len(ids) - 1) if cache is not None else 0
+        if cache is not None and keep > 0:
+            try:
+                length = int(cache.get_seq_length())
+                if length != len(covered):
+                    raise ValueError("cache length does not match its ids")
+                if length > keep:
+                    cache.crop(keep - length)  # negative: tokens to remove (5.24 semantics)
+                return cache, keep
+            except (ValueError, RuntimeError):
+                pass  # sliding-window layers past their window cannot crop: start over
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=model.config), 0
+        except TypeError:  # pragma: no cover - older transformers without config=
+            return DynamicCache(), 0
+
+    def _run(self, job: _Job) -> None:
+        """The generate thread. Always ends by releasing the backend and pushing a sentinel."""
+        result: QueueItem = FINISHED
+        try:
+            model = self._model
+            if model is None:
+                raise GenerationError("The model was closed.")
+            if job.seed is not None:
+                import torch
+
+                torch.manual_seed(job.seed)
+            out = model.generate(**job.kwargs)
+            if job.cache is not None and self._cache is job.cache:
+                covered = int(job.cache.get_seq_length())
+                # The last sampled token is not in the cache; everything before it is.
+                self._cache_ids = out[0, :covered].tolist()
+            del out
+        except BaseException as exc:  # everything must reach the consumer, never hang it
+            result = Failed(self._fail(job, exc))
+        finally:
+            job.kwargs = {}
+            job.cache = None
+            self._busy.release()
+            job.done.set()
+            job.queue.put(result)
+
+    def _fail(self, job: _Job, exc: BaseException) -> GenerationError:
+        device_type = self._device_type()
+        error = classify_error(exc, device_type)
+        # A failed forward may have updated some layers and not others: never reuse it.
+        self._cache, self._cache_ids = None, []
+        if isinstance(error, OutOfMemoryError):
+            # The traceback's frames hold the tensors that filled memory; release them.
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+            job.kwargs = {}
+            job.cache = None
+            gc.collect()
+            _empty_device_cache(device_type)
+        elif error is not exc:
+            error.__cause__ = exc
+        return error
+
+    def _device_type(self) -> str:
+        device = getattr(self._model, "device", None)
+        return str(getattr(device, "type", "cpu"))
+
+    def _consume(
+        self,
+        gen: Generation,
+        job: _Job,
+        params: GenerationParams,
+        cancel: threading.Event,
+        t0: float,
+        dropped: int,
+        reused: int,
+    ) -> Iterator[str]:
+        tok = self._tokenizer
+        lock = self._tok_lock
+
+        def decode(ids: list[int]) -> str:
+            with lock:
+                return str(tok.decode(ids, skip_special_tokens=True))
+
+        decoder = IncrementalDecoder(decode, job.prompt_ids, params.stop)
+        streamer = job.streamer
+        q = job.queue
+        last_id: int | None = None
+        error: GenerationError | None = None
+        ended = False
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=POLL_S)
+                except queue.Empty:
+                    if job.done.is_set() or (job.thread is not None and job.thread.is_alive()):
+                        continue
+                    raise GenerationError("The generation thread ended without a result.") from None
+                sentinel: QueueItem | None = None
+                if isinstance(item, list):
+                    # Drain what else is ready: one decode for a burst of tokens.
+                    ids = item
+                    while True:
+                        try:
+                            more = q.get_nowait()
+                        except queue.Empty:
+                            break
+                        if isinstance(more, list):
+                            ids.extend(more)
+                        else:
+                            sentinel = more
+                            break
+                    if ids:
+                        last_id = ids[-1]
+                        text = decoder.push(ids)
+                        if decoder.stopped:
+                            job.internal_stop.set()
+                        if text:
+                            yield text
+                else:
+                    sentinel = item
+                if sentinel is None:
+                    continue
+                ended = True
+                tail = decoder.flush()
+                if tail:
+                    yield tail
+                if isinstance(sentinel, Failed):
+                    error = sentinel.error
+                    raise error
+                return
+        except GenerationError as exc:
+            error = exc
+            raise
+        finally:
+            if not ended:
+                job.internal_stop.set()  # the caller stopped iterating: stop the device too
+            if error is not None:
+                reason = StopReason.ERROR
+            elif decoder.stopped:
+                reason = StopReason.STOP_STRING
+            elif last_id is not None and last_id in self._eos_ids:
+                reason = StopReason.EOS
+            elif cancel.is_set() or not ended:
+                reason = StopReason.CANCELLED
+            elif streamer.count >= params.max_new_tokens:
+                reason = StopReason.LENGTH
+            else:
+                reason = StopReason.EOS
+            first, last = streamer.first_at, streamer.last_at
+            rate = None
+            if first is not None and last is not None and streamer.count > 1 and last > first:
+                rate = (streamer.count - 1) / (last - first)
+            gen.stats = GenerationStats(
+                prompt_tokens=len(job.prompt_ids),
+                generated_tokens=streamer.count,
+                ttft_s=(first - t0) if first is not None else None,
+                decode_tokens_per_s=rate,
+                total_s=time.perf_counter() - t0,
+                stop_reason=reason,
+                dropped_messages=dropped,
+                reused_prompt_tokens=reused,
+                error=str(error) if error is not None else None,
+            )
+
+
+def _empty_device_cache(device_type: str) -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if device_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device_type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()

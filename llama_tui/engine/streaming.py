@@ -1,0 +1,255 @@
+"""Streaming plumbing for the local backend: token-id streamer, cancel criteria, UTF-8-safe
+incremental decoding with stop strings, and error classification.
+
+Everything here runs on the hot path of generation, so per-token work is kept to a queue put
+and two tiny decodes of a sliding window of ids. torch is only touched through the objects that
+`generate` hands us, so importing this module stays cheap (no torch import at module level).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from llama_tui.engine.base import (
+    DeviceFatalError,
+    GenerationError,
+    NonFiniteError,
+    OutOfMemoryError,
+)
+
+REPLACEMENT = "\ufffd"
+# Prompt ids decoded in front of the reply so that SentencePiece-style decoders keep the reply's
+# leading space ("Once upon a time" + " there"), which they strip at the start of a decode.
+CONTEXT_IDS = 4
+# Cap on an exception message quoted to the user: long CUDA traces would flood the status line.
+MAX_ERROR_CHARS = 400
+
+
+class Finished:
+    """Queue sentinel: `generate` returned (normally, by cancel or stop)."""
+
+
+class Failed:
+    """Queue sentinel carrying the classified error raised inside `generate`."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: GenerationError) -> None:
+        self.error = error
+
+
+FINISHED = Finished()
+QueueItem = list[int] | Finished | Failed
+
+
+class IdStreamer:
+    """A `generate` streamer that pushes token ids onto a queue (TECH_NOTES §1).
+
+    Decoding happens in the consumer thread, so the generate thread only does a `.tolist()`, a
+    clock read and a queue put per token. The first `put` is the whole prompt and is skipped.
+    Timing is taken here, on the producer side, so a slow consumer does not skew decode speed.
+    """
+
+    # transformers only checks for `put` / `end`; subclassing BaseStreamer would import it eagerly.
+    def __init__(self, q: queue.SimpleQueue[QueueItem]) -> None:
+        self._q = q
+        self._seen_prompt = False
+        self.count = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        ids: list[int] = value.reshape(-1).tolist()
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
+        self.count += len(ids)
+        self._q.put(ids)
+
+    def end(self) -> None:
+        # The wrapper around generate pushes FINISHED / Failed itself, after its bookkeeping,
+        # so that a consumer never sees the end before the KV cache state is settled.
+        pass
+
+
+class StopFlags:
+    """A `StoppingCriteria` that stops every row when either event is set.
+
+    `cancel` is the caller's event (Esc in the UI); `internal` is ours (a stop string seen by the
+    decoder, the consumer going away, the backend closing). The two result tensors are built once
+    per generation and returned as-is: `StoppingCriteriaList` combines them out of place.
+    """
+
+    def __init__(self, cancel: threading.Event, internal: threading.Event) -> None:
+        self._cancel = cancel
+        self._internal = internal
+        self._tensors: tuple[Any, Any] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        if self._tensors is None or self._tensors[0].shape[0] != input_ids.shape[0]:
+            import torch
+
+            shape = (input_ids.shape[0],)
+            self._tensors = (
+                torch.zeros(shape, dtype=torch.bool, device=input_ids.device),
+                torch.ones(shape, dtype=torch.bool, device=input_ids.device),
+            )
+        stop = self._cancel.is_set() or self._internal.is_set()
+        return self._tensors[1] if stop else self._tensors[0]
+
+
+class IncrementalDecoder:
+    """Turns a growing list of token ids into text chunks that are whole characters.
+
+    Offset-based decode of a sliding window (the approach vLLM uses): decode `ids[prefix:]` and
+    `ids[prefix:read]`, emit the difference, and advance only when the new text does not end in
+    U+FFFD, i.e. when no multi-byte character is still incomplete. Each step decodes a few ids,
+    never the whole reply, so a 10k-token reply costs the same per token as a short one.
+
+    Stop strings: text that could be the start of a stop string is held back until it is
+    disambiguated; when one appears, the text before it is emitted and `stopped` is set. The
+    stop string itself is never emitted.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        context_ids: list[int],
+        stop: tuple[str, ...] = (),
+    ) -> None:
+        self._decode = decode
+        self._ids: list[int] = list(context_ids[-CONTEXT_IDS:])
+        self._prefix = 0
+        self._read = len(self._ids)
+        self._prefix_text: str | None = None
+        self._stop = stop
+        self._pending = ""  # decoded text held back because it may start a stop string
+        self.stopped = False
+        self.text_parts: list[str] = []  # everything emitted, for the final reply text
+
+    def _window_texts(self) -> tuple[str, str]:
+        if self._prefix_text is None:
+            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
+        return self._prefix_text, self._decode(self._ids[self._prefix :])
+
+    def push(self, ids: list[int]) -> str:
+        """Add new token ids; return the text that is safe to show now (may be empty)."""
+        if self.stopped:
+            return ""
+        self._ids.extend(ids)
+        prefix_text, new_text = self._window_texts()
+        if len(new_text) <= len(prefix_text) or new_text.endswith(REPLACEMENT):
+            return ""  # an incomplete character (or nothing visible yet): wait for more ids
+        delta = new_text[len(prefix_text) :]
+        self._prefix, self._read = self._read, len(self._ids)
+        self._prefix_text = None
+        # Keep the list short: ids before the window's prefix are never decoded again.
+        if self._prefix > 64:
+            del self._ids[: self._prefix]
+            self._read -= self._prefix
+            self._prefix = 0
+        return self._emit(delta, final=False)
+
+    def flush(self) -> str:
+        """The end of generation: emit whatever is left, even an incomplete character."""
+        if self.stopped:
+            return ""
+        prefix_text, new_text = self._window_texts()
+        delta = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+        self._prefix = self._read = len(self._ids)
+        self._prefix_text = None
+        return self._emit(delta, final=True)
+
+    def _emit(self, delta: str, final: bool) -> str:
+        if not self._stop:
+            if delta:
+                self.text_parts.append(delta)
+            return delta
+        pending = self._pending + delta
+        cut = -1
+        for s in self._stop:
+            i = pending.find(s)
+            if i != -1 and (cut == -1 or i < cut):
+                cut = i
+        if cut != -1:
+            self.stopped = True
+            self._pending = ""
+            out = pending[:cut]
+        elif final:
+            self._pending = ""
+            out = pending
+        else:
+            hold = _stop_prefix_len(pending, self._stop)
+            self._pending = pending[len(pending) - hold :] if hold else ""
+            out = pending[: len(pending) - hold]
+        if out:
+            self.text_parts.append(out)
+        return out
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    longest = min(len(text), max(len(s) for s in stops) - 1)
+    for k in range(longest, 0, -1):
+        tail = text[-k:]
+        if any(s.startswith(tail) for s in stops):
+            return k
+    return 0
+
+
+def classify_error(exc: BaseException, device_type: str = "cpu") -> GenerationError:
+    """Map an exception raised inside `generate` to a GenerationError with cause and fix."""
+    if isinstance(exc, GenerationError):
+        return exc
+    message = f"{type(exc).__name__}: {exc}".strip()
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "…"
+    lowered = message.lower()
+    if _is_oom(exc):
+        return OutOfMemoryError(
+            f"The {device_type} ran out of memory during generation. Memory has been freed; "
+            "the model is still loaded.",
+            "Try a shorter context (start a new chat or delete old turns), fewer max new tokens, "
+            "or load the model in 4-bit (--load-in-4bit).",
+        )
+    if "probability tensor contains" in lowered:
+        return NonFiniteError(
+            f"The model produced NaN or infinite probabilities ({message}).",
+            "This is usually float16 overflow: use --dtype bfloat16 (or float32), "
+            "or greedy decoding.",
+        )
+    if "device-side assert" in lowered:
+        return DeviceFatalError(
+            f"The GPU hit a device-side assert ({message}); the CUDA context is unusable now.",
+            "Save your conversation and restart llama-tui.",
+        )
+    if "not currently implemented for the mps device" in lowered:
+        return GenerationError(
+            f"An operation is not implemented on Apple MPS ({message}).",
+            "Restart with PYTORCH_ENABLE_MPS_FALLBACK=1 set in the environment (that op then "
+            "runs on the CPU), or use --device cpu.",
+        )
+    return GenerationError(
+        f"Generation failed: {message}",
+        "Try again; if it keeps failing, try greedy decoding or different settings, and report it.",
+    )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency of this backend
+        return False
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(exc, oom):
+        return True
+    # MPS reports OOM as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -1,0 +1,266 @@
+"""Saving conversations as files people read (Markdown) or load again (JSON).
+
+Markdown (the default) is for humans and for `cat`: a header with the model id and
+revision, device, dtype, settings, versions and date, then `## User` / `## Assistant`
+turns with stopped / error / interrupted markers. Control characters are written as
+visible placeholders (`text.visible_controls`), so an escape sequence in model output can
+never drive the terminal of whoever reads the file.
+
+JSON keeps the exact text and every metadata field, format-versioned, and loads again with
+`load_conversation` (so `--resume export.json` works). Raw DEL / C1 / bidi / lone surrogate
+characters are written as `\\uXXXX` escapes: the same string once parsed, harmless to `cat`.
+
+Both redact token-shaped strings (`text.redact`) everywhere, message text included: an
+export is made to be shared, so a pasted token must not travel with it (the journal keeps
+the exact text; see `journal.py`). All writes are atomic and never overwrite without
+`overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from llama_tui import __version__, locations
+from llama_tui.session.atomic import atomic_write, make_private_dirs
+from llama_tui.session.journal import (
+    SUFFIX,
+    SessionLoadError,
+    parse_journal,
+    redact_tree,
+    resolve_session,
+    set_aside,
+)
+from llama_tui.session.transcript import Conversation, Message
+from llama_tui.text import redact, safe_filename, show_bidi, visible_controls
+
+EXPORT_FORMAT = "llama-tui-conversation"
+EXPORT_VERSION = 1
+JSON_SUFFIXES = (".json",)
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+MAX_STEM = 100  # leaves room for "-NN" and the extension under every filesystem's limit
+
+# Characters json.dumps(ensure_ascii=False) leaves raw that a terminal or editor would act on.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def default_meta() -> dict[str, Any]:
+    """The metadata we know without importing torch: our version and the export time."""
+    return {"versions": {"llama-tui": __version__}, "exported": time.time()}
+
+
+def _meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    out = default_meta()
+    if meta:
+        versions = {**out["versions"], **dict(meta.get("versions") or {})}
+        out.update(meta)
+        out["versions"] = versions
+    return out
+
+
+# -- Markdown ------------------------------------------------------------------------------
+
+
+def _md(s: object) -> str:
+    """Untrusted text for a Markdown file: secrets hidden, control and bidi characters
+    visible (bidi overrides can reorder what `cat` shows), lone surrogates replaced."""
+    return _SURROGATE.sub("\ufffd", show_bidi(visible_controls(redact(str(s)))))
+
+
+def _line(s: object) -> str:
+    return " ".join(_md(s).split())
+
+
+def _utc(ts: object) -> str:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "unknown"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    except (ValueError, OverflowError, OSError):
+        return "unknown"
+
+
+def to_markdown(conv: Conversation, meta: Mapping[str, Any] | None = None) -> str:
+    """The conversation as Markdown, with a header of everything needed to reproduce it.
+
+    `meta` adds `versions` ({"transformers": ..., "torch": ...}: the caller knows them, we
+    never import torch here), `exported` (a timestamp) and any other key: value to show.
+    """
+    m = _meta(meta)
+    model = conv.model
+    out = [f"# {_line(conv.title) or 'Conversation'}", ""]
+    out.append(f"- **Date:** {_utc(conv.created)} (exported {_utc(m['exported'])})")
+    out.append(f"- **Session:** `{_line(conv.id)}`")
+    if model:
+        name = _line(model.get("spec") or model.get("name") or "unknown")
+        if model.get("revision"):
+            name += f" @ `{_line(model['revision'])}`"
+        if model.get("name") and model.get("spec"):
+            name += f" ({_line(model['name'])})"
+        out.append(f"- **Model:** {name}")
+        out.append(
+            f"- **Device:** {_line(model.get('device', 'unknown'))}, "
+            f"**dtype:** {_line(model.get('dtype', 'unknown'))}"
+        )
+    if conv.settings:
+        settings = ", ".join(f"{_line(k)}={_line(v)}" for k, v in conv.settings.items())
+        out.append(f"- **Settings:** {settings}")
+    versions = ", ".join(f"{_line(k)} {_line(v)}" for k, v in m["versions"].items() if v)
+    out.append(f"- **Versions:** {versions}")
+    for key, value in m.items():
+        if key not in ("versions", "exported") and value not in (None, "", {}, []):
+            out.append(f"- **{_line(key)}:** {_line(value)}")
+    if conv.system_prompt:
+        out += ["", "## System prompt", "", _md(conv.system_prompt)]
+    for msg in conv.messages:
+        out += ["", f"## {msg.role.capitalize()}", "", _md(msg.content)]
+        marker = _marker(msg)
+        if marker:
+            out += ["", marker]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _marker(msg: Message) -> str:
+    if msg.interrupted:
+        return "*[interrupted: llama-tui stopped while this reply was being generated]*"
+    if msg.status == "stopped":
+        return "*[stopped]*"
+    if msg.status == "error":
+        return f"*[error: {_line(msg.error or 'generation failed')}]*"
+    if msg.status == "streaming":
+        return "*[incomplete]*"
+    return ""
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def to_json(conv: Conversation, meta: Mapping[str, Any] | None = None) -> str:
+    """Exact text (tokens redacted) and every metadata field, format-versioned."""
+    doc = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "meta": redact_tree(_meta(meta)),
+        "conversation": redact_tree(conv.to_dict()),
+    }
+    text = json.dumps(doc, ensure_ascii=False, indent=2, default=str)
+    # Outside strings json.dumps writes ASCII only, so every match is inside a string and
+    # its \uXXXX escape parses back to the same character.
+    return _JSON_UNSAFE.sub(lambda mo: f"\\u{ord(mo.group()):04x}", text) + "\n"
+
+
+def from_json(text: str | bytes, path: Path | str = "<json>") -> Conversation:
+    """Parse an export made by `to_json`; `SessionLoadError` when it is not one."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SessionLoadError(path, f"not valid JSON ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        raise SessionLoadError(path, "not a llama-tui conversation export")
+    try:
+        return Conversation.from_dict(doc.get("conversation"))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise SessionLoadError(path, f"damaged conversation: {exc}") from None
+
+
+# -- loading and saving --------------------------------------------------------------------
+
+
+def load_conversation(id_or_path: str | Path, directory: Path | None = None) -> Conversation:
+    """A session id (or unique prefix), a `.jsonl` journal or a `.json` export.
+
+    Never crashes on bad data: `SessionLoadError` with the path. A journal in the sessions
+    directory that holds nothing readable is renamed to `*.corrupt` (kept, never deleted).
+    """
+    path = resolve_session(id_or_path, directory)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SessionLoadError(path, exc.strerror or str(exc)) from None
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return from_json(data, path)
+    try:
+        return parse_journal(data, path)[0]
+    except SessionLoadError as err:
+        try:
+            return from_json(data, path)  # an export saved under another name
+        except SessionLoadError:
+            pass
+        sessions = directory or locations.sessions_dir()
+        if path.name.endswith(SUFFIX) and _same_dir(path.parent, sessions):
+            moved = set_aside(path)
+            if moved is not None:
+                raise SessionLoadError(moved, f"{err.reason}; kept aside as {moved.name}") from None
+        raise
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def default_export_path(
+    conv: Conversation, directory: Path | str, ext: str = ".md", *, unique: bool = True
+) -> Path:
+    """A file in `directory` named after the title (sanitised), never outside it.
+
+    With `unique`, the first name that does not exist yet (`title.md`, `title-2.md`...).
+    """
+    directory = Path(directory)
+    stem = safe_filename(redact(conv.title), default=f"conversation-{conv.id}")[:MAX_STEM]
+    stem = stem.rstrip(". ")
+    if not stem or stem in (".", "..") or "/" in stem or os.sep in stem or "\0" in stem:
+        stem = safe_filename(f"conversation-{conv.id}")  # belt and braces: never escape
+    candidate = directory / f"{stem}{ext}"
+    n = 2
+    while unique and os.path.lexists(candidate) and n < 10_000:
+        candidate = directory / f"{stem}-{n}{ext}"
+        n += 1
+    return candidate
+
+
+def save_conversation(
+    conv: Conversation,
+    path: Path | str,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write `conv` to `path` atomically; returns the path written.
+
+    The format follows the extension: `.json` is JSON, anything else Markdown (no extension:
+    `.md` is added). A directory (or a path ending in a separator) gets a file named after
+    the title inside it. A path the user typed is used as typed, `..` included; names built
+    from titles never leave their directory. An existing file, directory or symlink raises
+    `FileExistsError` naming the path unless `overwrite` (a symlink is then replaced, never
+    written through). Missing parent directories are created 0700. `OSError` (disk full,
+    permission) leaves any previous file byte-identical and no temp file behind.
+    """
+    text = os.fspath(path)
+    if "\0" in text:
+        raise ValueError("the file name contains a NUL character")
+    if not text.strip():
+        raise ValueError("no file name given")
+    target = Path(text).expanduser()
+    if text.endswith(("/", os.sep)) or target.is_dir():
+        target = default_export_path(conv, target, unique=not overwrite)
+    elif not target.suffix:
+        target = target.with_name(target.name + ".md")
+    if target.suffix.lower() in JSON_SUFFIXES:
+        data = to_json(conv, meta)
+    else:
+        data = to_markdown(conv, meta)
+    if not overwrite and os.path.lexists(target):
+        # Checked before creating directories; atomic_write checks again without a race.
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+    make_private_dirs(target.parent)
+    return atomic_write(target, data.encode("utf-8"), overwrite=overwrite)

@@ -1,0 +1,319 @@
+"""The session journal: every conversation, appended to disk as it happens.
+
+One file per session, `sessions_dir()/<id>.jsonl`, append-only JSON lines (mode 0600 in a
+0700 directory). Each line is one record, written whole with a single `os.write` on an
+O_APPEND descriptor, so a crash can tear at most the last line, which the loader skips.
+
+Records (all carry ``v`` (format version), ``type``, ``ts`` (Unix time) and ``session``):
+
+- ``snapshot``  ``conversation``: the whole `Conversation.to_dict()`. Written first, and
+  again to resynchronise after a failed write (disk full) so the file is consistent again.
+- ``message``   ``message``: a finished message (the user's prompt), fsynced before
+  generation starts.
+- ``assistant_started``  ``message``: a reply begins (status "streaming").
+- ``checkpoint``  ``id``, ``offset``, ``text``: the reply's text is ``text`` appended at
+  character ``offset`` of the previously recorded text. Deltas rather than full copies keep
+  a long reply's journal linear in size (full copies every second are quadratic: megabytes
+  for one 10k-token reply); the offset makes every record self-checking, so a missing or
+  damaged checkpoint is detected and never produces spliced text. The final record carries
+  the full text anyway, so deltas only ever matter for interrupted replies.
+- ``assistant_finished``  ``message``: the full reply with status, stats and error.
+- ``settings`` (``settings``, ``system_prompt``), ``model`` (``model``), ``title``
+  (``title``), ``cleared`` (messages emptied), ``removed`` (``ids``: messages taken out,
+  e.g. by retry / edit).
+
+Redaction: message text and the system prompt are written exactly (they are the user's own
+data, the file is private, and altering them would change what a resumed model sees);
+metadata that can echo secrets (error messages, stats, model info, settings, titles) goes
+through `text.redact`. Exports redact everything.
+
+This module is the format, its defensive reader, and the few writes made outside a live
+session (`append_record`, used to rename one). Live writing, the checkpoint throttle and
+the loss window are in `recorder.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from llama_tui import locations
+from llama_tui.engine.base import LlamaTuiError
+from llama_tui.session.atomic import write_all
+from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
+from llama_tui.text import redact
+
+FORMAT_VERSION = 1
+SUFFIX = ".jsonl"
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+
+
+class SessionLoadError(LlamaTuiError):
+    """A session or export could not be read; `path` says which file."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(
+            f"Cannot load session {redact(str(path))}: {redact(reason)}",
+            "Check the path, or start a new conversation (llama-tui without --resume).",
+        )
+
+
+def redact_tree(value: Any) -> Any:
+    """`text.redact` applied to every string inside dicts / lists (a copy)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value
+
+
+def message_record(msg: Message) -> dict[str, Any]:
+    d = msg.to_dict()
+    d["stats"] = redact_tree(d["stats"])
+    d["error"] = redact(d["error"]) if d["error"] else d["error"]
+    return d
+
+
+def conversation_record(conv: Conversation) -> dict[str, Any]:
+    d = conv.to_dict()
+    d["title"] = redact(conv.title)
+    d["model"] = redact_tree(conv.model)
+    d["settings"] = redact_tree(conv.settings)
+    d["messages"] = [message_record(m) for m in conv.messages]
+    return d
+
+
+def journal_path(session_id: str, directory: Path | None = None) -> Path:
+    """Where the journal of `session_id` lives. `ValueError` for an id unsafe as a name."""
+    if not is_safe_id(session_id):
+        raise ValueError(f"not a session id: {session_id!r}")
+    return (directory or locations.sessions_dir()) / f"{session_id}{SUFFIX}"
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def load_journal(path: Path | str, *, set_aside_unreadable: bool = False) -> Conversation:
+    """Rebuild a conversation from its journal. Never crashes on bad data.
+
+    A torn last line, garbage lines and unknown record types are skipped (counted in
+    `conversation.load_warnings`). A reply whose last record is a checkpoint (the process
+    died while it streamed) is restored with status "stopped" and `interrupted=True`.
+    Raises `SessionLoadError` (with the path) when the file cannot be read or holds no
+    usable record; with `set_aside_unreadable`, such a file is renamed to `*.corrupt`
+    (never overwritten or deleted) and the error names the new path.
+    """
+    path = Path(path)
+    try:
+        return read_journal(path)[0]
+    except SessionLoadError as err:
+        if set_aside_unreadable and path.is_file():
+            moved = set_aside(path)
+            if moved is not None:
+                raise SessionLoadError(moved, f"{err.reason} (kept aside as {moved.name})") from err
+        raise
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged file to `<name>.corrupt` (or `.corrupt.N`), never replacing one."""
+    for n in range(100):
+        target = path.with_name(path.name + (".corrupt" if n == 0 else f".corrupt.{n}"))
+        if os.path.lexists(target):
+            continue
+        try:
+            os.link(path, target)  # no-clobber, then drop the old name
+            path.unlink()
+        except OSError:
+            return None
+        return target
+    return None
+
+
+def read_journal(path: Path) -> tuple[Conversation, int]:
+    """`load_journal` without setting aside: (conversation, skipped line count)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SessionLoadError(path, exc.strerror or str(exc)) from None
+    return parse_journal(data, path)
+
+
+_KNOWN = frozenset(
+    {
+        "snapshot",
+        "message",
+        "assistant_started",
+        "assistant_finished",
+        "checkpoint",
+        "settings",
+        "model",
+        "title",
+        "cleared",
+        "removed",
+    }
+)
+
+
+def _fallback_id(session: object, path: Path | str) -> str:
+    # No snapshot (its line was damaged): take the id from the records, else the file name.
+    for candidate in (session, Path(path).name.removesuffix(SUFFIX)):
+        if isinstance(candidate, str) and is_safe_id(candidate):
+            return candidate
+    return new_id()
+
+
+def parse_journal(data: bytes, path: Path | str = "<journal>") -> tuple[Conversation, int]:
+    """Parse journal bytes: (conversation, number of skipped lines)."""
+    conv: Conversation | None = None
+    messages: dict[str, Message] = {}  # insertion-ordered; rebuilt into conv.messages
+    skipped = unknown = gaps = 0
+    lines = data.split(b"\n")
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+                raise ValueError("not a record")
+            kind = rec["type"]
+            if conv is None and kind in _KNOWN and kind != "snapshot":
+                conv = Conversation(id=_fallback_id(rec.get("session"), path))
+            if kind == "snapshot":
+                snap = Conversation.from_dict(rec["conversation"])
+                if not is_safe_id(rec["conversation"].get("id")):
+                    # A damaged snapshot must not turn the session into a different one.
+                    snap.id = conv.id if conv else _fallback_id(rec.get("session"), path)
+                conv = snap
+                messages = {m.id: m for m in conv.messages}
+            elif kind in ("message", "assistant_started", "assistant_finished"):
+                msg = Message.from_dict(rec["message"])
+                if kind == "assistant_started":
+                    msg.status = "streaming"
+                messages[msg.id] = msg
+            elif kind == "checkpoint":
+                target = messages.get(rec["id"])
+                offset, text = rec["offset"], rec["text"]
+                if (
+                    target is None
+                    or not isinstance(text, str)
+                    or isinstance(offset, bool)
+                    or not isinstance(offset, int)
+                    or not 0 <= offset <= len(target.content)
+                ):
+                    gaps += 1
+                    continue
+                target.content = target.content[:offset] + text
+            elif kind == "settings":
+                assert conv is not None
+                settings, prompt = rec["settings"], rec["system_prompt"]
+                if not isinstance(settings, dict) or not isinstance(prompt, str):
+                    raise ValueError("bad settings record")
+                conv.settings, conv.system_prompt = settings, prompt
+            elif kind == "model":
+                assert conv is not None
+                if not isinstance(rec["model"], dict):
+                    raise ValueError("bad model record")
+                conv.model = rec["model"]
+            elif kind == "title":
+                assert conv is not None
+                if not isinstance(rec["title"], str):
+                    raise ValueError("bad title record")
+                conv.title = rec["title"]
+            elif kind == "cleared":
+                messages = {}
+            elif kind == "removed":
+                ids = rec["ids"]
+                if not isinstance(ids, list):
+                    raise ValueError("bad removed record")
+                for mid in ids:
+                    if isinstance(mid, str):
+                        messages.pop(mid, None)
+            else:
+                unknown += 1  # a newer version's record: ignore, keep the rest
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            # RecursionError: json.loads on deeply nested garbage ("[[[[...").
+            if i == len(lines) - 1:
+                continue  # the torn last line of a crash: expected, not worth a warning
+            skipped += 1
+    if conv is None:
+        reason = "the file is empty" if not data.strip() else "no readable records"
+        raise SessionLoadError(path, reason)
+    conv.messages = list(messages.values())
+    for m in conv.messages:
+        if m.status == "streaming":
+            m.status = "stopped"
+            m.interrupted = True
+    if skipped:
+        conv.load_warnings.append(f"{skipped} damaged line(s) in {Path(path).name} skipped")
+    if gaps:
+        conv.load_warnings.append(f"{gaps} reply checkpoint(s) could not be applied")
+    if unknown:
+        conv.load_warnings.append(f"{unknown} record(s) from a newer llama-tui ignored")
+    return conv, skipped
+
+
+def resolve_session(id_or_path: str | Path, directory: Path | None = None) -> Path:
+    """The file for `--resume ID|PATH`: an existing path, a session id, or a unique id prefix.
+
+    Raises `SessionLoadError` naming what was asked for when nothing (or more than one
+    session) matches.
+    """
+    text = os.fspath(id_or_path)
+    if "\0" in text:
+        raise SessionLoadError(repr(text), "the name contains a NUL character")
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    directory = directory or locations.sessions_dir()
+    if is_safe_id(text) and not text.endswith((SUFFIX, ".json")):
+        exact = journal_path(text, directory)
+        if exact.is_file():
+            return exact
+        try:
+            journals = [f for f in directory.iterdir() if f.name.endswith(SUFFIX)]
+            matches = sorted(f for f in journals if f.name.startswith(text))
+        except OSError:
+            matches = []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(m.name.removesuffix(SUFFIX) for m in matches[:5])
+            raise SessionLoadError(text, f"more than one session starts with it ({names})")
+        raise SessionLoadError(text, f"no such session in {directory} and no such file")
+    raise SessionLoadError(path, "no such file")
+
+
+def append_record(path: Path, session_id: str, rec: dict[str, Any]) -> None:
+    """Append one record to an existing journal (not one a recorder is writing) and fsync.
+
+    Starts on a new line if the file ends in a torn line, so the record is never glued to
+    it. Raises `OSError`.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time(), "session": session_id}
+        full.update(rec)
+        line = json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n"
+        if not ends_with_newline(fd):
+            line = "\n" + line
+        write_all(fd, line.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ends_with_newline(fd: int) -> bool:
+    """True when the file is empty or its last byte is a newline (no torn line to close)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return True
+    # lseek + read rather than pread (not on Windows); O_APPEND writes ignore the position.
+    os.lseek(fd, size - 1, os.SEEK_SET)
+    return os.read(fd, 1) == b"\n"

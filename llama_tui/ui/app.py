@@ -1,0 +1,298 @@
+"""The llama-tui App: layout, key bindings, and the factory shared by the CLI and tests.
+
+`create_app(loaded, backend_factory=..., resume=...)` builds the app; `run_app` is what the
+CLI calls: logging to a file first (a handler on stderr would draw over the screen), SIGHUP
+/ SIGTERM flush the journal, then the app runs. Nothing here imports torch: the model loads
+in a worker after the first paint.
+
+Behaviour lives in the controller mixins: `model_control.py` (load, switch, meters),
+`chat_control.py` (one turn, stop, retry, edit, continue) and `command_control.py`
+(slash commands, palette, save, copy, links, editor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.actions import SkipAction
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Footer
+
+from llama_tui.session.transcript import Conversation
+from llama_tui.text import clean
+from llama_tui.ui.base import BackendFactory
+from llama_tui.ui.command_control import CommandControl
+from llama_tui.ui.commands import ChatCommands, parse_command, unescape_prompt
+from llama_tui.ui.model_control import ModelControl
+from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.help import HelpScreen
+from llama_tui.ui.widgets.prompt_input import PromptInput
+from llama_tui.ui.widgets.settings_panel import SettingsPanel
+from llama_tui.ui.widgets.status_bar import StatusBar
+from llama_tui.ui.widgets.transcript import Transcript
+
+if TYPE_CHECKING:
+    from llama_tui.config import LoadedSettings
+
+log = logging.getLogger(__name__)
+
+NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
+
+
+class LlamaTuiApp(CommandControl, ModelControl):
+    """Chat with a local (or remote) LLaMA-family model."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "llama-tui"
+    COMMANDS = App.COMMANDS | {ChatCommands}
+    # Priority where the focused TextArea / Input would otherwise eat the key (ctrl+y is
+    # TextArea's redo, ctrl+c its copy). Esc is not priority so dialogs can close with it.
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "stop", "Stop", tooltip="Stop the reply; keep the partial text"),
+        Binding("ctrl+c", "interrupt", "Stop / quit", show=False, priority=True),
+        Binding("ctrl+q", "quit_app", "Quit", priority=True),
+        Binding("f2,ctrl+o", "toggle_settings", "Settings", priority=True),
+        Binding("ctrl+r", "retry", "Retry", priority=True),
+        Binding("ctrl+y", "copy_reply", "Copy", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+g", "continue_reply", "Continue", show=False, priority=True),
+        Binding("ctrl+b", "edit_last", "Edit last prompt", show=False, priority=True),
+        Binding("ctrl+s", "save", "Save", show=False, priority=True),
+        Binding("f3", "copy_code", "Copy code block", show=False),
+        Binding("f4", "pick_model", "Load model", show=False),
+        Binding("f5", "sessions", "Sessions", show=False),
+    ]
+
+    def __init__(
+        self,
+        loaded: LoadedSettings,
+        backend_factory: BackendFactory,
+        conversation: Conversation,
+        *,
+        resumed: bool = False,
+    ) -> None:
+        super().__init__(loaded, backend_factory, conversation)
+        self.resumed = resumed
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="main"):
+            with Vertical(id="chat"):
+                with Transcript(id="transcript") as transcript:
+                    yield transcript.welcome()
+                yield PromptInput(id="prompt")
+            yield SettingsPanel(id="settings")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.prompt.focus()
+        self.recorder = self.new_recorder(self.conversation)
+        self.panel.load(self.params, self.defaults, self.system_prompt, None)
+        self.status.update_facts(state="loading", model=self.settings.model)
+        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        for warning in self.loaded.warnings:
+            self.say(warning, severity="warning", timeout=10)
+        if self.resumed:
+            await self.show_conversation()
+        self.set_interval(0.5, self.tick)
+        # After the first paint: the worker imports torch and loads the model.
+        self.call_after_refresh(self.start_load, self.settings.server_model or self.settings.model
+                                if self.settings.server else self.settings.model)
+
+    async def show_conversation(self) -> None:
+        """Render a resumed conversation (all text through the sanitiser)."""
+        conv = self.conversation
+        self.transcript.show_welcome(not conv.messages)
+        for m in conv.messages:
+            if m.role == "user":
+                await self.transcript.add_user(m.content, m.id)
+            elif m.role == "assistant":
+                turn = await self.transcript.add_assistant(m.content, m.id)
+                if m.status == "stopped":
+                    why = "interrupted (the app ended)" if m.interrupted else "stopped"
+                    turn.set_footer(f"■ {why} · Ctrl+G or /continue to go on", "stopped")
+                elif m.status == "error":
+                    turn.set_footer(f"✗ error: {m.error or 'generation failed'}", "error")
+        title = clean(conv.title) or conv.id
+        await self.note(f"Resumed session {title} ({len(conv.messages)} messages).")
+        for warning in conv.load_warnings:
+            await self.note(warning, variant="warning")
+        if conv.model.get("spec") and conv.model.get("spec") != self.settings.model:
+            await self.note(f"This session used {clean(str(conv.model['spec']))}; "
+                            f"/model {clean(str(conv.model['spec']))} loads it.")
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+
+    def watch_state(self, state: str) -> None:
+        self.set_class(state == "generating", "-generating")
+
+    def watch_show_settings(self, show: bool) -> None:
+        self.set_class(show, "-show-settings")
+        if show:
+            self.call_after_refresh(self._focus_panel)
+        else:
+            self.remember_settings()
+            self.prompt.focus()
+
+    def _focus_panel(self) -> None:
+        with contextlib.suppress(Exception):
+            self.panel.query_one("#sp-temperature").focus()
+
+    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        command = parse_command(event.text)
+        if command is not None:
+            self.prompt.remember(event.text)
+            self.prompt.clear()
+            await self.run_command(*command)
+            return
+        await self.send_prompt(unescape_prompt(event.text))
+
+    # -- actions -------------------------------------------------------------------------------
+
+    async def action_stop(self) -> None:
+        """Esc: stop the reply, else close the settings panel; otherwise let dialogs have it."""
+        if await self.stop_generation():
+            return
+        if self.show_settings and not isinstance(self.screen, ModalScreen):
+            self.show_settings = False
+            return
+        raise SkipAction()
+
+    async def action_interrupt(self) -> None:
+        """Ctrl+C never loses the session: stop the reply, or ask before quitting."""
+        if await self.stop_generation():
+            self.say("Stopped. Press Ctrl+C again to quit.")
+            return
+        if isinstance(self.screen, ConfirmScreen) and self.screen.kind == "-quit":
+            self.exit(0)
+            return
+        self.ask_quit("Quit llama-tui? The conversation is saved in its journal.")
+
+    async def action_quit_app(self) -> None:
+        """Ctrl+Q: quit at once when idle; ask while a reply is being generated."""
+        if self.generating:
+            self.ask_quit("A reply is being generated. Stop it and quit?")
+            return
+        self.exit(0)
+
+    def ask_quit(self, question: str) -> None:
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self.cmd_quit(""), exit_on_error=False)
+
+        self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay", kind="-quit"), answer)
+
+    def action_toggle_settings(self) -> None:
+        """Show or hide the settings panel."""
+        self.show_settings = not self.show_settings
+
+    async def action_retry(self) -> None:
+        """Generate the last reply again."""
+        await self.retry()
+
+    async def action_continue_reply(self) -> None:
+        """Continue a stopped or cut-off reply."""
+        await self.continue_reply()
+
+    async def action_edit_last(self) -> None:
+        """Put the last prompt back in the input."""
+        await self.edit_last()
+
+    async def action_copy_reply(self) -> None:
+        """Copy the last reply to the local clipboard (OSC 52)."""
+        await self.cmd_copy("")
+
+    def action_copy_code(self) -> None:
+        """Pick a code block of the last reply to copy."""
+        self.copy_code_block()
+
+    async def action_save(self) -> None:
+        """Save the conversation as Markdown in the working directory."""
+        await self.cmd_save("")
+
+    def action_pick_model(self) -> None:
+        """Load another model."""
+        if self.generating:
+            self.say("Stop the reply first (Esc), then switch models.", severity="warning")
+            return
+        self.open_model_picker()
+
+    def action_help(self) -> None:
+        """Keys and commands."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    async def action_sessions(self) -> None:
+        """Browse saved sessions."""
+        await self.cmd_sessions("")
+
+    async def on_unmount(self) -> None:
+        # Stop the engine, keep what was generated, and leave the journal complete.
+        if self.turn is not None:
+            self.turn.cancel.set()
+            with contextlib.suppress(Exception):
+                await self.finish_turn("stopped", None)
+        with contextlib.suppress(Exception):
+            self.remember_settings()
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+def create_app(
+    loaded: LoadedSettings,
+    *,
+    backend_factory: BackendFactory | None = None,
+    resume: str | None = None,
+) -> LlamaTuiApp:
+    """Build the app. `resume`: a session id / path ("" = the latest); raises SessionLoadError."""
+    if backend_factory is None:
+        from llama_tui.engine.factory import make_backend
+
+        backend_factory = make_backend
+    conversation = Conversation(system_prompt=loaded.settings.system_prompt)
+    resumed = resume is not None
+    if resume is not None:
+        from llama_tui.session.store import latest_session_id, load_conversation
+
+        target = resume or latest_session_id()
+        if target:
+            conversation = load_conversation(target)
+        else:
+            resumed = False
+    return LlamaTuiApp(loaded, backend_factory, conversation, resumed=resumed)
+
+
+def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
+    """Run the TUI; returns the exit code. Called by the CLI when there is no --prompt."""
+    with contextlib.suppress(ImportError):
+        from llama_tui.logs import setup_logging
+
+        setup_logging()
+    if resume is None:
+        resume = getattr(loaded, "resume", None)  # the CLI may carry it on LoadedSettings
+    app = create_app(loaded, resume=resume)
+    restore = None
+    try:
+        from llama_tui.session.recorder import install_signal_flush
+
+        restore = install_signal_flush(lambda: app.recorder, exit=lambda code: app.exit(code))
+    except (ImportError, ValueError):  # ValueError: not the main thread
+        log.warning("no signal flush installed", exc_info=True)
+    try:
+        app.run()
+    finally:
+        if restore is not None:
+            restore()
+        if app.backend is not None:
+            with contextlib.suppress(Exception):
+                app.backend.close()
+    return app.return_code or 0
+
+
+__all__ = ["LlamaTuiApp", "create_app", "run_app"]

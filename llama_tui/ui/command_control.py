@@ -1,0 +1,346 @@
+"""Slash commands, palette actions, settings, save, copy, links and the external editor.
+
+Commands never reach the model. Errors name the path and the cause and keep the
+conversation as it is. Files are written off the UI thread (`asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from textual import on
+from textual.app import SuspendNotSupported
+from textual.widgets import Markdown
+
+from llama_tui import locations
+from llama_tui.session.transcript import Conversation
+from llama_tui.text import clean
+from llama_tui.ui.chat_control import ChatControl
+from llama_tui.ui.clipboard import clipboard_sequence, code_blocks, write_copy_file
+from llama_tui.ui.commands import COMMAND_BY_NAME, unknown_command_text
+from llama_tui.ui.params_form import ParseError, apply_setting, format_value, overrides
+from llama_tui.ui.screens.code_picker import CodePickerScreen
+from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.help import HelpScreen
+from llama_tui.ui.screens.model_picker import ModelPickerScreen
+from llama_tui.ui.widgets.prompt_input import PromptInput
+from llama_tui.ui.widgets.settings_panel import SettingsPanel
+
+log = logging.getLogger(__name__)
+
+
+class CommandControl(ChatControl):
+    """`/command` handling and the actions behind key bindings."""
+
+    async def run_command(self, name: str, arg: str) -> None:
+        if name not in COMMAND_BY_NAME:
+            await self.note(unknown_command_text(clean(name)), variant="warning")
+            return
+        handler = getattr(self, f"cmd_{name}")
+        await handler(arg)
+
+    def run_palette_command(self, name: str) -> None:
+        """Palette entries: commands needing an argument open their dialog instead."""
+        if name == "system" or name == "set":
+            self.show_settings = True
+            return
+        self.run_worker(self.run_command(name, ""), group="palette", exit_on_error=False)
+
+    async def cmd_help(self, arg: str) -> None:
+        self.push_screen(HelpScreen())
+
+    async def cmd_quit(self, arg: str) -> None:
+        await self.stop_generation()
+        self.exit(0)
+
+    async def cmd_retry(self, arg: str) -> None:
+        await self.retry()
+
+    async def cmd_continue(self, arg: str) -> None:
+        await self.continue_reply()
+
+    async def cmd_edit(self, arg: str) -> None:
+        await self.edit_last()
+
+    async def cmd_settings(self, arg: str) -> None:
+        self.show_settings = not self.show_settings
+
+    async def cmd_model(self, arg: str) -> None:
+        if self.generating:
+            self.say("Stop the reply first (Esc), then switch models.", severity="warning")
+            return
+        if not arg:
+            self.open_model_picker()
+            return
+        self.start_load(arg)
+
+    def open_model_picker(self) -> None:
+        error = "\n".join(x for x in self.load_error or () if x)
+        current = self.loading_spec or (self.info.spec if self.info else self.settings.model)
+
+        def chosen(spec: str | None) -> None:
+            if spec:
+                self.start_load(spec)
+
+        self.push_screen(ModelPickerScreen(error=error, current=current), chosen)
+
+    async def cmd_clear(self, arg: str) -> None:
+        """A new conversation; the old one stays in its journal (resumable)."""
+        if self.generating:
+            self.say("Stop the reply first (Esc).", severity="warning")
+            return
+        if self.recorder is not None:
+            self.recorder.close()
+        conv = Conversation(system_prompt=self.system_prompt, settings=self.params.to_dict())
+        if self.info is not None:
+            conv.model = dataclasses.asdict(self.info)
+        self.conversation = conv
+        self.recorder = self.new_recorder(conv)
+        self.recorded_settings = None
+        await self.transcript.clear_all()
+        self.transcript.show_welcome(True)
+        self.status.update_facts(ttft_s=None, tokens_per_s=None)
+        self.refresh_meters()
+        self.say("New conversation. The previous one is kept in the session journal.")
+
+    async def cmd_sessions(self, arg: str) -> None:
+        from llama_tui.ui.screens.sessions import SessionsScreen
+
+        async def chosen(session_id: str | None) -> None:
+            if session_id and session_id != self.conversation.id:
+                await self.open_session(session_id)
+
+        self.push_screen(SessionsScreen(self.conversation.id), chosen)
+
+    async def open_session(self, session_id: str) -> None:
+        """Switch to a saved session (the current one stays in its journal)."""
+        if self.generating:
+            self.say("Stop the reply first (Esc).", severity="warning")
+            return
+        from llama_tui.session.store import SessionLoadError, load_conversation
+
+        try:
+            conv = await asyncio.to_thread(load_conversation, session_id)
+        except SessionLoadError as e:
+            self.say(f"Could not open the session: {e}", severity="error", timeout=10)
+            return
+        if self.recorder is not None:
+            self.recorder.close()
+        self.conversation = conv
+        self.recorder = self.new_recorder(conv)
+        self.system_prompt = conv.system_prompt
+        self.recorded_settings = None
+        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        await self.transcript.clear_all()
+        await self.show_conversation()
+        self.refresh_meters()
+
+    async def show_conversation(self) -> None:
+        raise NotImplementedError
+
+    def new_recorder(self, conv: Conversation) -> Any:
+        """A journal for `conv` (None when the session store is unavailable)."""
+        try:
+            from llama_tui.session.recorder import SessionRecorder
+        except ImportError:  # pragma: no cover - the store ships with the app
+            return None
+        return SessionRecorder(conv, on_error=self._journal_error)
+
+    def _journal_error(self, text: str) -> None:
+        self.say(f"{text}. The conversation is kept in memory; /save writes a copy.",
+                 severity="error", timeout=10)
+
+    # -- settings ----------------------------------------------------------------------------
+
+    async def cmd_system(self, arg: str) -> None:
+        if not arg:
+            current = self.system_prompt or "(none: the model's template may add its own)"
+            await self.note(f"System prompt: {current}\nSet it with /system TEXT; /system - "
+                            "clears it.")
+            return
+        self.apply_params(self.params, "" if arg == "-" else arg)
+        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        self.say("System prompt set; it applies from the next reply.")
+
+    async def cmd_set(self, arg: str) -> None:
+        key, _, value = arg.partition(" ")
+        if not key:
+            lines = [f"{k} = {v!r}" for k, v in self.params.to_dict().items()]
+            await self.note("\n".join(lines) + "\nChange one with /set KEY VALUE.",
+                            title="settings")
+            return
+        try:
+            new = apply_setting(self.params, key, value, self.context_length)
+        except ParseError as e:
+            await self.note(f"/set {key}: {e}. Nothing was changed.", variant="warning")
+            return
+        self.apply_params(new, self.system_prompt)
+        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        changed = overrides(new, self.defaults)
+        shown = ", ".join(f"{k}={format_value(k, getattr(new, k))}" if k != "do_sample"
+                          else f"greedy={not new.do_sample}" for k in sorted(changed))
+        self.say(f"Applies from the next reply. Overrides: {shown or 'none'}.")
+
+    @on(SettingsPanel.Applied)
+    def _panel_applied(self, event: SettingsPanel.Applied) -> None:
+        self.apply_params(event.params, event.system_prompt)
+
+    def apply_params(self, params: Any, system_prompt: str) -> None:
+        self.params, self.system_prompt = params, system_prompt
+        self.user_fields = overrides(params, self.defaults)
+        self.settings_dirty = True
+
+    def remember_settings(self) -> None:
+        """Persist the (valid) settings for the next launch, when they changed."""
+        current = (self.params, self.system_prompt)
+        if not self.settings_dirty or current == self.remembered_settings:
+            return
+        if self.params.problems(self.context_length):
+            return  # never persist an invalid value
+        try:
+            from llama_tui.config import remember_generation
+
+            remember_generation(self.params, self.system_prompt)
+            self.remembered_settings = current
+        except (OSError, ValueError) as e:
+            self.say(f"Could not remember the settings: {e}", severity="warning")
+
+    # -- save ----------------------------------------------------------------------------------
+
+    async def cmd_save(self, arg: str, *, overwrite: bool = False) -> None:
+        from llama_tui.session.export import default_export_path, save_conversation
+
+        conv = self.conversation
+        if not conv.messages:
+            self.say("Nothing to save yet.")
+            return
+        path = Path(arg).expanduser() if arg else default_export_path(conv, Path.cwd())
+        snapshot = copy.deepcopy(conv)  # the worker thread must not see later changes
+        try:
+            written = await asyncio.to_thread(
+                save_conversation, snapshot, path, self.export_meta(), overwrite=overwrite
+            )
+        except FileExistsError:
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.run_worker(self.cmd_save(str(path), overwrite=True),
+                                    exit_on_error=False)
+
+            self.push_screen(ConfirmScreen(f"{path} already exists. Replace it?",
+                                           yes="Replace", no="Keep it"), answer)
+            return
+        except (OSError, ValueError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            self.say(f"Could not save to {path}: {why}. The conversation is unchanged; "
+                     "try another path.", severity="error", timeout=10)
+            return
+        self.say(f"Saved {written}")
+
+    def export_meta(self) -> dict[str, Any]:
+        versions = {}
+        for dist in ("transformers", "torch", "textual"):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions[dist] = metadata.version(dist)
+        return {"versions": versions}
+
+    # -- copy ----------------------------------------------------------------------------------
+
+    async def cmd_copy(self, arg: str) -> None:
+        """`/copy` last reply, `/copy N` code block N, `... file` to write a file instead."""
+        words = arg.split()
+        to_file = "file" in words
+        numbers = [w for w in words if w.isdigit()]
+        reply = self.conversation.last("assistant")
+        if reply is None or not reply.content:
+            self.say("No reply to copy yet.")
+            return
+        if numbers:
+            blocks = code_blocks(reply.content)
+            n = int(numbers[0])
+            if not 1 <= n <= len(blocks):
+                self.say(f"The last reply has {len(blocks)} code block(s).", severity="warning")
+                return
+            self.deliver(blocks[n - 1].code, f"code block {n}", to_file)
+        else:
+            self.deliver(reply.content, "the last reply", to_file)
+
+    def copy_code_block(self) -> None:
+        reply = self.conversation.last("assistant")
+        blocks = code_blocks(reply.content) if reply else []
+        if not blocks:
+            self.say("The last reply has no code blocks; Ctrl+Y copies the whole reply.")
+            return
+
+        def chosen(choice: tuple[int, str] | None) -> None:
+            if choice is not None:
+                index, how = choice
+                self.deliver(blocks[index].code, f"code block {index + 1}", how == "file")
+
+        self.push_screen(CodePickerScreen(blocks), chosen)
+
+    def deliver(self, text: str, what: str, to_file: bool) -> None:
+        text = clean(text)  # only sanitised text ever leaves the app
+        if to_file:
+            try:
+                path = write_copy_file(text, locations.data_dir() / "copies", what)
+            except OSError as e:
+                self.say(f"Could not write the file: {e}", severity="error")
+                return
+            self.say(f"Wrote {what} to {path}", timeout=10)
+            return
+        seq = clipboard_sequence(text)
+        self.clipboard_writes.append(seq)
+        self._clipboard = text  # what `App.clipboard` reports
+        if self._driver is not None:
+            # copy_to_clipboard would write a bare OSC 52 that tmux / screen swallow.
+            self._driver.write(seq)
+        self.say(f"Copied {what} ({len(text)} characters) with OSC 52. Nothing arrived? "
+                 "Your terminal may not support it: /copy file writes it to a file.")
+
+    # -- links and the editor ----------------------------------------------------------------
+
+    @on(Markdown.LinkClicked)
+    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+        event.stop()
+        href = clean(event.href)
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.open_url(href)
+
+        self.push_screen(ConfirmScreen(f"Open this link from the model's reply?\n\n{href}",
+                                       yes="Open", no="Cancel", kind="-link"), answer)
+
+    @on(PromptInput.EditorRequested)
+    def _editor(self, event: PromptInput.EditorRequested) -> None:
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        fd, name = tempfile.mkstemp(prefix="llama-tui-", suffix=".md")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.prompt.text)
+            try:
+                with self.suspend():
+                    subprocess.run([*shlex.split(editor), name], check=False)
+            except SuspendNotSupported:
+                self.say("This terminal cannot hand over to an editor.", severity="warning")
+                return
+            except OSError as e:
+                self.say(f"Could not run {editor}: {e}", severity="error")
+                return
+            self.prompt.set_text(Path(name).read_text(encoding="utf-8").rstrip("\n"))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        self.prompt.focus()
+

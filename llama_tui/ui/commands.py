@@ -1,0 +1,105 @@
+"""Slash commands and the same actions in Textual's command palette.
+
+A line that starts with `/` is a command and never reaches the model (`//text` sends
+`/text`). Unknown commands get a message listing the known ones. The palette provider offers
+every command; those that need an argument open the matching dialog instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol, cast
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    name: str
+    usage: str
+    help: str
+    key: str = ""  # the key binding doing the same, for /help
+
+
+COMMANDS: tuple[SlashCommand, ...] = (
+    SlashCommand("help", "/help", "keys and commands", "F1"),
+    SlashCommand("clear", "/clear", "start a new conversation (the old one stays saved)"),
+    SlashCommand("system", "/system TEXT", "set the system prompt; no text shows it"),
+    SlashCommand("set", "/set KEY VALUE", "change a setting, e.g. /set temperature 0.2"),
+    SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)", "F4"),
+    SlashCommand("retry", "/retry", "generate the last reply again", "Ctrl+R"),
+    SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", "Ctrl+G"),
+    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", "Ctrl+B"),
+    SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json)", "Ctrl+S"),
+    SlashCommand("copy", "/copy [N]", "copy the last reply, or its code block N", "Ctrl+Y"),
+    SlashCommand("settings", "/settings", "show or hide the settings panel", "F2"),
+    SlashCommand("sessions", "/sessions", "browse and resume saved sessions", "F5"),
+    SlashCommand("quit", "/quit", "quit (the conversation is journaled)", "Ctrl+Q"),
+)
+COMMAND_BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def parse_command(text: str) -> tuple[str, str] | None:
+    """`/set top_p 0.9` -> ("set", "top_p 0.9"); None when `text` is a prompt."""
+    stripped = text.strip()
+    if not stripped.startswith("/") or stripped.startswith("//"):
+        return None
+    name, _, arg = stripped[1:].partition(" ")
+    if "\n" in name:
+        name, _, rest = name.partition("\n")
+        arg = rest + (" " + arg if arg else "")
+    return name.lower(), arg.strip()
+
+
+def unescape_prompt(text: str) -> str:
+    """`//etc/passwd?` is sent as `/etc/passwd?`."""
+    stripped = text.lstrip()
+    return stripped[1:] if stripped.startswith("//") else text
+
+
+def unknown_command_text(name: str) -> str:
+    """A helpful message for `/name` that is not a command."""
+    close = difflib.get_close_matches(name, list(COMMAND_BY_NAME), n=1)
+    hint = f"Did you mean /{close[0]}? " if close else ""
+    listing = " ".join(f"/{c.name}" for c in COMMANDS)
+    return (
+        f"Unknown command /{name}. {hint}Nothing was sent to the model.\n"
+        f"Commands: {listing}\n"
+        "Start a message with // to send a line that begins with /."
+    )
+
+
+def help_lines() -> list[tuple[str, str, str]]:
+    """(usage, key, help) rows for the help screen."""
+    return [(c.usage, c.key, c.help) for c in COMMANDS]
+
+
+class CommandRunner(Protocol):
+    """What the palette needs from the app."""
+
+    def run_palette_command(self, name: str) -> None: ...
+
+
+class ChatCommands(Provider):
+    """Command-palette entries for every chat command."""
+
+    def _runner(self) -> Callable[[str], None]:
+        return cast("CommandRunner", self.app).run_palette_command
+
+    async def discover(self) -> Hits:
+        run = self._runner()
+        for c in COMMANDS:
+            yield DiscoveryHit(c.usage, partial(run, c.name), help=c.help)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        run = self._runner()
+        for c in COMMANDS:
+            text = f"{c.usage} {c.help}"
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, matcher.highlight(text), partial(run, c.name), help=c.help)
+

@@ -1,0 +1,65 @@
+"""The help screen: every key binding and slash command, in one table."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from llama_tui.ui.commands import help_lines
+
+KEYS: tuple[tuple[str, str], ...] = (
+    ("Enter", "send the message"),
+    ("Ctrl+J / Alt+Enter", "new line in the message"),
+    ("Up / Down", "earlier prompts (on the first / last line)"),
+    ("Ctrl+E", "edit the message in $EDITOR"),
+    ("Esc", "stop the reply (keeps the partial text); close the panel"),
+    ("Ctrl+C", "stop the reply; when idle, ask to quit"),
+    ("Ctrl+Q", "quit (asks while a reply is generated)"),
+    ("Ctrl+R", "retry the last reply"),
+    ("Ctrl+G", "continue a stopped or cut-off reply"),
+    ("Ctrl+B", "edit the last prompt (removes the last exchange)"),
+    ("Ctrl+Y", "copy the last reply (OSC 52, tmux/screen aware)"),
+    ("F3", "copy a code block, or write it to a file"),
+    ("Ctrl+S", "save the conversation as Markdown"),
+    ("F2 / Ctrl+O", "settings panel"),
+    ("F4", "load another model"),
+    ("F5", "saved sessions"),
+    ("Ctrl+P", "command palette"),
+    ("Tab / Shift+Tab", "move focus; PgUp / PgDn scroll the transcript"),
+    ("F1", "this help"),
+)
+
+
+def help_text() -> str:
+    width = max(len(k) for k, _ in KEYS) + 2
+    lines = ["Keys", ""]
+    lines += [f"  {k.ljust(width)}{v}" for k, v in KEYS]
+    lines += ["", "Commands (type them in the input; also in Ctrl+P)", ""]
+    rows = help_lines()
+    uw = max(len(u) for u, _, _ in rows) + 2
+    lines += [f"  {u.ljust(uw)}{h}" for u, _, h in rows]
+    lines += [
+        "",
+        "Settings apply from the next reply and are remembered for the next launch.",
+        "Every message is journaled as it happens; /save writes a copy you choose.",
+    ]
+    return "\n".join(lines)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and commands; Esc, q or F1 closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,f1", "dismiss", "Close")]
+
+    def __init__(self) -> None:
+        super().__init__(classes="dialog-screen")
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog help") as scroll:
+            scroll.border_title = "llama-tui help"
+            yield Static(help_text(), markup=False)

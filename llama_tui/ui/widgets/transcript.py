@@ -1,0 +1,148 @@
+"""The scrolling transcript: user turns, assistant turns (streamed Markdown) and notices.
+
+Every string shown here is untrusted (model output, loaded sessions, error texts) and goes
+through `llama_tui.text.clean` first; nothing is ever parsed as Textual markup: user text and
+notices are `Static(..., markup=False)`, replies are `Markdown(open_links=False)` (links are
+confirmed by the app, which shows the real URL).
+
+Auto-scroll: the container is anchored (`VerticalScroll.anchor`), so it follows new text
+until the user scrolls up, and resumes once they scroll back to the bottom.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from llama_tui.text import StreamCleaner, clean, show_bidi
+
+WELCOME = (
+    "Type a message and press Enter to send.\n"
+    "Ctrl+J or Alt+Enter: new line · F2: settings · F1: help · /help: commands"
+)
+
+
+class UserTurn(Static):
+    """A prompt the user sent."""
+
+    def __init__(self, text: str, message_id: str = "") -> None:
+        super().__init__(clean(text), markup=False, classes="turn user")
+        self.message_id = message_id
+        self.border_title = "you"
+
+
+class Notice(Static):
+    """A note from the app (command output, errors, warnings); not part of the conversation."""
+
+    def __init__(self, text: str, *, title: str = "", variant: str = "info") -> None:
+        super().__init__(clean(text), markup=False, classes=f"notice -{variant}")
+        if title:
+            self.border_title = clean(title)
+
+
+class AssistantTurn(Vertical):
+    """A reply: streamed Markdown and a footer line for its status and speed."""
+
+    def __init__(self, text: str = "", message_id: str = "") -> None:
+        super().__init__(classes="turn assistant")
+        self.message_id = message_id
+        self._initial = text
+        self.border_title = "assistant"
+        self._stream: MarkdownStream | None = None
+        self._cleaner = StreamCleaner()
+
+    def compose(self) -> ComposeResult:
+        yield Markdown(_display(self._initial), open_links=False)
+        yield Static("", markup=False, classes="turn-footer")
+
+    @property
+    def markdown(self) -> Markdown:
+        return self.query_one(Markdown)
+
+    def start_stream(self) -> None:
+        """Begin streaming; `MarkdownStream` batches fragments so the UI keeps up."""
+        self._cleaner = StreamCleaner()
+        self._stream = Markdown.get_stream(self.markdown)
+        self.add_class("-streaming")
+
+    async def write(self, raw_chunk: str) -> None:
+        """Append a raw model chunk (cleaned here, statefully, so split sequences die too)."""
+        text = self._cleaner.feed(raw_chunk)
+        if text and self._stream is not None:
+            await self._stream.write(text)
+
+    async def finish(self, full_text: str, footer: str, variant: str) -> None:
+        """Stop streaming and render the whole reply once, cleanly (one full update)."""
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self._cleaner.flush()
+        self.remove_class("-streaming")
+        await self.markdown.update(_display(full_text))
+        self.set_footer(footer, variant)
+
+    def set_footer(self, footer: str, variant: str = "") -> None:
+        label = self.query_one(".turn-footer", Static)
+        label.update(clean(footer))
+        label.display = bool(footer)
+        for v in ("-stopped", "-error", "-length", "-ok"):
+            label.remove_class(v)
+        if variant:
+            label.add_class(f"-{variant}")
+
+
+def _display(text: str) -> str:
+    # Bidi overrides can make code read differently from what it is ("Trojan Source").
+    return show_bidi(clean(text))
+
+
+class Transcript(VerticalScroll):
+    """The conversation view; anchored so new text scrolls into view."""
+
+    def on_mount(self) -> None:
+        self.anchor()
+
+    def show_welcome(self, show: bool) -> None:
+        for w in self.query(".welcome"):
+            w.display = show
+
+    def welcome(self) -> Static:
+        return Static(WELCOME, markup=False, classes="welcome")
+
+    async def add_user(self, text: str, message_id: str = "") -> UserTurn:
+        turn = UserTurn(text, message_id)
+        await self.mount(turn)
+        self._follow()
+        return turn
+
+    async def add_assistant(self, text: str = "", message_id: str = "") -> AssistantTurn:
+        turn = AssistantTurn(text, message_id)
+        await self.mount(turn)
+        self._follow()
+        return turn
+
+    async def add_notice(self, text: str, *, title: str = "", variant: str = "info") -> Notice:
+        notice = Notice(text, title=title, variant=variant)
+        await self.mount(notice)
+        self._follow()
+        return notice
+
+    def find_assistant(self, message_id: str) -> AssistantTurn | None:
+        for turn in self.query(AssistantTurn):
+            if turn.message_id == message_id:
+                return turn
+        return None
+
+    async def remove_message(self, message_id: str) -> None:
+        for turn in list(self.query(".turn")):
+            if getattr(turn, "message_id", None) == message_id:
+                await turn.remove()
+
+    async def clear_all(self) -> None:
+        await self.query(".turn, .notice").remove()
+
+    def _follow(self) -> None:
+        # A new turn is the user's own action: jump to it even if they had scrolled up.
+        self.anchor()

@@ -1,0 +1,79 @@
+"""Helpers for Pilot tests: build the app on fakes, wait for conditions without sleeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual.pilot import Pilot
+
+from llama_tui.config import LoadedSettings, Settings
+from llama_tui.engine.base import GenerationParams
+from llama_tui.ui.app import LlamaTuiApp, create_app
+from tests.ui.fakes import FakeBackend, FakeFactory
+
+
+def make_app(
+    backend: FakeBackend | None = None,
+    *,
+    spec: str = "fake",
+    factory: FakeFactory | None = None,
+    params: GenerationParams | None = None,
+    system_prompt: str = "",
+    sources: dict[str, str] | None = None,
+    resume: str | None = None,
+) -> LlamaTuiApp:
+    settings = Settings(model=spec, params=params or GenerationParams(),
+                        system_prompt=system_prompt)
+    loaded = LoadedSettings(settings=settings, sources=sources or {})
+    if factory is None:
+        factory = FakeFactory(**{spec: backend or FakeBackend()})
+    return create_app(loaded, backend_factory=factory, resume=resume)
+
+
+async def until(pilot: Pilot[int], cond: Callable[[], object], timeout: float = 10.0) -> None:
+    """Let the app run until `cond()` holds (messages from workers get handled meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {cond}")
+        await pilot.pause()
+
+
+async def ready(pilot: Pilot[int]) -> LlamaTuiApp:
+    app = pilot.app
+    assert isinstance(app, LlamaTuiApp)
+    await until(pilot, lambda: app.backend is not None or app.state == "error")
+    await pilot.pause()
+    return app
+
+
+async def send(pilot: Pilot[int], text: str) -> None:
+    """Type `text` into the prompt (at once, like a paste) and press Enter."""
+    app = pilot.app
+    assert isinstance(app, LlamaTuiApp)
+    app.prompt.focus()
+    app.prompt.load_text(text)
+    await pilot.press("enter")
+
+
+async def reply_done(pilot: Pilot[int]) -> None:
+    """Wait for the current reply to finish and its messages to be handled."""
+    app = pilot.app
+    assert isinstance(app, LlamaTuiApp)
+    await until(pilot, lambda: not app.generating)
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def shown_text(app: LlamaTuiApp) -> str:
+    """Everything the transcript shows as plain text (turns, notices, footers)."""
+    from textual.widgets import Markdown, Static
+
+    parts = []
+    for w in app.transcript.query("Static, Markdown"):
+        if isinstance(w, Markdown):
+            parts.append(w.source)
+        elif isinstance(w, Static) and w.display:
+            parts.append(str(w.render()))
+    return "\n".join(parts)

@@ -1,0 +1,90 @@
+"""Headless mode end to end: the real `python -m llama_tui --prompt` on the tiny model.
+
+Runs in a subprocess like a user's shell (stdout and stderr are pipes, not terminals), with
+the isolated user directories from conftest and HF_HUB_OFFLINE=1.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOKEN = "hf_" + "Zq9" * 12
+NOISE = ("%|", "it/s]", "Loading", "Warning", "warn", "[transformers]", "Traceback")
+
+
+def _run(*args: str, stdin: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("HF_TOKEN", None)
+    return subprocess.run(
+        [sys.executable, "-m", "llama_tui", *args],
+        capture_output=True, text=True, timeout=timeout, input=stdin, env=env,
+    )
+
+
+def _assert_quiet(stderr: str) -> None:
+    for noise in NOISE:
+        assert noise not in stderr, stderr
+
+
+def test_tiny_model_reply(tiny_model_dir: Path) -> None:
+    r = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "5",
+             "--prompt", "hi")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and r.stdout.endswith("\n")
+    assert not any(ord(c) < 32 and c not in "\n\t" for c in r.stdout)
+    _assert_quiet(r.stderr)
+    assert r.stderr == ""
+
+
+def test_tiny_model_is_deterministic_and_reads_stdin(tiny_model_dir: Path) -> None:
+    a = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "6",
+             "--prompt", "Once upon a time")
+    b = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "6",
+             "--prompt", "-", stdin="Once upon a time")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert a.stdout == b.stdout
+
+
+def test_raw_on_base_model(tiny_base_model_dir: Path) -> None:
+    r = _run("--model", str(tiny_base_model_dir), "--raw", "--greedy",
+             "--max-new-tokens", "8", "--prompt", "Once upon a time")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    _assert_quiet(r.stderr)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    r = _run("--model", str(missing), "--prompt", "hi")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert str(missing) in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_token_shaped_model_id_is_refused_and_not_echoed() -> None:
+    r = _run("--model", TOKEN, "--prompt", "hi", timeout=60)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert TOKEN not in r.stderr and TOKEN[:12] not in r.stderr
+    assert "token" in r.stderr.lower()
+
+
+def test_bad_flag_is_usage_error() -> None:
+    r = _run("--top-p", "1.5", "--prompt", "hi", timeout=60)
+    assert r.returncode == 2
+    assert "--top-p" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.demo
+def test_demo_model_names_paris() -> None:
+    r = _run("--prompt", "What is the capital of France?", "--greedy",
+             "--max-new-tokens", "20", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "Paris" in r.stdout
+    _assert_quiet(r.stderr)
