@@ -512,8 +512,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if headless:
         # stdout is for the reply only: keep hub progress bars off a non-terminal stderr.
+        # (TQDM_DISABLE also covers bars libraries draw with plain tqdm, like transformers'
+        # GGUF conversion.)
         if not _isatty(sys.stderr):
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
         try:
             logs.setup_logging()

@@ -54,12 +54,12 @@ class LlamaTuiApp(CommandControl, ModelControl):
     # TextArea's redo, ctrl+c its copy). Esc is not priority so dialogs can close with it.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "stop", "Stop", tooltip="Stop the reply; keep the partial text"),
-        Binding("ctrl+c", "interrupt", "Stop / quit", show=False, priority=True),
-        Binding("ctrl+q", "quit_app", "Quit", priority=True),
-        Binding("f2,ctrl+o", "toggle_settings", "Settings", priority=True),
         Binding("ctrl+r", "retry", "Retry", priority=True),
         Binding("ctrl+y", "copy_reply", "Copy", priority=True),
+        Binding("f2,ctrl+o", "toggle_settings", "Settings", priority=True),
         Binding("f1", "help", "Help"),
+        Binding("ctrl+q", "quit_app", "Quit", priority=True),
+        Binding("ctrl+c", "interrupt", "Stop / quit", show=False, priority=True),
         Binding("ctrl+g", "continue_reply", "Continue", show=False, priority=True),
         Binding("ctrl+b", "edit_last", "Edit last prompt", show=False, priority=True),
         Binding("ctrl+s", "save", "Save", show=False, priority=True),

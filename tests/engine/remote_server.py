@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -200,6 +201,8 @@ class ScriptedServer:
     release: threading.Event = field(default_factory=threading.Event)
     # Set by handlers that noticed the client went away (for cancel tests).
     client_gone: threading.Event = field(default_factory=threading.Event)
+    # Serve HTTPS with this context (server side) instead of plain HTTP.
+    ssl_context: ssl.SSLContext | None = None
     _httpd: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
 
@@ -210,7 +213,8 @@ class ScriptedServer:
 
     @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.port}"
 
     def __enter__(self) -> ScriptedServer:
         scripted = self
@@ -231,6 +235,8 @@ class ScriptedServer:
 
         self._httpd = ThreadingHTTPServer((LOOPBACK, 0), _Req)
         self._httpd.daemon_threads = True
+        if self.ssl_context is not None:
+            self._httpd.socket = self.ssl_context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self

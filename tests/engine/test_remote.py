@@ -27,6 +27,7 @@ from llama_tui.engine.base import (
     Backend,
     ChatMessage,
     Generation,
+    GenerationError,
     GenerationParams,
     InvalidModelSpecError,
     ModelError,
@@ -198,8 +199,9 @@ def test_rejected_parameters_are_reported(remote: RemoteBackend) -> None:
     assert "top_k" in err.cause and "Unexpected fields" in err.cause  # the server's message
     assert gen.stats is not None and gen.stats.stop_reason is StopReason.ERROR
     # Turning them off (our remote defaults) works on the same backend.
-    assert remote.stream(HI, remote.default_params().with_changes(max_new_tokens=4),
-                         threading.Event()).text()
+    assert remote.stream(
+        HI, remote.default_params().with_changes(max_new_tokens=4), threading.Event()
+    ).text()
 
 
 def test_cancel_closes_stream_and_next_request_works(remote: RemoteBackend) -> None:
@@ -227,9 +229,7 @@ def test_count_tokens_falls_back_to_estimate(remote: RemoteBackend) -> None:
     assert remote.token_count_approximate
 
 
-def test_server_killed_mid_stream(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
+def test_server_killed_mid_stream(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A dedicated server, SIGKILLed after the first chunk: the partial reply is kept."""
     reason = serving_missing()
     if reason:
@@ -599,9 +599,9 @@ def test_redirect_is_not_followed() -> None:
 
 
 def test_server_with_no_models() -> None:
-    with ScriptedServer(lambda srv, h, req: send_json(h, 200, {"data": []})) as srv:
-        with pytest.raises(RemoteError, match="lists no models"):
-            RemoteBackend(srv.url).load()
+    no_models = ScriptedServer(lambda srv, h, req: send_json(h, 200, {"data": []}))
+    with no_models as srv, pytest.raises(RemoteError, match="lists no models"):
+        RemoteBackend(srv.url).load()
 
 
 # TLS: verification is on by default. A self-signed certificate made with the openssl CLI.
@@ -613,9 +613,24 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
         pytest.skip("openssl CLI not available to make a test certificate")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -629,12 +644,11 @@ def test_tls_verification_on_by_default(self_signed: tuple[Path, Path]) -> None:
     def handler(srv: ScriptedServer, h: BaseHTTPRequestHandler, req: Received) -> None:
         send_json(h, 200, models_list("m"))
 
-    with ScriptedServer(handler) as srv:
-        assert srv._httpd is not None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(cert, key)
-        srv._httpd.socket = ctx.wrap_socket(srv._httpd.socket, server_side=True)
-        url = f"https://{LOOPBACK}:{srv.port}"
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    with ScriptedServer(handler, ssl_context=ctx) as srv:
+        url = srv.url
+        assert url.startswith("https://")
         with pytest.raises(RemoteError) as err:
             RemoteBackend(url).load()
         assert "TLS certificate" in str(err.value) and "verify_tls" in err.value.fix
@@ -658,8 +672,14 @@ def test_mapping_greedy_is_temperature_zero() -> None:
 
 def test_mapping_sampling_with_everything() -> None:
     params = GenerationParams(
-        temperature=0.8, top_p=0.95, top_k=40, min_p=0.05, repetition_penalty=1.1,
-        max_new_tokens=64, seed=3, stop=("a", "bb"),
+        temperature=0.8,
+        top_p=0.95,
+        top_k=40,
+        min_p=0.05,
+        repetition_penalty=1.1,
+        max_new_tokens=64,
+        seed=3,
+        stop=("a", "bb"),
     )
     body = build_request_body("m", HI, params, include_usage=False)
     assert {k: v for k, v in body.items() if k not in ("model", "messages")} == {
@@ -688,7 +708,7 @@ def test_invalid_settings_are_refused_before_sending() -> None:
     backend = RemoteBackend("http://127.0.0.1:1")
     backend.model = "m"
     gen = backend.stream(HI, GenerationParams(temperature=float("nan")), threading.Event())
-    with pytest.raises(Exception, match="temperature"):
+    with pytest.raises(GenerationError, match="temperature"):
         gen.text()
     assert gen.stats is not None and gen.stats.stop_reason is StopReason.ERROR
 
@@ -704,9 +724,7 @@ def test_invalid_settings_are_refused_before_sending() -> None:
     ],
 )
 def test_rejected_settings(message: str, param: str | None, expected: tuple[str, ...]) -> None:
-    sent = build_request_body(
-        "m", HI, GenerationParams(top_k=5, min_p=0.1, seed=1, stop=("x",))
-    )
+    sent = build_request_body("m", HI, GenerationParams(top_k=5, min_p=0.1, seed=1, stop=("x",)))
     assert rejected_settings(message, param, sent) == expected
 
 

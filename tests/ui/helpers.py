@@ -77,3 +77,9 @@ def shown_text(app: LlamaTuiApp) -> str:
         elif isinstance(w, Static) and w.display:
             parts.append(str(w.render()))
     return "\n".join(parts)
+
+
+def screen_text(app: LlamaTuiApp) -> str:
+    """The screen as plain text lines (what a terminal would show, minus colours)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ui.fakes import FakeBackend
-from tests.ui.helpers import make_app, ready, reply_done, send, shown_text
+from tests.ui.helpers import make_app, ready, reply_done, screen_text, send, shown_text
 
 
 @pytest.mark.asyncio
@@ -21,3 +21,4 @@ async def test_send_and_reply() -> None:
         assert msgs[1].status == "complete"
         assert "Hello there!" in shown_text(app)
         app.save_screenshot("/tmp/llama_smoke.svg")
+        print(screen_text(app))

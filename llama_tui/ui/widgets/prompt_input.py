@@ -26,7 +26,9 @@ class PromptInput(TextArea):
     """Where the user types. Posts `PromptInput.Submitted` on Enter."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+e", "external_editor", "Editor", tooltip="Edit the prompt in $EDITOR"),
+        Binding(
+            "ctrl+e", "external_editor", "Editor", show=False, tooltip="Edit in $EDITOR"
+        ),
         Binding("ctrl+j", "newline", "New line", show=False),
     ]
 

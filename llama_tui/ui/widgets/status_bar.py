@@ -32,6 +32,14 @@ def human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover (loop always returns)
 
 
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def short_dtype(dtype: str) -> str:
+    """float32 -> fp32: the status bar has 80 columns for everything."""
+    return _DTYPES.get(dtype.removeprefix("torch."), dtype)
+
+
 @dataclass(frozen=True)
 class StatusFacts:
     """Everything the status bar shows, swapped whole."""
@@ -79,7 +87,7 @@ class StatusBar(Horizontal):
         state.update(clean(label))
         for s in ("starting", "loading", "ready", "generating", "stopping", "stopped", "error"):
             state.set_class(s == f.state, f"-{s}")
-        where = " ".join(x for x in (f.device, f.dtype) if x)
+        where = " ".join(x for x in (f.device, short_dtype(f.dtype)) if x)
         model = clean(f.model) + (f" · {clean(where)}" if where else "")
         self.query_one("#sb-model", Static).update(model)
         self.query_one("#sb-memory", Static).update(clean(f.memory))
@@ -93,4 +101,4 @@ class StatusBar(Horizontal):
             speed.append(f"ttft {f.ttft_s:.2f}s")
         if f.tokens_per_s is not None:
             speed.append(f"{f.tokens_per_s:.1f} tok/s")
-        self.query_one("#sb-speed", Static).update(" ".join(speed))
+        self.query_one("#sb-speed", Static).update(" · ".join(speed))
