@@ -546,6 +546,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"llama-tui: error: the TUI could not start ({e}); --prompt still works")
         return EXIT_ERROR
     try:
-        return int(run_app(loaded.settings, loaded))
+        return int(run_app(loaded, resume=loaded.resume))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -177,6 +177,8 @@ HF_DOTENV_KEYS = ("HF_HOME", "HF_HUB_OFFLINE", "HF_ENDPOINT")
 SENSITIVE_HF_KEYS = frozenset({"HF_ENDPOINT"})
 # Secrets: never read from .env (see module docstring).
 SECRET_DOTENV_KEYS = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LLAMA_TUI_API_KEY"})
+# Read by llama-tui from the real environment only (they decide where .env files are).
+ENV_ONLY_KEYS = frozenset({"LLAMA_TUI_CONFIG", "LLAMA_TUI_HOME"})
 
 DTYPE_ALIASES = {
     "auto": "auto",
@@ -591,6 +593,8 @@ def read_dotenv(
                 warnings.append(redact(clean(_untrusted_msg(where, key))))
                 continue
             exports[key] = _dotenv_value(m.group(2))
+        elif key in ENV_ONLY_KEYS:
+            warnings.append(f"{clean(where)}: {key} is only read from the environment; ignored")
         elif key.startswith(ENV_PREFIX):
             warnings.append(redact(clean(f"{where}: unknown variable {key}; ignored")))
         # Any other key belongs to some other tool: ignored, its value not kept.

@@ -220,7 +220,9 @@ class FastDecoder:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.eos_ids = self._eos_ids(eos_token_ids)
 
-        vocab = int(model.get_output_embeddings().weight.shape[0])
+        # out_features, not weight.shape: a dynamically quantized head has weight() as a method.
+        head = model.get_output_embeddings()
+        vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
         self._buf = SamplingBuffers.allocate(vocab, self.device)
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         if self.graphs == "inductor":

@@ -103,6 +103,22 @@ GENERATION_FIELDS = (
     "max_new_tokens",
 )
 
+# httpx / httpx2 exception names (huggingface_hub 1.x uses httpx, 2.x httpx2): the Hub is
+# unreachable. Matched by name so we need not import either.
+_NETWORK_ERRORS = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ReadTimeout",
+        "WriteTimeout",
+        "PoolTimeout",
+        "TimeoutException",
+        "NetworkError",
+        "ProxyError",
+        "RemoteProtocolError",
+    }
+)
+
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -537,6 +553,19 @@ def _remote_weight_patterns(ms: ModelSpec, options: LoadOptions) -> list[str]:
 
     files = HfApi().list_repo_files(ms.repo_id or "", revision=ms.revision)
     top = [f for f in files if "/" not in f]
+    if "config.json" in top and not options.trust_remote_code:
+        # Refuse a custom-code model before downloading gigabytes of its weights.
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(
+            ms.repo_id or "", "config.json", revision=ms.revision, cache_dir=hub_cache_dir()
+        )
+        try:
+            config = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = None
+        if isinstance(config, dict):
+            check_config(config, ms.raw, options)
     patterns = list(_HUB_BASE_PATTERNS)
     if options.trust_remote_code:
         patterns += _HUB_CODE
@@ -667,6 +696,15 @@ def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> None:
             f"{_shown(spec_text)} has no weights (*.safetensors) in {_shown(str(folder))}.",
             "Check the folder, or re-download the model.",
         )
+    check_config(config, spec_text, options)
+
+
+def check_config(config: dict[str, Any], spec_text: str, options: LoadOptions) -> None:
+    """Refuse a config that needs custom code (unless opted in) or an unknown architecture.
+
+    With `auto_map` and a model type transformers knows, transformers uses its own code when
+    trust_remote_code is False, so only an unknown type needs the repository's code.
+    """
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     model_type = config.get("model_type")
@@ -750,6 +788,16 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
         return _not_cached_error(spec, offline=hub_offline())
     incomplete = getattr(hf, "IncompleteSnapshotError", None)
     if incomplete is not None and find(incomplete) is not None:
+        return _not_cached_error(spec, offline=hub_offline())
+    network = next(
+        (
+            e
+            for e in chain
+            if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _NETWORK_ERRORS
+        ),
+        None,
+    )
+    if network is not None:
         return _not_cached_error(spec, offline=hub_offline())
     if find(hf.EntryNotFoundError) is not None:
         return ModelError(

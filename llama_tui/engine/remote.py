@@ -769,6 +769,7 @@ class RemoteBackend:
                 "messages": [{"role": m.role, "content": m.content} for m in history],
                 "add_generation_prompt": True,
             }
+            resp: httpx.Response | None
             try:
                 resp = self._http().post(
                     self.base_url + "/tokenize",
@@ -776,16 +777,21 @@ class RemoteBackend:
                     headers=self._headers(),
                     timeout=min(self.timeout_s, 5.0),
                 )
-                count = resp.json().get("count") if resp.status_code == 200 else None
-            except (httpx.HTTPError, ValueError, AttributeError):
-                count = None  # transient or not JSON: estimate this time, ask again next time
-                resp = None
+            except httpx.HTTPError:
+                resp = None  # transient: estimate this time, ask again next time
+            count: object = None
+            if resp is not None and resp.status_code == 200:
+                try:
+                    data = resp.json()
+                except ValueError:
+                    data = None
+                count = data.get("count") if isinstance(data, dict) else None
             if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
                 self._tokenize_supported = True
                 self.token_count_approximate = False
                 return count
             if resp is not None:
-                # A definite answer that is not vLLM's shape: stop asking.
+                # A definite answer that is not vLLM's shape (404, TGI's list, ...): stop asking.
                 self._tokenize_supported = False
         self.token_count_approximate = True
         return estimate_tokens(history)

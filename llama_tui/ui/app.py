@@ -16,6 +16,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, ClassVar
 
+from textual import events
 from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -126,8 +127,8 @@ class LlamaTuiApp(CommandControl, ModelControl):
             await self.note(f"This session used {clean(str(conv.model['spec']))}; "
                             f"/model {clean(str(conv.model['spec']))} loads it.")
 
-    def on_resize(self) -> None:
-        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
 
     def watch_state(self, state: str) -> None:
         self.set_class(state == "generating", "-generating")

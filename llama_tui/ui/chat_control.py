@@ -42,7 +42,8 @@ def footer_for(
     """(footer text, variant) under a finished reply."""
     speed = ""
     if stats is not None and stats.generated_tokens:
-        speed = f"{stats.generated_tokens} tokens"
+        n = stats.generated_tokens
+        speed = f"{n} token{'s' if n != 1 else ''}"
         if stats.decode_tokens_per_s:
             speed += f" · {stats.decode_tokens_per_s:.1f} tok/s"
     if status == "error":

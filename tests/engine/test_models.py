@@ -120,6 +120,22 @@ def as_transformers_would(inner: Exception) -> OSError:
         return outer
 
 
+def serve_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, config: dict[str, Any]) -> None:
+    """Make `hf_hub_download(repo, "config.json")` return `config` without any network."""
+    import json
+
+    import huggingface_hub
+
+    path = tmp_path / "remote-config.json"
+    path.write_text(json.dumps(config))
+
+    def fake(repo_id: str, filename: str, **kwargs: Any) -> str:
+        assert filename == "config.json"
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+
+
 def copy_tiny_without_weights(src: Path, dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():
@@ -504,11 +520,12 @@ def test_hub_error_through_load_model(hf_home: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_online_pickle_only_repo_refused_before_download(
-    hf_home: Path, monkeypatch: pytest.MonkeyPatch
+    hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from huggingface_hub import HfApi
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    serve_config(monkeypatch, tmp_path, {"model_type": "llama"})
     monkeypatch.setattr(
         HfApi,
         "list_repo_files",
@@ -521,8 +538,41 @@ def test_online_pickle_only_repo_refused_before_download(
     assert downloads == []
 
 
+def test_online_custom_code_repo_refused_before_download(
+    hf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import HfApi
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    serve_config(
+        monkeypatch, tmp_path, {"model_type": "phi_new", "auto_map": {"AutoConfig": "c.C"}}
+    )
+    monkeypatch.setattr(
+        HfApi,
+        "list_repo_files",
+        lambda self, repo_id, **k: ["config.json", "modeling_phi_new.py", "model.safetensors"],
+    )
+    downloads: list[Any] = []
+    monkeypatch.setattr(models, "_make_tqdm_class", lambda *a: downloads.append(a))
+    with pytest.raises(RemoteCodeRequiredError):
+        load_model("org/custom", OPTS)
+    assert downloads == []
+
+
+def test_unreachable_hub_is_not_cached_error(
+    fake_hub: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    exc = as_transformers_would(httpx2.ConnectError("[Errno -3] name resolution failed"))  # type: ignore[arg-type]
+    err = classify_load_error(exc, "org/other")
+    assert isinstance(err, ModelNotCachedError)
+    assert "could not be reached" in err.cause and "org/tiny" in err.fix
+
+
 def test_online_download_reports_progress(
-    hf_home: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    hf_home: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not cached, online: the download path fetches only what loads, with byte progress."""
     import huggingface_hub
@@ -530,6 +580,7 @@ def test_online_download_reports_progress(
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    serve_config(monkeypatch, tmp_path, {"model_type": "llama"})
     listing = ["config.json", "model.safetensors", "tokenizer.json", "onnx/model.onnx", "x.bin"]
     monkeypatch.setattr(HfApi, "list_repo_files", lambda self, repo_id, **k: listing)
     calls: list[dict[str, Any]] = []

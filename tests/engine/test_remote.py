@@ -156,7 +156,11 @@ def test_streaming_greedy_reply(remote: RemoteBackend, tserve: TransformersServe
         "temperature": 0.0,
     }
     plain = httpx.post(f"{tserve.url}/v1/chat/completions", json=body, timeout=30).json()
-    assert plain["choices"][0]["message"]["content"] == text
+    whole = plain["choices"][0]["message"]["content"]
+    # transformers serve's streamer holds back an incomplete UTF-8 sequence and drops it at
+    # the end, where the non-streaming reply shows it as U+FFFD: compare up to that.
+    assert whole.startswith(text)
+    assert set(whole[len(text) :]) <= {"\ufffd"}
 
 
 def test_max_tokens_gives_length(remote: RemoteBackend) -> None:

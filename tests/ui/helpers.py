@@ -83,3 +83,8 @@ def screen_text(app: LlamaTuiApp) -> str:
     """The screen as plain text lines (what a terminal would show, minus colours)."""
     strips = app.screen._compositor.render_strips()
     return "\n".join("".join(seg.text for seg in strip).rstrip() for strip in strips)
+
+
+def notes(app: LlamaTuiApp) -> list[str]:
+    """Texts of the toasts shown so far."""
+    return [str(n.message) for n in app._notifications]

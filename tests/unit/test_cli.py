@@ -38,13 +38,34 @@ def test_only_typed_flags_are_present() -> None:
     assert vars(p.parse_args([])) == {}
     ns = vars(
         p.parse_args(
-            ["-m", "org/x", "--greedy", "--stop", "a", "--stop", "b", "--no-compile",
-             "--top-k", "3", "--system", "S", "--resume", "--prompt", "-"]
+            [
+                "-m",
+                "org/x",
+                "--greedy",
+                "--stop",
+                "a",
+                "--stop",
+                "b",
+                "--no-compile",
+                "--top-k",
+                "3",
+                "--system",
+                "S",
+                "--resume",
+                "--prompt",
+                "-",
+            ]
         )
     )
     assert ns == {
-        "model": "org/x", "do_sample": False, "stop": ["a", "b"], "compile": False,
-        "top_k": 3, "system_prompt": "S", "resume": "", "prompt": "-",
+        "model": "org/x",
+        "do_sample": False,
+        "stop": ["a", "b"],
+        "compile": False,
+        "top_k": 3,
+        "system_prompt": "S",
+        "resume": "",
+        "prompt": "-",
     }
     assert vars(p.parse_args(["--resume", "abc"]))["resume"] == "abc"
     settings_part = cli._settings_cli(ns)
@@ -68,15 +89,23 @@ def test_version_and_help_in_process(capsys: pytest.CaptureFixture[str]) -> None
 
 @pytest.mark.parametrize(
     "argv",
-    [["--temperature", "nan", "--prompt", "x"], ["--top-k", "x"], ["--bogus"],
-     ["--top-p", "2", "--prompt", "x"], ["--save", "out.md"], ["--device", "gpu"]],
+    [
+        ["--temperature", "nan", "--prompt", "x"],
+        ["--top-k", "x"],
+        ["--bogus"],
+        ["--top-p", "2", "--prompt", "x"],
+        ["--save", "out.md"],
+        ["--device", "gpu"],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
     assert capsys.readouterr().out == ""
 
 
-def test_missing_config_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["--config", str(tmp_path / "none.toml"), "--prompt", "hi"]) == 2
     assert "none.toml" in capsys.readouterr().err
 
@@ -114,7 +143,9 @@ def test_help_and_version_import_nothing_heavy() -> None:
     for flag in ("--help", "--version"):
         r = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "llama_tui", flag],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert r.returncode == 0
         imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if "|" in line}
@@ -136,8 +167,9 @@ def test_list_models_with_empty_cache(
 class FakeBackend:
     """Streams fixed chunks; can fail or be interrupted after some of them."""
 
-    def __init__(self, chunks: Sequence[str], fail_after: int | None = None,
-                 exc: BaseException | None = None) -> None:
+    def __init__(
+        self, chunks: Sequence[str], fail_after: int | None = None, exc: BaseException | None = None
+    ) -> None:
         self.chunks = list(chunks)
         self.fail_after = fail_after
         self.exc = exc
@@ -150,8 +182,9 @@ class FakeBackend:
         self.info = ModelInfo(name="fake", spec="fake", source="here")
         return self.info
 
-    def stream(self, history: Sequence[ChatMessage], params: GenerationParams,
-               cancel: threading.Event) -> Generation:
+    def stream(
+        self, history: Sequence[ChatMessage], params: GenerationParams, cancel: threading.Event
+    ) -> Generation:
         self.seen.append((tuple(history), params))
         self.cancel = cancel
 
@@ -161,8 +194,9 @@ class FakeBackend:
                     assert self.exc is not None
                     raise self.exc
                 yield c
-            gen.stats = GenerationStats(generated_tokens=len(self.chunks),
-                                        stop_reason=StopReason.EOS)
+            gen.stats = GenerationStats(
+                generated_tokens=len(self.chunks), stop_reason=StopReason.EOS
+            )
 
         gen = Generation(run())
         return gen
@@ -200,8 +234,9 @@ def test_headless_streams_sanitised_reply(
     fake: Factory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     b = _use(fake, FakeBackend(["Par", "is\x1b]52;c;UFdO", "RUQ=\x07 is\x1b[", "31m nice", "\r!"]))
-    code = cli.main(["--prompt", "Capital?", "--greedy", "--max-new-tokens", "7",
-                     "--system", "Be brief."])
+    code = cli.main(
+        ["--prompt", "Capital?", "--greedy", "--max-new-tokens", "7", "--system", "Be brief."]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out == "Paris is nice!\n"
@@ -246,6 +281,7 @@ def test_headless_ctrl_c_exits_130_keeping_output(
     code = cli.main(["--prompt", "hi"])
     out, err = capsys.readouterr()
     assert code == 130
+    assert "interrupted" in err
     assert out == "kept text\n"
     assert b.cancel is not None and b.cancel.is_set()
 
@@ -294,8 +330,14 @@ class FakeStore(types.ModuleType):
     def save_conversation(self, conv: Any, path: Path, overwrite: bool = False) -> Path:
         if path.exists() and not overwrite:
             raise FileExistsError(str(path))
-        path.write_text(json.dumps({"messages": [m.to_dict() for m in conv.messages],
-                                    "system_prompt": conv.system_prompt}))
+        path.write_text(
+            json.dumps(
+                {
+                    "messages": [m.to_dict() for m in conv.messages],
+                    "system_prompt": conv.system_prompt,
+                }
+            )
+        )
         self.saved.append((conv, path, overwrite))
         return path
 
@@ -312,7 +354,9 @@ class FakeStore(types.ModuleType):
 
 
 def test_headless_save_and_resume(
-    fake: Factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake: Factory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     import llama_tui.session as session_pkg
@@ -325,7 +369,9 @@ def test_headless_save_and_resume(
     assert cli.main(["--prompt", "one", "--save", str(out_path), "--system", "S"]) == 0
     conv = store.saved[-1][0]
     assert [(m.role, m.content) for m in conv.messages] == [
-        ("user", "one"), ("assistant", "first answer")]
+        ("user", "one"),
+        ("assistant", "first answer"),
+    ]
     # Saving over an existing file is refused ...
     assert cli.main(["--prompt", "two", "--save", str(out_path)]) == 1
     assert "exists" in capsys.readouterr().err
@@ -354,12 +400,69 @@ def test_headless_without_store_module(
 
 def test_tui_mode_calls_run_app(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
+
+    def run_app(loaded: Any, *, resume: str | None = None) -> int:
+        calls.append((loaded, resume))
+        return 3
+
     mod = types.ModuleType("llama_tui.ui.app")
-    mod.run_app = lambda settings, loaded: calls.append((settings, loaded)) or 3  # type: ignore[attr-defined]
+    mod.run_app = run_app  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "llama_tui.ui.app", mod)
     import llama_tui.ui as ui_pkg
 
     monkeypatch.setattr(ui_pkg, "app", mod, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local")
     assert cli.main(["-m", "org/x", "--resume", "abc"]) == 3
-    settings, loaded = calls[0]
-    assert settings.model == "org/x" and loaded.resume == "abc"
+    loaded, resume = calls[0]
+    assert loaded.settings.model == "org/x" and resume == "abc" and loaded.resume == "abc"
+    # Startup notes go to the UI (stderr would vanish behind the full-screen app).
+    assert any("http://mirror.local" in w for w in loaded.warnings)
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+def test_setup_logging_private_file_and_redaction(tmp_path: Path) -> None:
+    import logging
+    import stat
+
+    from llama_tui import locations
+
+    path = logs.setup_logging()
+    assert path == locations.log_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    logging.getLogger("llama_tui.test").warning("token %s \x1b]52;c;x\x07end", TOKEN)
+    try:
+        raise ValueError(f"bad {TOKEN}")
+    except ValueError:
+        logging.getLogger("llama_tui.test").exception("failed")
+    for h in logging.getLogger().handlers:
+        h.flush()
+    text = path.read_text()
+    assert "hf_***" in text and "end" in text and "failed" in text and "ValueError" in text
+    assert TOKEN not in text and "\x1b" not in text
+
+
+def test_library_logging_never_reaches_the_terminal(tmp_path: Path) -> None:
+    code = (
+        "import logging, warnings\n"
+        "from llama_tui import logs\n"
+        "path = logs.setup_logging()\n"
+        "import transformers\n"
+        "from transformers.utils import logging as tl\n"
+        f"tl.get_logger('transformers.x').warning('TLOG {TOKEN}')\n"
+        "import huggingface_hub.utils.logging as hl\n"
+        "hl.get_logger('huggingface_hub.y').warning('HLOG')\n"
+        "warnings.warn('WWARN')\n"
+        "logging.getLogger('z').error('ZLOG')\n"
+        "for h in logging.getLogger().handlers: h.flush()\n"
+        "print(path)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    text = Path(r.stdout.strip()).read_text()
+    for marker in ("TLOG hf_***", "HLOG", "WWARN", "ZLOG"):
+        assert marker in text, text
+    assert TOKEN not in text

@@ -61,13 +61,28 @@ def test_defaults(cwd: Path) -> None:
 def test_load_options_carry_every_field(cwd: Path) -> None:
     s = _load(
         cwd,
-        cli={"device": "cpu", "dtype": "bf16", "threads": 3, "trust_remote_code": True,
-             "allow_pickle": True, "compile": False, "kv_reuse": False,
-             "device_map": "auto", "load_in_4bit": True},
+        cli={
+            "device": "cpu",
+            "dtype": "bf16",
+            "threads": 3,
+            "trust_remote_code": True,
+            "allow_pickle": True,
+            "compile": False,
+            "kv_reuse": False,
+            "device_map": "auto",
+            "load_in_4bit": True,
+        },
     ).settings
     assert s.load_options() == LoadOptions(
-        device="cpu", dtype="bfloat16", threads=3, trust_remote_code=True, allow_pickle=True,
-        device_map="auto", load_in_4bit=True, compile=False, kv_reuse=False,
+        device="cpu",
+        dtype="bfloat16",
+        threads=3,
+        trust_remote_code=True,
+        allow_pickle=True,
+        device_map="auto",
+        load_in_4bit=True,
+        compile=False,
+        kv_reuse=False,
     )
 
 
@@ -82,10 +97,16 @@ def test_precedence_across_all_layers(cfg_dir: Path, cwd: Path) -> None:
         GenerationParams(top_k=2, top_p=0.2, min_p=0.2, max_new_tokens=22, temperature=0.22),
         system_prompt="remembered prompt",
     )
-    _write(cwd / ".env", "LLAMA_TUI_TOP_P=0.3\nLLAMA_TUI_MIN_P=0.3\n"
-           "LLAMA_TUI_MAX_NEW_TOKENS=33\nLLAMA_TUI_TEMPERATURE=0.33\n")
-    env = {"LLAMA_TUI_MIN_P": "0.4", "LLAMA_TUI_MAX_NEW_TOKENS": "44",
-           "LLAMA_TUI_TEMPERATURE": "0.44"}
+    _write(
+        cwd / ".env",
+        "LLAMA_TUI_TOP_P=0.3\nLLAMA_TUI_MIN_P=0.3\n"
+        "LLAMA_TUI_MAX_NEW_TOKENS=33\nLLAMA_TUI_TEMPERATURE=0.33\n",
+    )
+    env = {
+        "LLAMA_TUI_MIN_P": "0.4",
+        "LLAMA_TUI_MAX_NEW_TOKENS": "44",
+        "LLAMA_TUI_TEMPERATURE": "0.44",
+    }
     loaded = _load(cwd, env, cli={"temperature": 0.55, "max_new_tokens": 55})
     p = loaded.settings.params
     assert loaded.warnings == []
@@ -247,8 +268,14 @@ def test_env_values(cwd: Path) -> None:
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("LLAMA_TUI_TEMPERATURE", "warm"), ("LLAMA_TUI_TOP_K", "1.5"), ("LLAMA_TUI_RAW", "maybe"),
-     ("LLAMA_TUI_STOP", "[1"), ("LLAMA_TUI_DEVICE", "tpu"), ("LLAMA_TUI_TOP_P", "2")],
+    [
+        ("LLAMA_TUI_TEMPERATURE", "warm"),
+        ("LLAMA_TUI_TOP_K", "1.5"),
+        ("LLAMA_TUI_RAW", "maybe"),
+        ("LLAMA_TUI_STOP", "[1"),
+        ("LLAMA_TUI_DEVICE", "tpu"),
+        ("LLAMA_TUI_TOP_P", "2"),
+    ],
 )
 def test_bad_env_values_name_the_variable(cwd: Path, var: str, value: str) -> None:
     loaded = _load(cwd, {var: value})
@@ -390,7 +417,9 @@ def test_corrupt_remembered_is_kept_aside(cfg_dir: Path, cwd: Path) -> None:
     assert (cfg_dir / "remembered.json.bad").read_text() == "{not json"
 
 
-def test_remember_write_failure_keeps_previous(cfg_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remember_write_failure_keeps_previous(
+    cfg_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = remember_generation(GenerationParams(top_k=1), "first")
     before = path.read_bytes()
 
@@ -417,14 +446,28 @@ def test_endpoint_warning() -> None:
     assert w and TOKEN not in w and "\x1b" not in w
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     config=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)),
     dotenv=st.text(max_size=200),
     env=st.dictionaries(
         st.sampled_from(
-            ["LLAMA_TUI_" + k for k in ("MODEL", "TEMPERATURE", "TOP_K", "STOP", "SEED",
-                                        "DO_SAMPLE", "DEVICE", "SERVER", "THREADS")]
+            [
+                "LLAMA_TUI_" + k
+                for k in (
+                    "MODEL",
+                    "TEMPERATURE",
+                    "TOP_K",
+                    "STOP",
+                    "SEED",
+                    "DO_SAMPLE",
+                    "DEVICE",
+                    "SERVER",
+                    "THREADS",
+                )
+            ]
         ),
         st.text(max_size=20).filter(lambda s: "\x00" not in s),
     ),
@@ -441,16 +484,58 @@ def test_loader_never_crashes(
         assert "\x1b" not in w
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.dictionaries(
-        st.sampled_from(["temperature", "top_p", "top_k", "min_p", "repetition_penalty",
-                         "max_new_tokens", "do_sample", "seed", "stop", "model", "threads"]),
-        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
-                  st.lists(st.text(max_size=3), max_size=2)),
+        st.sampled_from(
+            [
+                "temperature",
+                "top_p",
+                "top_k",
+                "min_p",
+                "repetition_penalty",
+                "max_new_tokens",
+                "do_sample",
+                "seed",
+                "stop",
+                "model",
+                "threads",
+            ]
+        ),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=5),
+            st.lists(st.text(max_size=3), max_size=2),
+        ),
     )
 )
 def test_remembered_json_never_crashes(cfg_dir: Path, cwd: Path, gen: dict[str, object]) -> None:
     remembered_settings_file().write_text(json.dumps({"generation": gen}), encoding="utf-8")
     loaded = _load(cwd)
     assert loaded.settings.params.problems() == {}
+
+
+def test_env_example_documents_every_variable() -> None:
+    import re
+
+    from llama_tui.config import ENV_KEYS, ENV_ONLY_KEYS, HF_DOTENV_KEYS
+
+    text = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^# ?((?:LLAMA_TUI|HF)_[A-Z0-9_]+)=", text, re.M))
+    assert set(ENV_KEYS) | set(HF_DOTENV_KEYS) | set(ENV_ONLY_KEYS) <= documented
+    assert documented - set(ENV_KEYS) - set(HF_DOTENV_KEYS) - set(ENV_ONLY_KEYS) == {
+        "LLAMA_TUI_API_KEY"
+    }
+
+
+def test_env_example_uncommented_is_the_defaults(cwd: Path) -> None:
+    text = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
+    lines = [line[2:] if line.startswith("# LLAMA_TUI_") else "" for line in text.splitlines()]
+    _write(cwd / ".env", "\n".join(lines))
+    loaded = _load(cwd)
+    assert loaded.settings == Settings()

@@ -17,12 +17,18 @@ TOKEN = "hf_" + "Zq9" * 12
 NOISE = ("%|", "it/s]", "Loading", "Warning", "warn", "[transformers]", "Traceback")
 
 
-def _run(*args: str, stdin: str | None = None, timeout: int = 180) -> subprocess.CompletedProcess[str]:
+def _run(
+    *args: str, stdin: str | None = None, timeout: int = 180
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("HF_TOKEN", None)
     return subprocess.run(
         [sys.executable, "-m", "llama_tui", *args],
-        capture_output=True, text=True, timeout=timeout, input=stdin, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=stdin,
+        env=env,
     )
 
 
@@ -32,8 +38,7 @@ def _assert_quiet(stderr: str) -> None:
 
 
 def test_tiny_model_reply(tiny_model_dir: Path) -> None:
-    r = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "5",
-             "--prompt", "hi")
+    r = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "5", "--prompt", "hi")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and r.stdout.endswith("\n")
     assert not any(ord(c) < 32 and c not in "\n\t" for c in r.stdout)
@@ -42,17 +47,40 @@ def test_tiny_model_reply(tiny_model_dir: Path) -> None:
 
 
 def test_tiny_model_is_deterministic_and_reads_stdin(tiny_model_dir: Path) -> None:
-    a = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "6",
-             "--prompt", "Once upon a time")
-    b = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "6",
-             "--prompt", "-", stdin="Once upon a time")
+    a = _run(
+        "--model",
+        str(tiny_model_dir),
+        "--greedy",
+        "--max-new-tokens",
+        "6",
+        "--prompt",
+        "Once upon a time",
+    )
+    b = _run(
+        "--model",
+        str(tiny_model_dir),
+        "--greedy",
+        "--max-new-tokens",
+        "6",
+        "--prompt",
+        "-",
+        stdin="Once upon a time",
+    )
     assert a.returncode == b.returncode == 0, a.stderr + b.stderr
     assert a.stdout == b.stdout
 
 
 def test_raw_on_base_model(tiny_base_model_dir: Path) -> None:
-    r = _run("--model", str(tiny_base_model_dir), "--raw", "--greedy",
-             "--max-new-tokens", "8", "--prompt", "Once upon a time")
+    r = _run(
+        "--model",
+        str(tiny_base_model_dir),
+        "--raw",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+        "--prompt",
+        "Once upon a time",
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
     _assert_quiet(r.stderr)
@@ -83,8 +111,14 @@ def test_bad_flag_is_usage_error() -> None:
 
 @pytest.mark.demo
 def test_demo_model_names_paris() -> None:
-    r = _run("--prompt", "What is the capital of France?", "--greedy",
-             "--max-new-tokens", "20", timeout=600)
+    r = _run(
+        "--prompt",
+        "What is the capital of France?",
+        "--greedy",
+        "--max-new-tokens",
+        "20",
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
     _assert_quiet(r.stderr)

@@ -46,9 +46,17 @@ print(json.dumps(result))
 
 def _run(prefixes: list[str], excluded: list[str], forbidden: list[str]) -> dict[str, object]:
     r = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps(prefixes), json.dumps(excluded),
-         json.dumps(forbidden)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            json.dumps(prefixes),
+            json.dumps(excluded),
+            json.dumps(forbidden),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     result: dict[str, object] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -56,8 +64,13 @@ def _run(prefixes: list[str], excluded: list[str], forbidden: list[str]) -> dict
 
 
 CORE = [
-    "llama_tui.engine", "llama_tui.session", "llama_tui.config", "llama_tui.text",
-    "llama_tui.cli", "llama_tui.logs", "llama_tui.locations",
+    "llama_tui.engine",
+    "llama_tui.session",
+    "llama_tui.config",
+    "llama_tui.text",
+    "llama_tui.cli",
+    "llama_tui.logs",
+    "llama_tui.locations",
 ]
 
 

@@ -100,8 +100,13 @@ def test_plain_text_fast_path_is_identity() -> None:
 
 # Text made mostly of the characters that matter: ESC, C1, terminators, brackets, digits.
 _alphabet = st.sampled_from(
-    list("\x1b\x9b\x9d\x90\x9c\x07\\[]P_^X();0123456789m?Hc \n\t\r\x08\x00\x7f\x18a")
-    + ["é", "中", "🙂", "\u0301"]
+    [
+        *"\x1b\x9b\x9d\x90\x9c\x07\\[]P_^X();0123456789m?Hc \n\t\r\x08\x00\x7f\x18a",
+        "é",
+        "中",
+        "🙂",
+        "\u0301",
+    ]
 )
 _hostile = st.lists(_alphabet, max_size=300).map("".join)
 _text = st.one_of(st.text(max_size=300), _hostile)
@@ -169,8 +174,21 @@ def test_show_bidi() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["../../x", "/", "", "..", ".", "a/b\\c", "nul\x00byte", "\x1b]0;t\x07x", "x" * 300,
-     "CON", " .hidden. ", "a\u202eb", "[/INST] [b"],
+    [
+        "../../x",
+        "/",
+        "",
+        "..",
+        ".",
+        "a/b\\c",
+        "nul\x00byte",
+        "\x1b]0;t\x07x",
+        "x" * 300,
+        "CON",
+        " .hidden. ",
+        "a\u202eb",
+        "[/INST] [b",
+    ],
 )
 def test_safe_filename(name: str) -> None:
     out = safe_filename(name)

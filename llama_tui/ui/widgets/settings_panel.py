@@ -48,7 +48,7 @@ class SettingsPanel(VerticalScroll):
         self.problems: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
-        yield Checkbox("Greedy (no sampling)", id="sp-greedy", compact=True)
+        yield Checkbox("Greedy decoding", id="sp-greedy", compact=True)
         for f in FIELDS:
             with Horizontal(classes="sp-row", id=f"sp-row-{f.name}"):
                 yield Label(f.label, classes="sp-label")
@@ -118,6 +118,8 @@ class SettingsPanel(VerticalScroll):
         self.set_class(bool(self.problems), "-invalid")
         greedy = self.query_one("#sp-greedy", Checkbox)
         greedy.set_class("do_sample" in changed, "-override")
+        # The compact checkbox shows its state only in colour; say it in words too.
+        greedy.label = f"Greedy decoding: {'on' if greedy.value else 'off (sampling)'}"
         for f in FIELDS:
             row = self.query_one(f"#sp-row-{f.name}", Horizontal)
             why = self.query_one(f"#sp-why-{f.name}", Static)

