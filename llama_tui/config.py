@@ -473,6 +473,9 @@ def _read_text(path: Path, what: str, warnings: list[str]) -> str | None:
     try:
         if not path.exists():
             return None
+        if not path.is_file():  # a FIFO or device would block or never end
+            warnings.append(redact(clean(f"{path}: the {what} is not a regular file; skipped")))
+            return None
         with path.open("rb") as f:
             data = f.read(_MAX_FILE_BYTES + 1)
     except OSError as e:

@@ -186,7 +186,8 @@ def test_closing_early_keeps_cache_consistent(model: Any, dec: FastDecoder) -> N
     gen = dec.generate_ids(PROMPTS[2], GREEDY, threading.Event())
     head = [next(gen) for _ in range(4)]
     gen.close()  # e.g. the backend hit a stop string
-    assert dec.cached_tokens == len(PROMPTS[2]) + 3  # the 4th id was fed by the run-ahead step
+    # each id is fed (the run-ahead step) before it is handed out, so all 4 are in the cache
+    assert dec.cached_tokens == len(PROMPTS[2]) + 4
     nxt = PROMPTS[2] + head + [9, 9]
     assert run(dec, nxt) == reference(model, nxt, GREEDY.max_new_tokens, eos_token_id=None)
 

@@ -94,7 +94,7 @@ async def test_clear_starts_a_new_session() -> None:
         assert "first" not in shown_text(app)
     from llama_tui.session.store import load_conversation
 
-    assert [m.content for m in load_conversation(old_id).messages][0] == "first"
+    assert load_conversation(old_id).messages[0].content == "first"
 
 
 async def test_save_default_path_then_overwrite_confirmation(tmp_path: Path) -> None:
@@ -154,8 +154,8 @@ async def test_copy_last_reply_and_code_block_osc52(monkeypatch: pytest.MonkeyPa
         await pilot.press("f3")
         await pilot.pause()
         await pilot.press("enter")
-        copied = base64.b64decode(app.clipboard_writes[-1].split(";c;")[1].split("\x07")[0])
-        assert copied.decode() == "echo  hi\n"
+        raw = base64.b64decode(app.clipboard_writes[-1].split(";c;")[1].split("\x07")[0])
+        assert raw.decode() == "echo  hi\n"
         await send(pilot, "/copy 1 file")
         wrote = [n for n in notes(app) if n.startswith("Wrote code block 1 to ")]
         assert wrote
@@ -176,6 +176,7 @@ async def test_markdown_link_needs_confirmation(monkeypatch: pytest.MonkeyPatch)
         md = app.transcript.query(Markdown).last()
         md.post_message(Markdown.LinkClicked(md, "https://evil.example/x"))
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert isinstance(app.screen, ConfirmScreen)
         assert "https://evil.example/x" in app.screen.question
         assert opened == []
         await pilot.press("escape")

@@ -8,11 +8,16 @@ import pytest
 from textual.widgets import Markdown
 
 from llama_tui.engine.base import ModelInfo, ModelNotCachedError
+from llama_tui.ui.app import LlamaTuiApp
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from tests.ui.fakes import FAKE_INFO, FakeBackend, FakeFactory
 from tests.ui.helpers import make_app, ready, reply_done, screen_text, send, shown_text, until
 
 pytestmark = pytest.mark.asyncio
+
+
+def shown_titles(app: LlamaTuiApp) -> str:
+    return " ".join(str(n.border_title or "") for n in app.transcript.query(".notice"))
 
 
 def broken(spec: str) -> FakeBackend:
@@ -72,8 +77,7 @@ async def test_failed_switch_keeps_the_previous_model() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await send(pilot, "/model nope")
-        await until(pilot, lambda: "could not load nope" in app.transcript.query(".notice")
-                    .last().border_title if app.transcript.query(".notice") else False)
+        await until(pilot, lambda: "could not load nope" in shown_titles(app))
         assert app.backend is first and not first.closed
         assert "Still using Fake-Llama-1B" in shown_text(app)
         assert app.state == "ready"
@@ -101,7 +105,8 @@ async def test_switch_model_closes_the_old_one_and_keeps_the_chat() -> None:
 
 
 async def test_untrusted_model_output_is_literal_and_stripped() -> None:
-    evil = ["[/INST] ", "[@click=app.quit]x[/] ", "\x1b]52;c;SGFja2Vk", "\x07 ", "[b", " \x1b[2J done"]
+    evil = ["[/INST] ", "[@click=app.quit]x[/] ", "\x1b]52;c;SGFja2Vk", "\x07 ", "[b",
+            " \x1b[2J done"]
     app = make_app(FakeBackend(replies=[evil]))
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)

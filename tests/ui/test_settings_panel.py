@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, Static
+from textual.widgets import Button, Input, Static
 
 from llama_tui.config import remembered_settings_file
 from llama_tui.engine.base import GenerationParams
@@ -91,7 +91,7 @@ async def test_reset_to_defaults() -> None:
         assert app.params.max_new_tokens == 256
         await pilot.press("f2")
         assert app.panel.query_one("#sp-row-temperature").has_class("-override")
-        app.panel.query_one("#sp-reset").press()
+        app.panel.query_one("#sp-reset", Button).press()
         await pilot.pause()
         assert app.params == FAKE_DEFAULTS
         assert not app.panel.query(".sp-row.-override")

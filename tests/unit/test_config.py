@@ -539,3 +539,10 @@ def test_env_example_uncommented_is_the_defaults(cwd: Path) -> None:
     _write(cwd / ".env", "\n".join(lines))
     loaded = _load(cwd)
     assert loaded.settings == Settings()
+
+
+def test_dotenv_that_is_not_a_regular_file(cwd: Path) -> None:
+    os.mkfifo(cwd / ".env")  # reading a FIFO would block for ever
+    loaded = _load(cwd)
+    assert loaded.settings == Settings()
+    assert any("not a regular file" in w for w in loaded.warnings)

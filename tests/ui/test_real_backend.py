@@ -1,0 +1,82 @@
+"""The app on the real engine: LocalBackend with the tiny random Llama (no network).
+
+Load, send, stream, stop mid-reply, stats in the status bar. A forward pre-hook on the model
+blocks generation at a known step so the stop happens mid-stream, without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llama_tui.config import LoadedSettings, Settings
+from llama_tui.engine.base import GenerationParams
+from llama_tui.ui.app import create_app
+from tests.ui.helpers import ready, reply_done, send, until
+
+pytestmark = pytest.mark.asyncio
+
+GREEDY = GenerationParams(do_sample=False, max_new_tokens=12, temperature=0.0)
+
+
+def real_app(model_dir: Path, params: GenerationParams = GREEDY) -> Any:
+    settings = Settings(model=str(model_dir), params=params, device="cpu", dtype="float32",
+                        compile=False)
+    sources = {name: "flag" for name in GenerationParams.field_names()}
+    return create_app(LoadedSettings(settings=settings, sources=sources))
+
+
+async def test_load_send_stream_and_stats(tiny_model_dir: Path) -> None:
+    app = real_app(tiny_model_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        assert app.state == "ready", app.load_error
+        assert app.status.facts.context_max and app.status.facts.device.startswith("cpu")
+        await send(pilot, "Hello there")
+        await reply_done(pilot)
+        reply = app.conversation.messages[-1]
+        assert reply.role == "assistant" and reply.status == "complete"
+        assert reply.content
+        assert reply.stats and reply.stats["generated_tokens"] > 0
+        await until(pilot, lambda: app.status.facts.tokens_per_s is not None
+                    and app.status.facts.context_used)
+        assert app.status.facts.ttft_s is not None
+
+
+async def test_stop_mid_stream_keeps_partial(tiny_model_dir: Path) -> None:
+    params = GREEDY.with_changes(max_new_tokens=200)
+    app = real_app(tiny_model_dir, params)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        model = app.backend._model  # engine internals, for a deterministic mid-stream point
+        gate = threading.Event()
+        steps = {"n": 0}
+        reached = threading.Event()
+
+        def pre(_module: Any, _args: Any) -> None:
+            steps["n"] += 1
+            if steps["n"] == 6:
+                reached.set()
+                gate.wait(10)
+
+        handle = model.register_forward_pre_hook(pre)
+        try:
+            await send(pilot, "Count to one hundred")
+            assert await asyncio.to_thread(reached.wait, 30)
+            await until(pilot, lambda: app.turn is not None and app.turn.message.content)
+            await pilot.press("escape")
+            gate.set()
+            await app.workers.wait_for_complete()
+        finally:
+            handle.remove()
+        reply = app.conversation.messages[-1]
+        assert reply.status == "stopped" and reply.content
+        assert app.state == "stopped"
+        # The engine ended and the next reply works.
+        await send(pilot, "again")
+        await reply_done(pilot)
+        assert app.conversation.messages[-1].status == "complete"
