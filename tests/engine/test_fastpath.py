@@ -220,7 +220,7 @@ def test_sampling_filters() -> None:
         buf = SamplingBuffers.allocate(6, "cpu")
         buf.load(GenerationParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, **kw), 0, [])
         seen = set()
-        for pos in range(400):
+        for pos in range(2000):
             seen.add(int(select_token(logits, buf, torch.tensor(pos), greedy=False)))
         return seen
 
