@@ -137,24 +137,157 @@ class Path_:
     note: str = ""
 
 
+class LlamaWorker:
+    """llama-cpp-python in a child process, so that a crash there (a build using instructions
+    this CPU lacks dies with SIGILL) costs only its row. Timestamps are taken in the child."""
+
+    def __init__(self, gguf: Path, threads: int) -> None:
+        import subprocess
+        import sys
+
+        self.error = ""
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--llama-worker", str(gguf), str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.ok = self._call({"op": "ping"}) is not None
+
+    def _call(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        import json
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError as e:
+            line, self.error = "", str(e)
+        if not line:
+            rc = self.proc.poll()
+            self.error = self.error or f"llama.cpp worker died (exit code {rc})"
+            return None
+        out: dict[str, Any] = json.loads(line)
+        if "error" in out:
+            self.error = out["error"]
+            return None
+        return out
+
+    def run(self, prompt: list[int], n: int) -> Timeline:
+        tl = Timeline()
+        out = self._call({"op": "run", "prompt": prompt, "n": n})
+        if out is None:
+            raise RuntimeError(self.error)
+        tl.ids, tl.times = out["ids"], out["times"]
+        return tl
+
+
+def llama_worker(gguf: str, threads: int) -> None:
+    """The child side of LlamaWorker: one JSON request per line on stdin."""
+    import json
+    import sys
+
+    try:
+        from llama_cpp import Llama
+
+        llm = Llama(
+            model_path=gguf, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
+        )
+    except Exception as e:
+        for _ in sys.stdin:
+            print(json.dumps({"error": f"{type(e).__name__}: {e}"}), flush=True)
+        return
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "ping":
+            print(json.dumps({"ok": True}), flush=True)
+            continue
+        ids: list[int] = []
+        times: list[float] = []
+        gen = llm.generate(
+            req["prompt"], top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0
+        )
+        for i in gen:
+            ids.append(int(i))
+            times.append(time.perf_counter())
+            if len(ids) >= req["n"]:
+                break
+        print(json.dumps({"ids": ids, "times": times}), flush=True)
+
+
+TURN_TEXT = (
+    "Thanks. Now continue the story with a new chapter: describe the village market, the "
+    "smell of fresh bread, the baker's apprentice and what the dragon says to the crowd. "
+    "Keep it vivid. Chapter {n}."
+)
+
+
+def multi_turn(model: Any, tok: Any, turns: int, threads: int, reply: int = 64) -> list[str]:
+    """TTFT at turn 1 and turn N of a growing greedy chat, FastDecoder eager, reuse on / off."""
+    import torch
+
+    from llama_tui.engine.base import GenerationParams
+    from llama_tui.engine.fastpath import FastDecoder
+
+    torch.set_num_threads(threads)
+    params = GenerationParams(do_sample=False, max_new_tokens=reply)
+    out = []
+    replies: dict[bool, list[list[int]]] = {}
+    for reuse in (True, False):
+        dec = FastDecoder(model, compile=False, eos_token_ids=[])
+        msgs = [{"role": "user", "content": PROMPT}]
+        ttfts, replies[reuse] = [], []
+        for t in range(turns):
+            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=False)
+            got = list(dec.generate_ids([int(i) for i in ids], params, threading.Event(), reuse))
+            ttfts.append(dec.last_stats.ttft_s or float("nan"))
+            replies[reuse].append(got)
+            msgs += [
+                {"role": "assistant", "content": tok.decode(got, skip_special_tokens=True)},
+                {"role": "user", "content": TURN_TEXT.format(n=t + 2)},
+            ]
+        out.append(
+            f"- {turns}-turn chat (bf16 FastDecoder eager, {reply}-token replies), KV reuse "
+            f"{'on' if reuse else 'off'}: TTFT turn 1 {ttfts[0] * 1e3:.0f} ms, turn {turns} "
+            f"{ttfts[-1] * 1e3:.0f} ms ({ttfts[-1] / ttfts[0]:.2f}x; target <= 1.5x with reuse); "
+            f"last prompt {len(ids)} tokens"
+        )
+    same = sum(a == b for a, b in zip(replies[True], replies[False], strict=True))
+    out.append(f"- replies identical with and without reuse: {same}/{turns} turns")
+    return out
+
+
 def first_divergence(a: list[int], b: list[int]) -> str:
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return f"differs at {i}"
     return "same" if len(a) == len(b) else f"length {len(a)} vs {len(b)}"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "--llama-worker":
+        llama_worker(sys.argv[2], int(sys.argv[3]))
+        return
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path (minutes)")
+    ap.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile path (minutes)"
+    )
     ap.add_argument("--compile-dtype", default="bfloat16")
     ap.add_argument("--no-llama-cpp", action="store_true")
     ap.add_argument("--model-dir", type=Path, default=Path("/tmp/llama_tui_bench/smollm2"))
     ap.add_argument("--gguf", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    ap.add_argument(
+        "--turns", type=int, default=0, help="also time TTFT over an N-turn chat, reuse on/off"
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("LLAMA_TUI_HOME", "/tmp/llama_tui_bench/home")
@@ -175,7 +308,10 @@ def main() -> None:
     n = args.tokens
     T = args.threads
     torch.set_num_threads(T)
-    print(f"torch {torch.__version__}, {len(prompt)}-token prompt, {n} new tokens, threads {T}", flush=True)
+    print(
+        f"torch {torch.__version__}, {len(prompt)}-token prompt, {n} new tokens, threads {T}",
+        flush=True,
+    )
     bw = copy_bandwidth(T)
     print(f"copy bandwidth {bw / 1e9:.1f} GB/s", flush=True)
 
@@ -230,76 +366,117 @@ def main() -> None:
         wb = bytes_per_token(m)
         paths.append(Path_(f"generate {dt}", dt, T, wb, gen_runner(m, T)))
         dec = FastDecoder(m, compile=False, eos_token_ids=[])
-        paths.append(Path_(f"FastDecoder eager {dt}", dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}"))
+        paths.append(
+            Path_(f"FastDecoder eager {dt}", dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}")
+        )
     if "int8" in models:
         m = models["int8"]
         wb = bytes_per_token(m)
         dec = FastDecoder(m, compile=False, eos_token_ids=[])
-        paths.append(Path_("FastDecoder eager int8 (dynamic)", "int8", T, wb, fast_runner(dec, T), ref="generate float32"))
+        paths.append(
+            Path_(
+                "FastDecoder eager int8 (dynamic)",
+                "int8",
+                T,
+                wb,
+                fast_runner(dec, T),
+                ref="generate float32",
+            )
+        )
     if T > 1:
         for dt in ("bfloat16", "float16"):
             m = models[dt]
             dec = FastDecoder(m, compile=False, eos_token_ids=[])
             paths.append(
-                Path_(f"FastDecoder eager {dt}", dt, 1, bytes_per_token(m), fast_runner(dec, 1), ref=f"generate {dt}")
+                Path_(
+                    f"FastDecoder eager {dt}",
+                    dt,
+                    1,
+                    bytes_per_token(m),
+                    fast_runner(dec, 1),
+                    ref=f"generate {dt}",
+                )
             )
     if not args.no_compile:
         dt = args.compile_dtype
         m = models[dt]
         dec = FastDecoder(m, compile=True, eos_token_ids=[])
-        print(f"compiling the {dt} decode step on CPU (background thread; minutes on 2 cores)...", flush=True)
+        print(
+            f"compiling the {dt} decode step on CPU (background thread; minutes on 2 cores)...",
+            flush=True,
+        )
         t0 = time.perf_counter()
         dec.warm_up(len(prompt), greedy=True, max_new_tokens=n)
         dec.wait_ready()
         info = dec.variant_info()
         print(f"  compile {time.perf_counter() - t0:.0f} s: {info}", flush=True)
-        p = Path_(f"FastDecoder compiled {dt}", dt, T, bytes_per_token(m), fast_runner(dec, T), ref=f"generate {dt}")
+        p = Path_(
+            f"FastDecoder compiled {dt}",
+            dt,
+            T,
+            bytes_per_token(m),
+            fast_runner(dec, T),
+            ref=f"generate {dt}",
+        )
         p.note = f"compile {time.perf_counter() - t0:.0f} s"
         paths.append(p)
 
     llama_cpp_row: Path_ | None = None
     if not args.no_llama_cpp:
-        try:
-            from llama_cpp import Llama
-
-            llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=T, n_threads_batch=T, verbose=False)
-
-            def run_llama() -> Timeline:
-                tl = Timeline()
-                for i in llm.generate(prompt, top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0):
-                    tl.add([i])
-                    if len(tl.ids) >= n:
-                        break
-                return tl
-
+        worker = LlamaWorker(gguf, T)
+        if worker.ok:
             llama_cpp_row = Path_(
-                f"llama.cpp {GGUF_NAME.split('.')[-2]}", "q4_1", T, gguf.stat().st_size, run_llama, ref="generate float32"
+                f"llama.cpp {GGUF_NAME.split('.')[-2]}",
+                "q4_1",
+                T,
+                gguf.stat().st_size,
+                lambda: worker.run(prompt, n),
+                ref="generate float32",
             )
             paths.append(llama_cpp_row)
-        except ImportError:
-            print("llama-cpp-python not installed: no llama.cpp row (pip install llama-cpp-python)", flush=True)
+        else:
+            print(f"no llama.cpp row: {worker.error}", flush=True)
 
     refs: dict[str, list[int]] = {}
-    for p in paths:  # warm-up run, which also records the greedy tokens
-        tl = p.run()
+    for p in list(paths):  # warm-up run, which also records the greedy tokens
+        try:
+            tl = p.run()
+        except Exception as e:
+            print(f"  {p.name} failed, dropped: {e}", flush=True)
+            paths.remove(p)
+            if p is llama_cpp_row:
+                llama_cpp_row = None
+            continue
         p.ids = tl.ids
         refs[p.name] = tl.ids
         print(f"  warm-up {p.name}: {tl.decode_rate():.1f} tok/s", flush=True)
     for r in range(args.runs):
         for p in paths:
-            tl = p.run()
+            try:
+                tl = p.run()
+            except Exception as e:
+                print(f"  {p.name} failed: {e}", flush=True)
+                continue
             p.rates.append(tl.decode_rate())
-        print(f"  run {r + 1}/{args.runs}: " + ", ".join(f"{p.rates[-1]:.1f}" for p in paths), flush=True)
+        print(
+            f"  run {r + 1}/{args.runs}: "
+            + ", ".join(f"{p.rates[-1]:.1f}" for p in paths if p.rates),
+            flush=True,
+        )
 
     peer = statistics.median(llama_cpp_row.rates) if llama_cpp_row else None
     lines = [
-        f"CPU decode, SmolLM2-135M-Instruct, {len(prompt)}-token chat prompt, {n} new tokens greedy, "
-        f"median of {args.runs}; copy bandwidth {bw / 1e9:.1f} GB/s; torch {torch.__version__}",
+        f"CPU decode, SmolLM2-135M-Instruct, {len(prompt)}-token chat prompt, "
+        f"{n} new tokens greedy, median of {args.runs}; copy bandwidth {bw / 1e9:.1f} GB/s; "
+        f"torch {torch.__version__}",
         "",
-        "| path | threads | weights read/token | tok/s | vs llama.cpp | of BW limit | greedy vs eager | note |",
+        "| path | threads | weights read/token | tok/s | vs llama.cpp | of BW limit "
+        "| greedy vs eager | note |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for p in paths:
+        if not p.rates:
+            continue
         rate = statistics.median(p.rates)
         limit = bw / p.weight_bytes
         vs = f"{rate / peer:.2f}x" if peer else "-"
@@ -315,6 +492,8 @@ def main() -> None:
             f"| {p.name} | {p.threads} | {p.weight_bytes / 1e6:.0f} MB | {rate:.1f} | {vs} | "
             f"{100 * rate / limit:.0f}% of {limit:.0f} | {cmp} | {p.note} |"
         )
+    if args.turns:
+        lines += ["", *multi_turn(models["bfloat16"], tok, args.turns, T)]
     table = "\n".join(lines)
     print()
     print(table, flush=True)

@@ -195,14 +195,97 @@ def set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
+# Where accelerate keeps weights that did not fit the accelerators: the module still runs on the
+# main GPU, but its weights are copied over PCIe (or read from disk) on every forward pass.
+OFFLOAD_DEVICES = ("cpu", "disk")
+
+
+def _norm_device(value: Any) -> str:
+    """One device-map value as a device string: 0 -> "cuda:0", "cuda" -> "cuda:0", "cpu"."""
+    if isinstance(value, bool):  # bool is an int; never a valid device
+        return str(value)
+    if isinstance(value, int):
+        return f"cuda:{value}"
+    text = str(value).strip()
+    if text.isdigit():
+        return f"cuda:{text}"
+    return "cuda:0" if text == "cuda" else text
+
+
+def normalize_placement(placement: Mapping[str, Any] | None) -> dict[str, str]:
+    """An accelerate `hf_device_map` as {module: device string}, in the map's order."""
+    return {str(k): _norm_device(v) for k, v in (placement or {}).items()}
+
+
 def _devices_in(placement: Mapping[str, Any]) -> list[str]:
     """Distinct devices of an accelerate device map, in order: ints mean cuda:N."""
     out: list[str] = []
     for value in placement.values():
-        dev = f"cuda:{value}" if isinstance(value, int) else str(value)
+        dev = _norm_device(value)
         if dev not in out:
             out.append(dev)
     return out
+
+
+def _accelerators(devices: list[str]) -> list[str]:
+    return [d for d in devices if d not in OFFLOAD_DEVICES]
+
+
+def offloaded_modules(placement: Mapping[str, Any] | None) -> list[str]:
+    """Modules that accelerate put on the CPU or disk although an accelerator is in the map.
+
+    Those run much slower (weights cross PCIe every step, or are read from disk). A map that
+    is all CPU (a CPU-only machine) has nothing offloaded, except what went to disk.
+    """
+    if not placement:
+        return []
+    devices = _devices_in(placement)
+    offload = OFFLOAD_DEVICES if _accelerators(devices) else ("disk",)
+    return [str(k) for k, v in placement.items() if _norm_device(v) in offload]
+
+
+def main_device(placement: Mapping[str, Any]) -> str:
+    """Where accelerate runs CPU/disk-offloaded modules: the first accelerator in the map.
+
+    Same rule as `accelerate.dispatch_model`; "cpu" when the map has no accelerator.
+    """
+    accel = _accelerators(_devices_in(placement))
+    return accel[0] if accel else "cpu"
+
+
+def module_device(placement: Mapping[str, Any], module_name: str) -> str | None:
+    """The device the map gives `module_name` (its own entry or its closest ancestor's)."""
+    best: tuple[int, str] | None = None
+    for key, value in placement.items():
+        name = str(key)
+        matches = name == "" or module_name == name or module_name.startswith(name + ".")
+        if matches and (best is None or len(name) > best[0]):
+            best = (len(name), _norm_device(value))
+    return best[1] if best else None
+
+
+def input_device(model: Any, placement: Mapping[str, Any] | None, fallback: str) -> str:
+    """The device input ids must be on: where the input embedding layer executes.
+
+    With a device map that is the embedding's entry (not simply the map's first entry, whose
+    order is not guaranteed); an embedding offloaded to CPU/disk executes on the main device.
+    Without a map it is the embedding weight's device, else `fallback`.
+    """
+    get_emb = getattr(model, "get_input_embeddings", None)
+    emb = get_emb() if callable(get_emb) else None
+    if placement:
+        name = None
+        if emb is not None:
+            name = next((n for n, m in model.named_modules() if m is emb), None)
+        dev = module_device(placement, name) if name is not None else None
+        if dev is None or dev in OFFLOAD_DEVICES:
+            return main_device(placement)
+        return dev
+    weight = getattr(emb, "weight", None)
+    dev_obj = getattr(weight, "device", None)
+    if dev_obj is not None and str(dev_obj) != "meta":
+        return _norm_device(str(dev_obj))
+    return fallback
 
 
 def device_label(
@@ -212,21 +295,27 @@ def device_label(
 ) -> str:
     """A short label for the status bar: "cuda:0 NVIDIA H100 80GB HBM3", "mps", "cpu".
 
-    With a device map spread over several GPUs: "cuda:0-3, 4 GPUs" (plus "+cpu" when accelerate
-    offloaded part of the model to the CPU or disk).
+    With a device map spread over several GPUs: "cuda:0-3, 4 GPUs" ("cuda:0,2, 2 GPUs" when
+    not contiguous), plus " +cpu offload" (or "+disk", "+cpu+disk") when accelerate put part
+    of the model on the CPU or disk because it did not fit.
     """
     if placement:
         devices = _devices_in(placement)
         gpus = sorted({int(d.split(":")[1]) for d in devices if d.startswith("cuda:")})
-        offload = [d for d in devices if not d.startswith("cuda")]
-        if len(gpus) > 1:
-            label = f"cuda:{gpus[0]}-{gpus[-1]}, {len(gpus)} GPUs"
-            return label + "".join(f" +{d}" for d in offload)
-        if len(devices) == 1:
-            device = devices[0]
+        others = [d for d in _accelerators(devices) if not d.startswith("cuda:")]
+        offload = [d for d in OFFLOAD_DEVICES if d in devices]
+        if not gpus and not others:  # CPU-only: only a disk share is an offload
+            offload = [d for d in offload if d != "cpu"]
+            base = "cpu"
+        elif len(gpus) > 1:
+            contiguous = gpus == list(range(gpus[0], gpus[-1] + 1))
+            span = f"{gpus[0]}-{gpus[-1]}" if contiguous else ",".join(map(str, gpus))
+            base = f"cuda:{span}, {len(gpus)} GPUs"
         elif gpus:
             base = device_label(f"cuda:{gpus[0]}", None, caps)
-            return base + "".join(f" +{d}" for d in offload)
+        else:
+            base = others[0]
+        return base + (f" +{'+'.join(offload)} offload" if offload else "")
     if device.startswith("cuda"):
         index = int(device.partition(":")[2] or 0)
         if caps is None:
@@ -269,12 +358,16 @@ def memory_reading(device: str, model: Any = None) -> MemoryReading:
     """Memory in use now: this process's CUDA tensors per GPU, MPS allocations, or CPU RSS.
 
     CUDA: `memory_allocated` counts only our tensors; the total comes from `mem_get_info`, which
-    is device-wide. With a device map the devices come from `model.hf_device_map`. RSS is
-    only meaningful after the first forward pass (safetensors weights are mmapped lazily).
+    is device-wide. With a device map the GPUs come from `model.hf_device_map`: `used_bytes`
+    and `total_bytes` are sums over them and `per_device` lists each GPU (only when there are
+    several). Weights offloaded to the CPU are not in the VRAM figure. RSS is only meaningful
+    after the first forward pass (safetensors weights are mmapped lazily).
     """
     placement = getattr(model, "hf_device_map", None) if model is not None else None
     devices = _devices_in(placement) if placement else [device]
-    cuda_devices = [d for d in devices if d.startswith("cuda")]
+    cuda_devices = sorted(
+        {d for d in devices if d.startswith("cuda")}, key=lambda d: int(d.partition(":")[2] or 0)
+    )
     if cuda_devices:
         import torch
 

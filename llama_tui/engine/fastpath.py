@@ -52,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from llama_tui.engine.base import GenerationParams, StopReason
 from llama_tui.engine.sampling import SamplingBuffers, select_token
@@ -62,6 +62,14 @@ log = logging.getLogger(__name__)
 DecoderState = Literal["eager", "optimising", "ready", "failed"]
 StateCallback = Callable[[DecoderState, str], None]
 GraphMode = Literal["manual", "inductor", "off"]
+
+
+class StopFlag(Protocol):
+    """What `generate_ids` polls between tokens: a `threading.Event`, or any object that
+    combines several (the user's cancel and a stop-string hit)."""
+
+    def is_set(self) -> bool: ...
+
 
 DEFAULT_MIN_BUCKET = 512
 DEFAULT_PREFILL_CHUNK = 512
@@ -77,7 +85,7 @@ def bucket_for(needed: int, *, min_bucket: int, max_context: int) -> int:
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=False):
         if x != y:
             break
         n += 1
@@ -164,7 +172,7 @@ class _Variant:
     failed: str | None = None
     compile_s: float | None = None
     graph: Any = None  # torch.cuda.CUDAGraph bound to the live cache + buffers
-    graph_cache_id: int = 0  # id() of the cache the graph was captured against
+    graph_cache_gen: int = -1  # which live cache (FastDecoder._cache_gen) the graph replays on
     graph_failed: str | None = None
 
 
@@ -211,7 +219,8 @@ class FastDecoder:
         self.graphs: GraphMode = graphs if on_cuda else "off"
         self.compile_options = dict(compile_options or {})
         self.min_bucket = min_bucket
-        self.max_context = int(max_context or getattr(self.config, "max_position_embeddings", 2048))
+        ctx = max_context or getattr(self.config, "max_position_embeddings", None) or 2048
+        self.max_context = int(ctx)
         self.prefill_chunk = prefill_chunk
         self.on_state = on_state
         # transformers 5.24 renamed forward(past_key_values=) to cache= (the old name warns);
@@ -225,12 +234,11 @@ class FastDecoder:
         vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
         self._buf = SamplingBuffers.allocate(vocab, self.device)
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        if self.graphs == "inductor":
-            # reduce-overhead needs mutated inputs at fixed addresses, or it skips the graph.
-            for t in (self._token, self._buf.floats, self._buf.ints, self._buf.presence):
-                torch._dynamo.mark_static_address(t)
+        self._mark_static(self._token, self._buf)
         self._cache: Any = None
+        self._cache_gen = 0  # bumped whenever the live cache object is replaced or dropped
         self._bucket = 0
+        self._floor_bucket = 0  # raised by warm_up()
         self._tokens: list[int] = []  # ids whose keys/values are in the cache, in order
         self._variants: dict[tuple[int, bool], _Variant] = {}
         self._eager_steps: dict[bool, Callable[..., Any]] = {}
@@ -250,7 +258,7 @@ class FastDecoder:
         self,
         prompt_ids: Sequence[int],
         params: GenerationParams,
-        cancel: threading.Event,
+        cancel: StopFlag,
         reuse_prefix: bool = True,
     ) -> Iterator[int]:
         """Yield the reply's token ids one by one (EOS ends the reply and is not yielded).
@@ -261,10 +269,17 @@ class FastDecoder:
         """
         return self._generate(list(prompt_ids), params, cancel, reuse_prefix)
 
-    def warm_up(self, prompt_tokens: int = 0, *, greedy: bool = False, max_new_tokens: int = 512) -> None:
-        """Start compiling the step for the bucket that such a reply would use (non-blocking)."""
+    def warm_up(
+        self, prompt_tokens: int = 0, *, greedy: bool = False, max_new_tokens: int = 512
+    ) -> None:
+        """Start compiling the step for the bucket that such a reply would use (non-blocking).
+
+        The bucket also becomes the smallest one the next cache is allocated with, so that a
+        shorter first prompt still lands on the variant being compiled.
+        """
         need = max(prompt_tokens + max_new_tokens, 1)
         bucket = max(self._bucket, self._bucket_for(need))
+        self._floor_bucket = max(self._floor_bucket, bucket)
         self._want(bucket, greedy)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
@@ -307,13 +322,30 @@ class FastDecoder:
             return
         self._closed = True
         self._queue.put(None)
+        self._drop_cache()
         with self._vlock:
             self._variants.clear()
-        self._cache = None
         self._tokens = []
         self._graph_pool = None
 
     # ----------------------------------------------------------------- internals
+
+    def _mark_static(self, token: Any, buf: SamplingBuffers) -> None:
+        # reduce-overhead needs mutated inputs at fixed addresses, or it skips the graph; the
+        # scratch buffers of the warm-up get the same marking so that guards match.
+        if self.graphs == "inductor":
+            import torch
+
+            for t in (token, buf.floats, buf.ints, buf.presence):
+                torch._dynamo.mark_static_address(t)
+
+    def _drop_cache(self, new: Any = None, bucket: int = 0) -> None:
+        """Replace (or drop) the live cache; graphs captured against the old one go with it."""
+        with self._vlock:
+            for v in self._variants.values():
+                v.graph = None
+        self._cache, self._bucket = new, bucket
+        self._cache_gen += 1
 
     def _eos_ids(self, eos: Sequence[int] | int | None) -> frozenset[int]:
         if eos is None:
@@ -356,7 +388,7 @@ class FastDecoder:
         """Make the live cache big enough and crop it to the reusable prefix; return its length."""
         keep = common_prefix_length(self._tokens, prompt) if reuse else 0
         keep = min(keep, len(prompt) - 1)  # the last prompt token must be fed to get logits
-        target = self._bucket_for(needed)
+        target = min(max(self._bucket_for(needed), self._floor_bucket), self.max_context)
         if self._cache is None or target > self._bucket:
             old, old_len = self._cache, len(self._tokens)
             new = self._new_cache(target)
@@ -371,10 +403,7 @@ class FastDecoder:
                 keep = 0
             del old
             log.debug("cache bucket %d -> %d (had %d tokens)", self._bucket, target, old_len)
-            self._cache, self._bucket = new, target
-            with self._vlock:  # graphs were bound to the old cache's tensors
-                for v in self._variants.values():
-                    v.graph = None
+            self._drop_cache(new, target)
         elif len(self._tokens) > keep:
             self._cache.crop(-(len(self._tokens) - keep))
         self._tokens = prompt[:keep]
@@ -403,7 +432,7 @@ class FastDecoder:
         return fn
 
     def _prefill(self, ids: list[int], greedy: bool) -> int:
-        """Feed `ids` after the cached prefix, pick the first reply token; returns it (host sync)."""
+        """Feed `ids` after the cached prefix and pick the first reply token (one host sync)."""
         import torch
 
         model, kw, cache = self.model, self._cache_kw, self._cache
@@ -494,6 +523,7 @@ class FastDecoder:
         scratch = self._new_cache(v.bucket)
         token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         buf = SamplingBuffers.allocate(self._buf.presence.shape[0], self.device)
+        self._mark_static(token, buf)
         with torch.no_grad():
             for _ in range(2):
                 fn(scratch, token, buf.floats, buf.ints, buf.presence)
@@ -533,7 +563,7 @@ class FastDecoder:
             # thread_local: the warm-up thread may be compiling (allocating, syncing) meanwhile.
             with torch.cuda.graph(g, pool=self._graph_pool, capture_error_mode="thread_local"):
                 v.compiled(*args)
-        v.graph, v.graph_cache_id = g, id(cache)
+        v.graph, v.graph_cache_gen = g, self._cache_gen
 
     def _launch(self, greedy: bool, counts: dict[str, int]) -> None:
         """Run one step: feed `self._token` (already the last emitted id), write the next one."""
@@ -549,12 +579,18 @@ class FastDecoder:
                     except Exception as e:
                         v.graph_failed = f"{type(e).__name__}: {e}"
                         log.exception("CUDA graph capture failed; using compiled kernels")
-                if v.graph is not None and v.graph_cache_id == id(self._cache):
+                if v.graph is not None and v.graph_cache_gen == self._cache_gen:
                     v.graph.replay()
                     path = "graph"
             if path == "eager":
                 with torch.no_grad():
-                    v.compiled(self._cache, self._token, self._buf.floats, self._buf.ints, self._buf.presence)
+                    v.compiled(
+                        self._cache,
+                        self._token,
+                        self._buf.floats,
+                        self._buf.ints,
+                        self._buf.presence,
+                    )
                 path = "graph" if self.graphs == "inductor" else "compiled"
         else:
             with torch.no_grad():
@@ -564,7 +600,7 @@ class FastDecoder:
         counts[path] = counts.get(path, 0) + 1
 
     def _generate(
-        self, prompt: list[int], params: GenerationParams, cancel: threading.Event, reuse: bool
+        self, prompt: list[int], params: GenerationParams, cancel: StopFlag, reuse: bool
     ) -> Iterator[int]:
         # Taken inside the generator: a generator that is never started runs no `finally`.
         if not self._busy.acquire(blocking=False):
@@ -577,7 +613,9 @@ class FastDecoder:
             if not prompt:
                 raise ValueError("empty prompt")
             if len(prompt) >= self.max_context:
-                raise ValueError(f"prompt of {len(prompt)} tokens does not fit the context ({self.max_context})")
+                raise ValueError(
+                    f"prompt of {len(prompt)} tokens does not fit the context ({self.max_context})"
+                )
             greedy = not params.do_sample
             max_new = max(1, int(params.max_new_tokens))
             stats.reused_tokens = self._ensure_cache(prompt, len(prompt) + max_new, reuse)
@@ -620,7 +658,8 @@ class FastDecoder:
         except Exception:
             # A failure mid-forward (out of memory, a device error) can leave some layers one
             # update ahead of the others: forget the cache rather than trust it.
-            self._cache, self._bucket, self._tokens = None, 0, []
+            self._drop_cache()
+            self._tokens = []
             stats.stop_reason = StopReason.ERROR
             raise
         finally:

@@ -669,8 +669,12 @@ def _remote_code_error(spec_text: str, detail: str = "") -> RemoteCodeRequiredEr
     )
 
 
-def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> None:
-    """Refuse what we will not load: no config, pickle-only weights, custom code not opted in."""
+def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> dict[str, Any]:
+    """Refuse what we will not load: no config, pickle-only weights, custom code not opted in.
+
+    Returns the parsed config.json. A `quantization_config` (GPTQ, AWQ, compressed-tensors,
+    bitsandbytes, ...) is not a reason to refuse: transformers loads those itself.
+    """
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise InvalidModelSpecError(
@@ -697,6 +701,7 @@ def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> None:
             "Check the folder, or re-download the model.",
         )
     check_config(config, spec_text, options)
+    return config
 
 
 def check_config(config: dict[str, Any], spec_text: str, options: LoadOptions) -> None:
@@ -808,6 +813,14 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     joined = " ".join(texts).lower()
     if "trust_remote_code" in joined or "custom code" in joined:
         return _remote_code_error(spec)
+    if "dispatched on the cpu or the disk" in joined:
+        # bitsandbytes refuses to offload quantised layers (transformers' bnb quantizer).
+        return ModelError(
+            f"{shown} does not fit in GPU memory even when quantised, and 4-bit / 8-bit "
+            "layers cannot be offloaded to the CPU.",
+            "Use more GPUs (--device-map auto), --load-in-4bit instead of 8-bit, or a smaller "
+            "model.",
+        )
     if "bitsandbytes" in joined:
         return DependencyMissingError(
             "4-bit / 8-bit loading needs bitsandbytes on an NVIDIA GPU, and it failed here.",
@@ -873,30 +886,153 @@ def _resolve(
     return folder, commit, ms.display_name
 
 
-def _quantization_config(options: LoadOptions, device: str, dtype: Any) -> Any:
+# accelerate's placement strategies, what `--device-map` accepts (config.DEVICE_MAPS too).
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+
+# Packages a pre-quantised checkpoint needs, by `quantization_config.quant_method`, as
+# transformers 5.24 asks for them (its quantizers raise ImportError naming them).
+QUANT_PACKAGES: dict[str, str] = {
+    "gptq": "optimum gptqmodel",
+    "awq": "gptqmodel",
+    "compressed-tensors": "compressed-tensors",
+    "bitsandbytes": "'llama-tui[quant]'",
+    "hqq": "hqq",
+    "quanto": "optimum-quanto",
+    "torchao": "torchao",
+    "aqlm": "aqlm",
+    "vptq": "vptq",
+    "fbgemm_fp8": "fbgemm-gpu",
+}
+_PIP_HINT_RE = re.compile(r"pip install (?:-U )?[`'\"]?([A-Za-z0-9_.\-\[\]]+(?:[<>=!~]=?[0-9.]+)?)")
+
+
+def _device_map(options: LoadOptions) -> str | None:
+    value = (options.device_map or "").strip().lower()
+    return None if value in ("", "none") else value
+
+
+def check_options(options: LoadOptions, device: str) -> None:
+    """Refuse option combinations that cannot work, before anything is downloaded.
+
+    `device` is the resolved device (`choose_device`). 4-bit / 8-bit loading is bitsandbytes,
+    which llama-tui supports on NVIDIA GPUs only: bitsandbytes has a CPU backend in recent
+    versions, but on a CPU bf16 weights decode faster than dequantizing 4-bit ones on the fly
+    and we do not test it, so we say so rather than load slowly (or fail deep in a kernel).
+    """
+    device_map = _device_map(options)
+    if options.load_in_4bit and options.load_in_8bit:
+        raise ModelError(
+            "Both 4-bit and 8-bit loading were requested.",
+            "Choose one of --load-in-4bit and --load-in-8bit.",
+        )
+    if device_map is not None:
+        if device_map not in DEVICE_MAPS:
+            raise ModelError(
+                f"Unknown device map {_shown(options.device_map or '')!r}.",
+                "Use --device-map " + ", ".join(DEVICE_MAPS) + " (auto spreads over all GPUs).",
+            )
+        if importlib.util.find_spec("accelerate") is None:
+            raise DependencyMissingError(
+                f"--device-map {device_map} (spreading a model over GPUs) needs the accelerate "
+                "package, which is not installed.",
+                "Install it with `pip install 'llama-tui[multi-gpu]'`, or drop --device-map.",
+            )
+        requested = (options.device or "auto").strip().lower()
+        if requested not in ("auto", "cuda"):
+            raise ModelError(
+                f"--device-map {device_map} places the model over every visible GPU itself; "
+                f"it cannot be combined with --device {_shown(options.device)}.",
+                "Drop --device (or use --device auto), and pick GPUs with "
+                "CUDA_VISIBLE_DEVICES=0,1,...; or drop --device-map.",
+            )
+    if options.load_in_4bit or options.load_in_8bit:
+        bits = "4" if options.load_in_4bit else "8"
+        if not device.startswith("cuda"):
+            raise DependencyMissingError(
+                f"{bits}-bit loading (bitsandbytes) needs an NVIDIA GPU with CUDA; the device "
+                f"here is {device}. llama-tui does not use bitsandbytes' CPU backend: on a CPU, "
+                "bf16 weights are faster.",
+                f"Drop --load-in-{bits}bit; use --dtype bfloat16, a smaller model, or a GPU.",
+            )
+        for package in ("bitsandbytes", "accelerate"):
+            if importlib.util.find_spec(package) is None:
+                raise DependencyMissingError(
+                    f"{bits}-bit loading needs the {package} package, which is not installed.",
+                    f"Install it with `pip install 'llama-tui[quant]'`, or drop "
+                    f"--load-in-{bits}bit.",
+                )
+
+
+def _quantization_config(options: LoadOptions, dtype: Any) -> Any:
+    """bitsandbytes settings for --load-in-4bit / --load-in-8bit (after `check_options`).
+
+    4-bit: NF4 with double quantisation (the QLoRA recipe: about 0.53 bytes per weight),
+    computing in the load dtype (bf16 on Ampere and newer GPUs, fp16 before).
+    """
     if not (options.load_in_4bit or options.load_in_8bit):
         return None
-    if options.load_in_4bit and options.load_in_8bit:
-        raise ModelError("Both 4-bit and 8-bit loading were requested.", "Choose one of them.")
-    bits = "4-bit" if options.load_in_4bit else "8-bit"
-    if not device.startswith("cuda"):
-        raise DependencyMissingError(
-            f"{bits} loading (bitsandbytes) needs an NVIDIA GPU; the device here is {device}.",
-            f"Drop --load-in-{bits[0]}bit, or use --dtype bfloat16 to save memory instead.",
-        )
-    for package in ("bitsandbytes", "accelerate"):
-        if importlib.util.find_spec(package) is None:
-            raise DependencyMissingError(
-                f"{bits} loading needs the {package} package, which is not installed.",
-                "Install it with `pip install 'llama-tui[quant]'`.",
-            )
     from transformers import BitsAndBytesConfig
 
     if options.load_in_4bit:
         return BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=True,
         )
     return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def quant_method(config: dict[str, Any]) -> str | None:
+    """The `quant_method` of a pre-quantised checkpoint's config.json (GPTQ, AWQ, ...), or None."""
+    q = config.get("quantization_config")
+    if not isinstance(q, dict):
+        text_config = config.get("text_config")
+        q = text_config.get("quantization_config") if isinstance(text_config, dict) else None
+    if not isinstance(q, dict):
+        return None
+    method = q.get("quant_method")
+    if isinstance(method, str) and method:
+        return method.strip().lower()
+    return "bitsandbytes" if q.get("load_in_4bit") or q.get("load_in_8bit") else "unknown"
+
+
+def classify_quantized_load_error(
+    exc: BaseException, spec_text: str, method: str
+) -> ModelError | None:
+    """A clear message for a pre-quantised checkpoint that transformers could not load.
+
+    transformers loads GPTQ / AWQ / compressed-tensors / ... checkpoints itself, but each needs
+    its own optional package (and some need a GPU); it raises ImportError naming the package.
+    None when the failure is not about the quantisation.
+    """
+    chain = list(_chain(exc))
+    texts = [str(e) for e in chain]
+    joined = " ".join(texts)
+    shown = _shown(spec_text)
+    name = _shown(method, 40)
+    if any(isinstance(e, ImportError) for e in chain) or "pip install" in joined:
+        package = QUANT_PACKAGES.get(method)
+        if package is None:
+            hint = _PIP_HINT_RE.search(joined)
+            package = _shown(hint.group(1), 60) if hint else None
+        fix = (
+            f"Install it with `pip install {package}`"
+            if package
+            else "Install the package transformers names for this quantisation method"
+        ) + ", or use an unquantised version of the model."
+        return DependencyMissingError(
+            f"{shown} is a pre-quantised {name} checkpoint; loading it needs "
+            + (f"`{package}`" if package else "an extra package")
+            + ", which is not installed (or is too old).",
+            fix,
+        )
+    if "gpu is required" in joined.lower() or "requires a gpu" in joined.lower():
+        return DependencyMissingError(
+            f"{shown} is a pre-quantised {name} checkpoint, which needs a GPU here.",
+            "Run it on an NVIDIA GPU, or use an unquantised version of the model.",
+        )
+    return None
 
 
 def _context_length(model: Any, tokenizer: Any) -> int:
@@ -952,20 +1088,21 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     caps = devices.probe_caps()
     device = devices.choose_device(options.device, caps)
     dtype_name = devices.dtype_name(device, options.dtype, caps)
-    if (
-        options.device_map not in (None, "", "none")
-        and importlib.util.find_spec("accelerate") is None
-    ):
-        raise DependencyMissingError(
-            f"device_map={options.device_map!r} (spreading a model over GPUs) needs accelerate.",
-            "Install it with `pip install 'llama-tui[multi-gpu]'`, or drop --device-map.",
-        )
+    device_map = _device_map(options)
+    check_options(options, device)  # before any download or conversion
     # Threads first: a GGUF conversion runs torch too.
     devices.set_threads(options.threads)
     folder, revision, name = _resolve(ms, options, progress)
-    check_folder(folder, ms.raw, options)
+    config = check_folder(folder, ms.raw, options)
+    prequantized = quant_method(config)
 
-    _emit(progress, LoadStage.LOAD, f"Loading {name} on {device} ({dtype_name})")
+    if device_map is not None:
+        where = f"device_map={device_map}" + (
+            f" over {caps.cuda_count} GPUs" if caps.cuda_count > 1 else f" ({device})"
+        )
+    else:
+        where = device
+    _emit(progress, LoadStage.LOAD, f"Loading {name} with {where} ({dtype_name})")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -977,40 +1114,62 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     }
     if _weights_kind(folder) == "safetensors":
         kwargs["use_safetensors"] = True  # never fall back to a pickle file in the same folder
-    quant = _quantization_config(options, device, dtype)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    if options.device_map not in (None, "", "none"):
-        kwargs["device_map"] = options.device_map
+    if prequantized is not None and (options.load_in_4bit or options.load_in_8bit):
+        # The checkpoint's own quantization_config wins (transformers would override ours
+        # anyway, with a warning nobody sees in a TUI); say so instead.
+        flag = "--load-in-4bit" if options.load_in_4bit else "--load-in-8bit"
+        _emit(
+            progress,
+            LoadStage.LOAD,
+            f"{name} is already quantised ({_shown(prequantized, 40)}); {flag} is ignored",
+        )
     else:
-        # Straight onto the device: no full CPU copy of the weights on the way to the GPU.
-        kwargs["device_map"] = device
+        quant = _quantization_config(options, dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+    # Straight onto the device (no full CPU copy of the weights on the way to the GPU), or
+    # accelerate's placement over every visible GPU, then CPU RAM, then disk.
+    kwargs["device_map"] = device_map if device_map is not None else device
     tokenizer = AutoTokenizer.from_pretrained(
         folder, trust_remote_code=options.trust_remote_code, local_files_only=True
     )
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except Exception as exc:
+        if prequantized is not None:
+            err = classify_quantized_load_error(exc, ms.raw, prequantized)
+            if err is not None:
+                raise err from exc
+        raise
     model.eval()
 
-    placement_raw = getattr(model, "hf_device_map", None) or {}
-    placement = {
-        str(k): (f"cuda:{v}" if isinstance(v, int) else str(v)) for k, v in placement_raw.items()
-    }
+    # hf_device_map is only set when accelerate dispatched the model (TECH_NOTES §7: not for
+    # one device); a map over a single device is no placement worth showing.
+    placement = devices.normalize_placement(getattr(model, "hf_device_map", None))
     if len(set(placement.values())) <= 1:
         placement = {}
-    first = next(iter(placement.values()), None) if placement else None
-    input_device = str(getattr(model, "device", device)) if first is None else first
-    if ms.kind == "demo":
-        source = str(folder)
-    elif ms.kind == "gguf":
-        source = str(ms.path)
-    else:
-        source = str(folder)
+    input_device = devices.input_device(model, placement, str(getattr(model, "device", device)))
+    label = devices.device_label(device, placement or None, caps)
+    offloaded = devices.offloaded_modules(placement)
+    if offloaded:
+        places = sorted({placement[m] for m in offloaded})
+        listed = ", ".join(offloaded[:3]) + (
+            f" and {len(offloaded) - 3} more" if len(offloaded) > 3 else ""
+        )
+        warning = (
+            f"{len(offloaded)} part(s) of {name} did not fit in GPU memory and are offloaded to "
+            f"{' and '.join(places)} ({listed}): replies will be much slower. Use more GPUs, "
+            "--load-in-4bit, or a smaller model."
+        )
+        log.warning("%s", warning)
+        _emit(progress, LoadStage.LOAD, warning)
+    source = str(ms.path) if ms.kind == "gguf" else str(folder)
     info = ModelInfo(
         name=name,
         spec=ms.raw,
         source=source,
         revision=revision,
-        device=devices.device_label(device, placement or None, caps),
+        device=label,
         dtype=str(getattr(model, "dtype", dtype)).removeprefix("torch."),
         parameters=int(sum(p.numel() for p in model.parameters())),
         context_length=_context_length(model, tokenizer),

@@ -99,7 +99,9 @@ class SamplingBuffers:
                 dtype=torch.float32,
             ).to(dev)
         )
-        self.ints.copy_(torch.tensor([int(params.top_k), int(seed) & _M32], dtype=torch.int64).to(dev))
+        self.ints.copy_(
+            torch.tensor([int(params.top_k), int(seed) & _M32], dtype=torch.int64).to(dev)
+        )
         self.presence.zero_()
         if context_ids and float(params.repetition_penalty) != 1.0:
             ids = torch.tensor(sorted(set(context_ids)), dtype=torch.int64).to(dev)

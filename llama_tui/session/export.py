@@ -49,6 +49,16 @@ MAX_STEM = 100  # leaves room for "-NN" and the extension under every filesystem
 # Characters json.dumps(ensure_ascii=False) leaves raw that a terminal or editor would act on.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# Characters that must never end up in a file name we create, even one the user typed (a
+# pasted escape sequence would replay whenever the directory is listed): controls and bidi.
+_NAME_UNSAFE = re.compile("[\x01-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _safe_user_path(target: Path) -> Path:
+    """`target` with control and bidi characters in any component replaced by ``_``."""
+    if not _NAME_UNSAFE.search(str(target)):
+        return target
+    return Path(*(_NAME_UNSAFE.sub("_", part) for part in target.parts))
 
 
 def default_meta() -> dict[str, Any]:
@@ -239,8 +249,9 @@ def save_conversation(
 
     The format follows the extension: `.json` is JSON, anything else Markdown (no extension:
     `.md` is added). A directory (or a path ending in a separator) gets a file named after
-    the title inside it. A path the user typed is used as typed, `..` included; names built
-    from titles never leave their directory. An existing file, directory or symlink raises
+    the title inside it. A path the user typed is used as typed, `..` included, except that
+    control and bidi characters become ``_``; names built from titles never leave their
+    directory. An existing file, directory or symlink raises
     `FileExistsError` naming the path unless `overwrite` (a symlink is then replaced, never
     written through). Missing parent directories are created 0700. `OSError` (disk full,
     permission) leaves any previous file byte-identical and no temp file behind.
@@ -250,7 +261,7 @@ def save_conversation(
         raise ValueError("the file name contains a NUL character")
     if not text.strip():
         raise ValueError("no file name given")
-    target = Path(text).expanduser()
+    target = _safe_user_path(Path(text).expanduser())
     if text.endswith(("/", os.sep)) or target.is_dir():
         target = default_export_path(conv, target, unique=not overwrite)
     elif not target.suffix:

@@ -29,6 +29,7 @@ from llama_tui.text import clean
 from llama_tui.ui.base import BackendFactory
 from llama_tui.ui.command_control import CommandControl
 from llama_tui.ui.commands import ChatCommands, parse_command, unescape_prompt
+from llama_tui.ui.copy_save import CopySaveControl
 from llama_tui.ui.model_control import ModelControl
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
-class LlamaTuiApp(CommandControl, ModelControl):
+class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
     """Chat with a local (or remote) LLaMA-family model."""
 
     CSS_PATH = "app.tcss"
@@ -148,8 +149,6 @@ class LlamaTuiApp(CommandControl, ModelControl):
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         command = parse_command(event.text)
         if command is not None:
-            self.prompt.remember(event.text)
-            self.prompt.clear()
             await self.run_command(*command)
             return
         await self.send_prompt(unescape_prompt(event.text))
@@ -171,7 +170,7 @@ class LlamaTuiApp(CommandControl, ModelControl):
             self.say("Stopped. Press Ctrl+C again to quit.")
             return
         if isinstance(self.screen, ConfirmScreen) and self.screen.kind == "-quit":
-            self.exit(0)
+            self.exit()
             return
         self.ask_quit("Quit llama-tui? The conversation is saved in its journal.")
 
@@ -180,7 +179,7 @@ class LlamaTuiApp(CommandControl, ModelControl):
         if self.generating:
             self.ask_quit("A reply is being generated. Stop it and quit?")
             return
-        self.exit(0)
+        self.exit()
 
     def ask_quit(self, question: str) -> None:
         def answer(yes: bool | None) -> None:
@@ -282,7 +281,9 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
     try:
         from llama_tui.session.recorder import install_signal_flush
 
-        restore = install_signal_flush(lambda: app.recorder, exit=lambda code: app.exit(code))
+        restore = install_signal_flush(
+            lambda: app.recorder, exit=lambda code: app.exit(return_code=code)
+        )
     except (ImportError, ValueError):  # ValueError: not the main thread
         log.warning("no signal flush installed", exc_info=True)
     try:

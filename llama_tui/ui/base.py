@@ -93,6 +93,8 @@ class ChatAppBase(App[int]):
         self.turn: Turn | None = None
         self.gen_counter = 0
         self.backend_lock = threading.Lock()
+        self.stopped_replies: dict[int, Message] = {}  # gen_id -> reply stopped by the user
+        self._ticks = 0
         self.queued = False  # a prompt sent while loading waits for the model
         self.clipboard_writes: list[str] = []  # raw sequences written (tests inspect them)
 

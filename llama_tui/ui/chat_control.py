@@ -61,14 +61,14 @@ class ChatControl(ChatAppBase):
     async def send_prompt(self, text: str) -> None:
         """Add the user's message and start the reply (or queue it while loading)."""
         if self.generating:
+            self.prompt.give_back(text)
             self.say("A reply is being generated. Press Esc to stop it first; your text is kept.",
                      severity="warning")
             return
         if self.backend is None and self.loading_spec is None:
+            self.prompt.give_back(text)
             self.say(f"No model is loaded. {PICK_HINT}", severity="error", timeout=8)
             return
-        self.prompt.remember(text)
-        self.prompt.clear()
         msg = self.conversation.add("user", text)
         self.record("user_message", msg)  # fsynced before generation starts
         self.transcript.show_welcome(False)
@@ -158,6 +158,11 @@ class ChatControl(ChatAppBase):
     async def on_reply_finished(self, message: ReplyFinished) -> None:
         turn = self.turn
         if turn is None or message.gen_id != turn.gen_id:
+            stopped = self.stopped_replies.pop(message.gen_id, None)
+            if stopped is not None and message.stats is not None:
+                # Stopped with Esc: the engine's numbers arrive afterwards; keep them.
+                stopped.stats = message.stats.to_dict()
+                self.record("assistant_finished", stopped)
             return
         stats = message.stats
         status: MessageStatus
@@ -201,6 +206,7 @@ class ChatControl(ChatAppBase):
         if turn is None:
             return False
         turn.cancel.set()  # the engine stops within about one token step
+        self.stopped_replies[turn.gen_id] = turn.message
         await self.finish_turn("stopped", None)
         return True
 

@@ -210,8 +210,9 @@ class ModelControl(ChatAppBase):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="count")
     def _count_worker(self, backend: Backend, history: tuple[object, ...]) -> None:
-        # Tokenizers are not safe to share with a running generate: skip when it is busy.
-        if not self.backend_lock.acquire(blocking=False):
+        # Tokenizers are not safe to share with a running generate: wait for it (the
+        # finished generation's thread may still be releasing the lock), but not for ever.
+        if not self.backend_lock.acquire(timeout=5):
             return
         try:
             used = backend.count_tokens(history)  # type: ignore[arg-type]
@@ -225,7 +226,7 @@ class ModelControl(ChatAppBase):
     def on_memory_read(self, message: MemoryRead) -> None:
         r = message.reading
         text = f"{r.label} {human_bytes(r.used_bytes)}"
-        if r.total_bytes:
+        if r.total_bytes and r.label != "RSS":  # device memory: how full it is matters
             text += f"/{human_bytes(r.total_bytes)}"
         self.status.update_facts(memory=text)
 
@@ -238,7 +239,7 @@ class ModelControl(ChatAppBase):
         if turn is not None:
             elapsed = time.monotonic() - turn.started
             self.status.update_facts(detail=f"{elapsed:.0f}s")
-        self._ticks = getattr(self, "_ticks", 0) + 1
+        self._ticks += 1
         if self._ticks % 4 == 0 and self.backend is not None:
             self._memory_worker(self.backend)
 

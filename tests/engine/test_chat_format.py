@@ -33,7 +33,7 @@ def base_tok(tiny_base_model_dir: Path) -> Any:
 
 def test_chat_mode_uses_template_with_system_prompt(tok: Any) -> None:
     f = ChatFormatter(tok)
-    assert f.mode == "chat" and f.native_sanitize
+    assert f.mode == "chat"
     ids = f.encode(msgs((S, "Be terse."), (U, "Hi!")))
     text = tok.decode(ids)
     assert text == "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n" + (

@@ -104,9 +104,9 @@ def test_device_labels() -> None:
     spread = {"model.embed_tokens": 0, "model.layers.0": 1, "model.layers.1": 2, "lm_head": 3}
     assert dev.device_label("cuda:0", spread, FOUR_V100) == "cuda:0-3, 4 GPUs"
     offload = {"model.layers.0": 0, "model.layers.1": 1, "lm_head": "cpu"}
-    assert dev.device_label("cuda:0", offload, FOUR_V100) == "cuda:0-1, 2 GPUs +cpu"
+    assert dev.device_label("cuda:0", offload, FOUR_V100) == "cuda:0-1, 2 GPUs +cpu offload"
     one = {"model": 0, "lm_head": "cpu"}
-    assert dev.device_label("cuda:0", one, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3 +cpu"
+    assert dev.device_label("cuda:0", one, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3 +cpu offload"
     assert dev.device_label("cuda:0", {"": 0}, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3"
 
 

@@ -56,7 +56,9 @@ def reference(model: Any, prompt: list[int], n: int, **kw: Any) -> list[int]:
     return [int(i) for i in out[0, len(prompt) :]]
 
 
-def run(dec: FastDecoder, prompt: list[int], params: GenerationParams = GREEDY, **kw: Any) -> list[int]:
+def run(
+    dec: FastDecoder, prompt: list[int], params: GenerationParams = GREEDY, **kw: Any
+) -> list[int]:
     return list(dec.generate_ids(prompt, params, threading.Event(), **kw))
 
 
@@ -80,7 +82,9 @@ def test_greedy_matches_generate(model: Any, dec: FastDecoder, prompt: list[int]
 def test_greedy_with_repetition_penalty_matches_generate(model: Any, dec: FastDecoder) -> None:
     params = GREEDY.with_changes(repetition_penalty=1.5)
     prompt = PROMPTS[0]
-    expected = reference(model, prompt, params.max_new_tokens, eos_token_id=None, repetition_penalty=1.5)
+    expected = reference(
+        model, prompt, params.max_new_tokens, eos_token_id=None, repetition_penalty=1.5
+    )
     assert run(dec, prompt, params) == expected
 
 
@@ -93,6 +97,7 @@ def test_chunked_prefill_matches(model: Any) -> None:
 def test_prefix_reuse_across_turns(model: Any, dec: FastDecoder) -> None:
     """A growing conversation: each turn = previous prompt + reply + new text."""
     prompt = [1, 5, 7, 9]
+    prev_len = 0
     for turn in range(4):
         reply = run(dec, prompt)
         assert reply == reference(model, prompt, GREEDY.max_new_tokens, eos_token_id=None)
@@ -107,7 +112,7 @@ def test_prefix_reuse_across_turns(model: Any, dec: FastDecoder) -> None:
 def test_reuse_after_edit_crops_to_common_prefix(model: Any, dec: FastDecoder) -> None:
     first = list(range(30, 60))
     run(dec, first)
-    edited = first[:10] + [7, 7, 7] + first[13:]  # an earlier message edited
+    edited = [*first[:10], 7, 7, 7, *first[13:]]  # an earlier message edited
     assert run(dec, edited) == reference(model, edited, GREEDY.max_new_tokens, eos_token_id=None)
     assert dec.last_stats.reused_tokens == 10
     shorter = first[:5]  # the cache holds more than the new prompt
@@ -179,7 +184,9 @@ def test_cancel(model: Any, dec: FastDecoder) -> None:
     assert list(dec.generate_ids(PROMPTS[0], GREEDY, cancel)) == []
     # and the cache bookkeeping stayed exact: the next turn still matches generate
     cancel.clear()
-    assert run(dec, PROMPTS[0]) == reference(model, PROMPTS[0], GREEDY.max_new_tokens, eos_token_id=None)
+    assert run(dec, PROMPTS[0]) == reference(
+        model, PROMPTS[0], GREEDY.max_new_tokens, eos_token_id=None
+    )
 
 
 def test_closing_early_keeps_cache_consistent(model: Any, dec: FastDecoder) -> None:
@@ -202,7 +209,9 @@ def test_one_generation_at_a_time(dec: FastDecoder) -> None:
 
 
 def test_seeded_sampling_is_reproducible(dec: FastDecoder) -> None:
-    p = GenerationParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=7, max_new_tokens=20)
+    p = GenerationParams(
+        do_sample=True, temperature=1.0, top_k=0, top_p=1.0, seed=7, max_new_tokens=20
+    )
     a = run(dec, PROMPTS[0], p)
     assert run(dec, PROMPTS[0], p, reuse_prefix=False) == a
     assert run(dec, PROMPTS[0], p) == a  # with the prefix served from the cache
@@ -218,7 +227,8 @@ def test_sampling_filters() -> None:
 
     def support(**kw: Any) -> set[int]:
         buf = SamplingBuffers.allocate(6, "cpu")
-        buf.load(GenerationParams(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, **kw), 0, [])
+        settings: dict[str, Any] = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, **kw}
+        buf.load(GenerationParams(do_sample=True, **settings), 0, [])
         seen = set()
         for pos in range(2000):
             seen.add(int(select_token(logits, buf, torch.tensor(pos), greedy=False)))
@@ -261,7 +271,9 @@ def test_compiled_path_matches_eager(model: Any) -> None:
     if not hasattr(torch, "compile"):
         pytest.skip("no torch.compile")
     states: list[str] = []
-    dec = FastDecoder(model, compile=True, eos_token_ids=[], min_bucket=64, on_state=lambda s, d: states.append(s))
+    dec = FastDecoder(
+        model, compile=True, eos_token_ids=[], min_bucket=64, on_state=lambda s, d: states.append(s)
+    )
     prompt = PROMPTS[0]
     params = GREEDY.with_changes(max_new_tokens=12)
     first = run(dec, prompt, params)  # served eagerly while the step compiles
@@ -275,3 +287,10 @@ def test_compiled_path_matches_eager(model: Any) -> None:
     assert second == first == reference(model, prompt, 12, eos_token_id=None)
     assert states[-1] == "ready"
     dec.close()
+
+
+def test_warm_up_sets_the_bucket_floor(model: Any) -> None:
+    dec = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=32)
+    dec.warm_up(100, greedy=True, max_new_tokens=20)  # compile off: only the floor moves
+    run(dec, [1, 2, 3], GREEDY.with_changes(max_new_tokens=4))
+    assert dec.last_stats.bucket == 128

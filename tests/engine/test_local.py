@@ -8,6 +8,7 @@ controls.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
@@ -34,6 +35,8 @@ from llama_tui.engine.local import LocalBackend
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24)
 S, U, A = "system", "user", "assistant"
 BOUND_S = 10.0  # generous upper bound for waits that normally take milliseconds
+# CPU in CI; the same tests ran on a GPU with ENGINE_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("ENGINE_TEST_DEVICE", "cpu")
 
 
 def msgs(*pairs: tuple[str, str]) -> list[ChatMessage]:
@@ -51,7 +54,7 @@ def _models_available() -> bool:
 def load_backend(path: Path, *, kv_reuse: bool = True, raw: bool = False) -> LocalBackend:
     """Load through the public path (models.load_model) once it exists; until then attach a
     model loaded the same way transformers users do."""
-    options = LoadOptions(device="cpu", dtype="float32", kv_reuse=kv_reuse)
+    options = LoadOptions(device=DEVICE, dtype="float32", kv_reuse=kv_reuse)
     backend = LocalBackend(str(path), options, raw=raw)
     if _models_available():
         backend.load()
@@ -60,7 +63,7 @@ def load_backend(path: Path, *, kv_reuse: bool = True, raw: bool = False) -> Loc
 
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
-        backend.attach(model, tok)
+        backend.attach(model.to(DEVICE), tok)
     return backend
 
 
@@ -82,8 +85,8 @@ def shared(tiny_model_dir: Path) -> LocalBackend:
 @pytest.fixture
 def backend(shared: LocalBackend, tiny_model_dir: Path) -> Iterator[LocalBackend]:
     """A fresh backend (own KV cache, lock) over the shared model and tokenizer."""
-    b = LocalBackend(str(tiny_model_dir), LoadOptions(device="cpu"))
-    b.attach(shared._model, shared._tokenizer, shared.info)
+    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE))
+    b.attach(shared._model, shared._tokenizer, shared.info, device=shared._input_device)
     yield b
     b._model = None  # the model is shared: don't let close() free it for the others
     b.close()
@@ -96,7 +99,9 @@ def reference(backend: LocalBackend, history: list[ChatMessage], max_new_tokens:
     assert backend._formatter is not None
     ids = backend._formatter.encode(history)
     out = backend._model.generate(
-        torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False
+        torch.tensor([ids], device=backend._input_device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
     )
     return str(backend._tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
 
@@ -118,7 +123,7 @@ def test_is_a_backend(backend: LocalBackend) -> None:
 
 @pytest.mark.skipif(not _models_available(), reason="engine/models.py has not landed yet")
 def test_load_through_models(tiny_model_dir: Path) -> None:
-    b = LocalBackend(str(tiny_model_dir), LoadOptions(device="cpu", dtype="float32"))
+    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, dtype="float32"))
     info = b.load()
     assert info.chat_template and b.count_tokens(msgs((U, "hi"))) > 0
     b.close()
@@ -312,6 +317,7 @@ def test_out_of_memory_is_classified_and_the_next_stream_works(backend: LocalBac
     )
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="on CUDA NaN sampling is a device-side assert")
 def test_nan_probabilities_become_non_finite_error(backend: LocalBackend) -> None:
     def nan_logits(module: Any, args: Any, output: Any) -> Any:
         output.logits.fill_(float("nan"))
@@ -333,7 +339,7 @@ def test_kv_reuse_gives_identical_tokens(tiny_model_dir: Path, shared: LocalBack
     on = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=True))
     off = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=False))
     for b in (on, off):
-        b.attach(shared._model, shared._tokenizer, shared.info)
+        b.attach(shared._model, shared._tokenizer, shared.info, device=shared._input_device)
     params = GREEDY.with_changes(max_new_tokens=12)
     questions = ["Hello there!", "How are you today?", "經過一段時間", "Once upon a time"]
     history_on = msgs((S, "Be brief."))
@@ -474,11 +480,11 @@ def test_base_model_plain_completion(tiny_base_model_dir: Path) -> None:
         assert b.info is not None and not b._formatter.has_template  # type: ignore[union-attr]
         prompt = "Once upon a time"
         text = b.stream(msgs((U, prompt)), GREEDY, threading.Event()).text()
-        ids = b._tokenizer(prompt, return_tensors="pt")
+        ids = b._tokenizer(prompt, return_tensors="pt").to(b._input_device)
         out = b._model.generate(**ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
         n = ids["input_ids"].shape[1]
         assert text == b._tokenizer.decode(out[0, n:], skip_special_tokens=True)
-        assert torch.equal(out[0, :n], ids["input_ids"][0])
+        assert torch.equal(out[0, :n].cpu(), ids["input_ids"][0].cpu())
     finally:
         b.close()
 
@@ -488,7 +494,7 @@ def test_raw_mode_on_a_chat_model(backend: LocalBackend) -> None:
     history = msgs((S, "ignored"), (U, "Once upon a time"))
     assert backend.count_tokens(history) == len(backend._tokenizer("Once upon a time")["input_ids"])
     text = backend.stream(history, GREEDY, threading.Event()).text()
-    ids = backend._tokenizer("Once upon a time", return_tensors="pt")
+    ids = backend._tokenizer("Once upon a time", return_tensors="pt").to(backend._input_device)
     out = backend._model.generate(**ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
     n = ids["input_ids"].shape[1]
     assert text == backend._tokenizer.decode(out[0, n:], skip_special_tokens=True)

@@ -181,3 +181,45 @@ async def test_markdown_link_needs_confirmation(monkeypatch: pytest.MonkeyPatch)
         assert opened == []
         await pilot.press("escape")
         assert opened == []
+
+
+async def test_external_editor(monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from llama_tui.ui.app import LlamaTuiApp
+
+    # The headless driver cannot hand the terminal over; the editor itself is real.
+    monkeypatch.setattr(LlamaTuiApp, "suspend", lambda self: contextlib.nullcontext())
+    monkeypatch.setenv("EDITOR", "sh -c 'printf \"%s\\nedited\" \"$(cat $1)\" > $1' sh")
+    monkeypatch.delenv("VISUAL", raising=False)
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press(*"draft")
+        await pilot.press("ctrl+e")
+        await until(pilot, lambda: "edited" in app.prompt.text)
+        assert app.prompt.text == "draft\nedited"
+
+
+async def test_resume_renders_through_the_sanitiser() -> None:
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.session.transcript import Conversation
+
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", "evil \x1b]52;c;SGk=\x07 [@click=app.quit]x[/]"))
+    reply = conv.add("assistant", "partial \x1b[2J reply", status="streaming")
+    rec.assistant_started(reply)
+    rec.assistant_progress(reply)
+    rec.flush()
+    rec.close()  # as if the process died mid-reply
+    app = make_app(FakeBackend(), resume=conv.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        text = shown_text(app)
+        assert "[@click=app.quit]x[/]" in text and "\x1b" not in text
+        assert "interrupted" in text
+        assert app.conversation.id == conv.id
+        await send(pilot, "/continue")
+        await reply_done(pilot)
+        assert app.conversation.messages[-1].status == "complete"

@@ -41,7 +41,7 @@ async def test_status_bar_states_and_facts() -> None:
         assert (facts.state, facts.model, facts.device, facts.dtype) == (
             "ready", "Fake-Llama-1B", "cpu", "float32")
         assert facts.context_max == 2048
-        assert facts.memory == "RSS 512 MiB"
+        assert facts.memory == "RSS 512M"
         await send(pilot, "three little words")
         await reply_done(pilot)
         await until(pilot, lambda: app.status.facts.context_used not in (None, 0))

@@ -1,0 +1,1 @@
+"""Modal screens: help, confirm, model picker, code-block picker, sessions."""

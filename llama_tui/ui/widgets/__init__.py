@@ -1,0 +1,1 @@
+"""Widgets: transcript, prompt input, status bar, settings panel."""

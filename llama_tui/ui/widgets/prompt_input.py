@@ -100,7 +100,16 @@ class PromptInput(TextArea):
         text = self.text
         if not text.strip():
             return
+        # Clear now, not when the app handles the message: keys typed in between (a fast
+        # typist, tmux send-keys) must land in the fresh input, not be wiped with the old.
+        self.remember(text)
+        self.clear()
         self.post_message(self.Submitted(self, text))
+
+    def give_back(self, text: str) -> None:
+        """The app refused `text` (busy, no model): put it back unless something new is typed."""
+        if not self.text.strip():
+            self.set_text(text)
 
     def remember(self, text: str) -> None:
         """Add a sent prompt to the recall history (no immediate duplicates)."""

@@ -119,7 +119,7 @@ class SettingsPanel(VerticalScroll):
         greedy = self.query_one("#sp-greedy", Checkbox)
         greedy.set_class("do_sample" in changed, "-override")
         # The compact checkbox shows its state only in colour; say it in words too.
-        greedy.label = f"Greedy decoding: {'on' if greedy.value else 'off (sampling)'}"
+        greedy.label = f"Greedy: {'on' if greedy.value else 'off (sampling)'}"
         for f in FIELDS:
             row = self.query_one(f"#sp-row-{f.name}", Horizontal)
             why = self.query_one(f"#sp-why-{f.name}", Static)

@@ -23,13 +23,13 @@ State = Literal["starting", "loading", "ready", "generating", "stopping", "stopp
 
 
 def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'; compact for a status bar."""
+    """680 MiB -> '680M', 1.5 GiB -> '1.5G': binary units, compact for a status bar."""
     value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KiB", "MiB") else f"{value:.1f} {unit}"
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit in ("B", "K", "M") else f"{value:.1f}{unit}"
         value /= 1024
-    return f"{n} B"  # pragma: no cover (loop always returns)
+    return f"{n}B"  # pragma: no cover (loop always returns)
 
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
@@ -62,6 +62,7 @@ class StatusBar(Horizontal):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.facts = StatusFacts()
+        self._texts: dict[str, str] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("", markup=False, id="sb-state")
@@ -80,25 +81,56 @@ class StatusBar(Horizontal):
             self.facts = new
             self._render_facts()
 
+    def on_resize(self) -> None:
+        self._fit()
+
     def _render_facts(self) -> None:
         f = self.facts
-        state = self.query_one("#sb-state", Static)
         label = f.state + (f" {f.detail}" if f.detail else "")
-        state.update(clean(label))
-        for s in ("starting", "loading", "ready", "generating", "stopping", "stopped", "error"):
-            state.set_class(s == f.state, f"-{s}")
         where = " ".join(x for x in (f.device, short_dtype(f.dtype)) if x)
-        model = clean(f.model) + (f" · {clean(where)}" if where else "")
-        self.query_one("#sb-model", Static).update(model)
-        self.query_one("#sb-memory", Static).update(clean(f.memory))
         ctx = ""
         if f.context_max:
             used = "?" if f.context_used is None else str(f.context_used)
             ctx = f"ctx {used}/{f.context_max}"
-        self.query_one("#sb-context", Static).update(ctx)
         speed = []
         if f.ttft_s is not None:
             speed.append(f"ttft {f.ttft_s:.2f}s")
         if f.tokens_per_s is not None:
             speed.append(f"{f.tokens_per_s:.1f} tok/s")
-        self.query_one("#sb-speed", Static).update(" · ".join(speed))
+        self._texts = {
+            "sb-state": clean(label),
+            "sb-model": clean(f.model) + (f" · {clean(where)}" if where else ""),
+            "sb-memory": clean(f.memory),
+            "sb-context": ctx,
+            "sb-speed": " · ".join(speed),
+        }
+        for key, text in self._texts.items():
+            self.query_one(f"#{key}", Static).update(text)
+        state = self.query_one("#sb-state", Static)
+        for s in ("starting", "loading", "ready", "generating", "stopping", "stopped", "error"):
+            state.set_class(s == f.state, f"-{s}")
+        self._fit()
+
+    def _fit(self) -> None:
+        """Give the model name what is left; drop memory, then speed, when it gets tight.
+
+        Done by hand because the pieces are plain text of known width: the state, context
+        and speed matter most on a small terminal.
+        """
+        texts = getattr(self, "_texts", None)
+        width = self.size.width
+        if not texts or not width:
+            return
+        shown = {k: bool(v) for k, v in texts.items()}
+        min_model = 12
+
+        def need() -> int:
+            return sum(len(texts[k]) + 1 for k in texts if k != "sb-model" and shown[k])
+
+        for drop in ("sb-memory", "sb-speed"):
+            if width - need() < min_model:
+                shown[drop] = False
+        for key, visible in shown.items():
+            self.query_one(f"#{key}", Static).display = visible or key == "sb-model"
+        model = self.query_one("#sb-model", Static)
+        model.styles.width = max(min_model, min(len(texts["sb-model"]) + 1, width - need()))
