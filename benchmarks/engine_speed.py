@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--reply-tokens", type=int, default=64)
+    ap.add_argument("--skip-speed", action="store_true", help="only the multi-turn TTFT part")
     args = ap.parse_args()
 
     import torch
@@ -163,7 +164,8 @@ def main() -> None:
         ("versions", f"torch {torch.__version__}, transformers {transformers.__version__}", ""),
         ("load + warm-up, s", f"{load_s:.2f}", ""),
     ]
-    rows += speed(backend, args.tokens, args.runs)
+    if not args.skip_speed:
+        rows += speed(backend, args.tokens, args.runs)
 
     results = {}
     for reuse in (True, False):
@@ -194,6 +196,8 @@ def main() -> None:
         ),
     ]
     backend.close()
+    rows.append(("TTFT per turn, reuse ON, ms", " ".join(f"{t * 1000:.0f}" for t in t_on), ""))
+    rows.append(("TTFT per turn, reuse OFF, ms", " ".join(f"{t * 1000:.0f}" for t in t_off), ""))
     width = max(len(r[0]) for r in rows)
     vw = max(len(r[1]) for r in rows)
     print(f"{'measure':<{width}}  {'value':<{vw}}  ratio")

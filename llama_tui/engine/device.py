@@ -244,6 +244,27 @@ def offloaded_modules(placement: Mapping[str, Any] | None) -> list[str]:
     return [str(k) for k, v in placement.items() if _norm_device(v) in offload]
 
 
+def offload_warning(name: str, placement: Mapping[str, Any] | None) -> str | None:
+    """The slow-offload warning for a load progress message and the log; None if no offload."""
+    offloaded = offloaded_modules(placement)
+    if not offloaded or not placement:
+        return None
+    places = " and ".join(sorted({_norm_device(placement[m]) for m in offloaded}))
+    listed = ", ".join(offloaded[:3]) + (
+        f" and {len(offloaded) - 3} more" if len(offloaded) > 3 else ""
+    )
+    on_gpus = bool(_accelerators(_devices_in(placement)))
+    memory, fix = (
+        ("GPU memory", "Use more GPUs, --load-in-4bit, or a smaller model.")
+        if on_gpus
+        else ("RAM", "Free some memory or use a smaller model.")
+    )
+    return (
+        f"{len(offloaded)} part(s) of {name} did not fit in {memory} and are offloaded to "
+        f"{places} ({listed}): replies will be much slower. {fix}"
+    )
+
+
 def main_device(placement: Mapping[str, Any]) -> str:
     """Where accelerate runs CPU/disk-offloaded modules: the first accelerator in the map.
 

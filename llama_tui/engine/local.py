@@ -18,8 +18,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from llama_tui.engine.base import (
@@ -27,7 +26,6 @@ from llama_tui.engine.base import (
     Generation,
     GenerationError,
     GenerationParams,
-    GenerationStats,
     LoadOptions,
     LoadProgress,
     LoadStage,
@@ -35,25 +33,22 @@ from llama_tui.engine.base import (
     ModelInfo,
     OutOfMemoryError,
     ProgressCallback,
-    StopReason,
 )
 from llama_tui.engine.chat_format import ChatFormatter
 from llama_tui.engine.streaming import (
     FINISHED,
     Failed,
+    GenerationJob,
     IdStreamer,
-    IncrementalDecoder,
     QueueItem,
     StopFlags,
     classify_error,
+    consume,
 )
 
 # How long `stream()` waits for a previous generate thread (cancelled, still finishing its
 # prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
 WAIT_PREVIOUS_S = 60.0
-# How often the consumer re-checks that the generate thread is alive while the queue is idle.
-# It only matters if the thread died without a sentinel, which the wrapper prevents.
-POLL_S = 0.25
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
 
 
@@ -72,21 +67,6 @@ def _lcp(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-@dataclass
-class _Job:
-    """Everything one generation thread needs; dropped when it ends."""
-
-    kwargs: dict[str, Any]
-    queue: queue.SimpleQueue[QueueItem]
-    streamer: IdStreamer
-    internal_stop: threading.Event
-    prompt_ids: list[int]
-    seed: int | None
-    cache: Any
-    thread: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class LocalBackend:
@@ -113,7 +93,7 @@ class LocalBackend:
         self._tok_lock = threading.Lock()
         self._cache: Any = None  # DynamicCache of the previous turn (kv_reuse)
         self._cache_ids: list[int] = []  # exactly the ids the cache covers
-        self._job: _Job | None = None
+        self._job: GenerationJob | None = None
         self._cache_kw = "cache"
         self._input_device = "cpu"
 
@@ -292,7 +272,8 @@ class LocalBackend:
         try:
             t0 = time.perf_counter()
             fitted = formatter.fit(history, params.max_new_tokens, info.context_length)
-            job, reused = self._prepare(model, fitted.ids, params, cancel)
+            job = self._prepare(model, fitted.ids, params, cancel, t0)
+            job.dropped = fitted.dropped
             thread = threading.Thread(
                 target=self._run, args=(job,), name="llama-tui-generate", daemon=True
             )
@@ -305,12 +286,24 @@ class LocalBackend:
         gen = Generation(iter(()))
         gen.dropped_messages = fitted.dropped
         gen.prompt_tokens = len(fitted.ids)
-        gen._chunks = self._consume(gen, job, params, cancel, t0, fitted.dropped, reused)
+        tok, lock = self._tokenizer, self._tok_lock
+
+        def decode(ids: list[int]) -> str:
+            with lock:  # see ChatFormatter: the Rust tokenizer is not safe to share unlocked
+                return str(tok.decode(ids, skip_special_tokens=True))
+
+        gen._chunks = consume(gen, job, decode, params.stop, cancel, self._eos_ids)
         return gen
 
     def _prepare(
-        self, model: Any, ids: list[int], params: GenerationParams, cancel: threading.Event
-    ) -> tuple[_Job, int]:
+        self,
+        model: Any,
+        ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        t0: float,
+    ) -> GenerationJob:
+        """generate's kwargs for this reply, with the KV cache cropped for reuse."""
         import torch
         from transformers import StoppingCriteriaList
 
@@ -355,8 +348,18 @@ class LocalBackend:
             kwargs["pad_token_id"] = self._pad_id
         if cache is not None:
             kwargs[self._cache_kw] = cache
-        job = _Job(kwargs, q, streamer, internal, ids, params.seed, cache)
-        return job, reused
+        return GenerationJob(
+            kwargs,
+            q,
+            streamer,
+            internal,
+            ids,
+            params.seed,
+            cache,
+            max_new_tokens=params.max_new_tokens,
+            t0=t0,
+            reused=reused,
+        )
 
     def _reuse_cache(self, model: Any, ids: list[int]) -> tuple[Any, int]:
         """The previous turn's cache cropped to the common prefix with `ids`, or a new one."""
@@ -379,7 +382,7 @@ class LocalBackend:
         except TypeError:  # pragma: no cover - older transformers without config=
             return DynamicCache(), 0
 
-    def _run(self, job: _Job) -> None:
+    def _run(self, job: GenerationJob) -> None:
         """The generate thread. Always ends by releasing the backend and pushing a sentinel."""
         result: QueueItem = FINISHED
         try:
@@ -405,7 +408,7 @@ class LocalBackend:
             job.done.set()
             job.queue.put(result)
 
-    def _fail(self, job: _Job, exc: BaseException) -> GenerationError:
+    def _fail(self, job: GenerationJob, exc: BaseException) -> GenerationError:
         device_type = self._device_type()
         error = classify_error(exc, device_type)
         # A failed forward may have updated some layers and not others: never reuse it.
@@ -426,104 +429,6 @@ class LocalBackend:
     def _device_type(self) -> str:
         device = getattr(self._model, "device", None)
         return str(getattr(device, "type", "cpu"))
-
-    def _consume(
-        self,
-        gen: Generation,
-        job: _Job,
-        params: GenerationParams,
-        cancel: threading.Event,
-        t0: float,
-        dropped: int,
-        reused: int,
-    ) -> Iterator[str]:
-        tok = self._tokenizer
-        lock = self._tok_lock
-
-        def decode(ids: list[int]) -> str:
-            with lock:
-                return str(tok.decode(ids, skip_special_tokens=True))
-
-        decoder = IncrementalDecoder(decode, job.prompt_ids, params.stop)
-        streamer = job.streamer
-        q = job.queue
-        last_id: int | None = None
-        error: GenerationError | None = None
-        ended = False
-        try:
-            while True:
-                try:
-                    item = q.get(timeout=POLL_S)
-                except queue.Empty:
-                    if job.done.is_set() or (job.thread is not None and job.thread.is_alive()):
-                        continue
-                    raise GenerationError("The generation thread ended without a result.") from None
-                sentinel: QueueItem | None = None
-                if isinstance(item, list):
-                    # Drain what else is ready: one decode for a burst of tokens.
-                    ids = item
-                    while True:
-                        try:
-                            more = q.get_nowait()
-                        except queue.Empty:
-                            break
-                        if isinstance(more, list):
-                            ids.extend(more)
-                        else:
-                            sentinel = more
-                            break
-                    if ids:
-                        last_id = ids[-1]
-                        text = decoder.push(ids)
-                        if decoder.stopped:
-                            job.internal_stop.set()
-                        if text:
-                            yield text
-                else:
-                    sentinel = item
-                if sentinel is None:
-                    continue
-                ended = True
-                tail = decoder.flush()
-                if tail:
-                    yield tail
-                if isinstance(sentinel, Failed):
-                    error = sentinel.error
-                    raise error
-                return
-        except GenerationError as exc:
-            error = exc
-            raise
-        finally:
-            if not ended:
-                job.internal_stop.set()  # the caller stopped iterating: stop the device too
-            if error is not None:
-                reason = StopReason.ERROR
-            elif decoder.stopped:
-                reason = StopReason.STOP_STRING
-            elif last_id is not None and last_id in self._eos_ids:
-                reason = StopReason.EOS
-            elif cancel.is_set() or not ended:
-                reason = StopReason.CANCELLED
-            elif streamer.count >= params.max_new_tokens:
-                reason = StopReason.LENGTH
-            else:
-                reason = StopReason.EOS
-            first, last = streamer.first_at, streamer.last_at
-            rate = None
-            if first is not None and last is not None and streamer.count > 1 and last > first:
-                rate = (streamer.count - 1) / (last - first)
-            gen.stats = GenerationStats(
-                prompt_tokens=len(job.prompt_ids),
-                generated_tokens=streamer.count,
-                ttft_s=(first - t0) if first is not None else None,
-                decode_tokens_per_s=rate,
-                total_s=time.perf_counter() - t0,
-                stop_reason=reason,
-                dropped_messages=dropped,
-                reused_prompt_tokens=reused,
-                error=str(error) if error is not None else None,
-            )
 
 
 def _empty_device_cache(device_type: str) -> None:

@@ -866,7 +866,7 @@ class LoadedModel:
     info: ModelInfo
     generation_defaults: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the local folder the weights came from
-    device: str = "cpu"  # torch device of the inputs ("cuda:0" also for a device map)
+    device: str = "cpu"  # torch device of the inputs: where the input embedding executes
 
 
 def _resolve(
@@ -1150,17 +1150,8 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         placement = {}
     input_device = devices.input_device(model, placement, str(getattr(model, "device", device)))
     label = devices.device_label(device, placement or None, caps)
-    offloaded = devices.offloaded_modules(placement)
-    if offloaded:
-        places = sorted({placement[m] for m in offloaded})
-        listed = ", ".join(offloaded[:3]) + (
-            f" and {len(offloaded) - 3} more" if len(offloaded) > 3 else ""
-        )
-        warning = (
-            f"{len(offloaded)} part(s) of {name} did not fit in GPU memory and are offloaded to "
-            f"{' and '.join(places)} ({listed}): replies will be much slower. Use more GPUs, "
-            "--load-in-4bit, or a smaller model."
-        )
+    warning = devices.offload_warning(name, placement)
+    if warning is not None:
         log.warning("%s", warning)
         _emit(progress, LoadStage.LOAD, warning)
     source = str(ms.path) if ms.kind == "gguf" else str(folder)

@@ -11,20 +11,26 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from llama_tui.engine.base import (
     DeviceFatalError,
+    Generation,
     GenerationError,
+    GenerationStats,
     NonFiniteError,
     OutOfMemoryError,
+    StopReason,
 )
 
 REPLACEMENT = "\ufffd"
 # Prompt ids decoded in front of the reply so that SentencePiece-style decoders keep the reply's
 # leading space ("Once upon a time" + " there"), which they strip at the start of a decode.
 CONTEXT_IDS = 4
+# How often the consumer re-checks that the generate thread is alive while the queue is idle.
+POLL_S = 0.25
 # Cap on an exception message quoted to the user: long CUDA traces would flood the status line.
 MAX_ERROR_CHARS = 400
 
@@ -253,3 +259,130 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     # MPS reports OOM as a plain RuntimeError.
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass
+class GenerationJob:
+    """One generation: what its generate thread needs and what its consumer reads."""
+
+    kwargs: dict[str, Any]  # for model.generate; emptied when the thread ends
+    queue: queue.SimpleQueue[QueueItem]
+    streamer: IdStreamer
+    internal_stop: threading.Event  # stop string seen, consumer gone, backend closing
+    prompt_ids: list[int]
+    seed: int | None
+    cache: Any  # the KV cache passed to generate, or None
+    max_new_tokens: int
+    t0: float  # perf_counter when the request was accepted (TTFT and total time from here)
+    dropped: int = 0
+    reused: int = 0
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def consume(
+    gen: Generation,
+    job: GenerationJob,
+    decode: Callable[[list[int]], str],
+    stop: tuple[str, ...],
+    cancel: threading.Event,
+    eos_ids: frozenset[int],
+) -> Iterator[str]:
+    """The chunks of `job`, read in the caller's thread; sets `gen.stats` however it ends.
+
+    Waits on the queue with a timeout only to notice a generate thread that died without a
+    sentinel (the wrapper prevents that; this is the never-hang backstop). Tokens that arrived
+    together are decoded together, so a consumer that fell behind catches up in one step.
+    """
+    decoder = IncrementalDecoder(decode, job.prompt_ids, stop)
+    q = job.queue
+    last_id: int | None = None
+    error: GenerationError | None = None
+    ended = False
+    try:
+        while True:
+            try:
+                item = q.get(timeout=POLL_S)
+            except queue.Empty:
+                if job.done.is_set() or (job.thread is not None and job.thread.is_alive()):
+                    continue
+                raise GenerationError("The generation thread ended without a result.") from None
+            sentinel: QueueItem | None = None
+            if isinstance(item, list):
+                ids = item
+                while True:  # drain what else is ready
+                    try:
+                        more = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(more, list):
+                        ids.extend(more)
+                    else:
+                        sentinel = more
+                        break
+                if ids:
+                    last_id = ids[-1]
+                    text = decoder.push(ids)
+                    if decoder.stopped:
+                        job.internal_stop.set()  # stop the device at the stop string
+                    if text:
+                        yield text
+            else:
+                sentinel = item
+            if sentinel is None:
+                continue
+            ended = True
+            tail = decoder.flush()
+            if tail:
+                yield tail  # the partial reply reaches the caller before any error
+            if isinstance(sentinel, Failed):
+                error = sentinel.error
+                raise error
+            return
+    except GenerationError as exc:
+        error = exc
+        raise
+    finally:
+        if not ended:
+            job.internal_stop.set()  # the caller stopped iterating: stop the device too
+        gen.stats = _stats(job, decoder, cancel, eos_ids, last_id, ended, error)
+
+
+def _stats(
+    job: GenerationJob,
+    decoder: IncrementalDecoder,
+    cancel: threading.Event,
+    eos_ids: frozenset[int],
+    last_id: int | None,
+    ended: bool,
+    error: GenerationError | None,
+) -> GenerationStats:
+    streamer = job.streamer
+    if error is not None:
+        reason = StopReason.ERROR
+    elif decoder.stopped:
+        reason = StopReason.STOP_STRING
+    elif last_id is not None and last_id in eos_ids:
+        reason = StopReason.EOS
+    elif cancel.is_set() or not ended:
+        reason = StopReason.CANCELLED
+    elif streamer.count >= job.max_new_tokens:
+        reason = StopReason.LENGTH
+    else:
+        reason = StopReason.EOS  # a model-specific criterion (e.g. stop tokens in its config)
+    first, last = streamer.first_at, streamer.last_at
+    rate = None
+    if first is not None and last is not None and streamer.count > 1 and last > first:
+        # Producer-side clock: decode speed of the device, not of a slow consumer.
+        rate = (streamer.count - 1) / (last - first)
+    return GenerationStats(
+        prompt_tokens=len(job.prompt_ids),
+        generated_tokens=streamer.count,
+        ttft_s=(first - job.t0) if first is not None else None,
+        decode_tokens_per_s=rate,
+        total_s=time.perf_counter() - job.t0,
+        stop_reason=reason,
+        dropped_messages=job.dropped,
+        reused_prompt_tokens=job.reused,
+        error=str(error) if error is not None else None,
+    )

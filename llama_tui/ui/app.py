@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FIRST_PAINT_HEAD_START_S = 0.05
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
@@ -102,9 +103,11 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
         if self.resumed:
             await self.show_conversation()
         self.set_interval(0.5, self.tick)
-        # After the first paint: the worker imports torch and loads the model.
-        self.call_after_refresh(self.start_load, self.settings.server_model or self.settings.model
-                                if self.settings.server else self.settings.model)
+        # After the first paint: the worker imports torch (holding the GIL for a second or
+        # more), so give the first frame a head start before it begins.
+        spec = (self.settings.server_model or self.settings.model) if self.settings.server \
+            else self.settings.model
+        self.set_timer(FIRST_PAINT_HEAD_START_S, lambda: self.start_load(spec))
 
     async def show_conversation(self) -> None:
         """Render a resumed conversation (all text through the sanitiser)."""

@@ -58,7 +58,8 @@ def test_control_tokens_typed_by_the_user_stay_text(tok: Any) -> None:
     assert ids.count(im_end) == 1  # only the template's own
     assert unsafe.count(im_end) == 2
     assert len(ids) != len(unsafe)
-    assert injected in tok.decode(ids)
+    shown = tok.decode(ids)
+    assert injected in shown or injected.replace("<|", f"<{WORD_JOINER}|") in shown
 
 
 def test_escape_fallback_for_older_transformers(tok: Any) -> None:

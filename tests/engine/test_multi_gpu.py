@@ -154,6 +154,20 @@ def test_offloaded_modules() -> None:
     assert devices.offloaded_modules(None) == []
 
 
+def test_offload_warning_text() -> None:
+    many = {"model.layers.0": 0, **{f"model.layers.{i}": "cpu" for i in range(1, 6)}}
+    text = devices.offload_warning("Big", many)
+    assert text is not None
+    assert text.startswith("5 part(s) of Big did not fit in GPU memory and are offloaded to cpu")
+    assert "model.layers.1, model.layers.2, model.layers.3 and 2 more" in text
+    assert "slower" in text and "--load-in-4bit" in text
+    ram = devices.offload_warning("Big", {"model": "cpu", "lm_head": "disk"})
+    assert ram is not None and "did not fit in RAM" in ram and "to disk (lm_head)" in ram
+    assert "--load-in-4bit" not in ram  # no GPU: 4-bit is not an option
+    assert devices.offload_warning("Big", {"model": 0, "lm_head": 1}) is None
+    assert devices.offload_warning("Big", None) is None
+
+
 def test_module_device_uses_the_closest_ancestor() -> None:
     placement = {"model": 0, "model.layers.1": 1, "lm_head": "cpu"}
     assert devices.module_device(placement, "model.embed_tokens") == "cuda:0"

@@ -11,12 +11,17 @@ until the user scrolls up, and resumes once they scroll back to the bottom.
 
 from __future__ import annotations
 
+import time
+
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from llama_tui.text import StreamCleaner, clean, show_bidi
+
+FLUSH_S = 0.1  # at most ~10 Markdown appends per second per reply
 
 WELCOME = (
     "Type a message and press Enter to send.\n"
@@ -52,6 +57,12 @@ class AssistantTurn(Vertical):
         self.border_title = "assistant"
         self._stream: MarkdownStream | None = None
         self._cleaner = StreamCleaner()
+        # Text waiting to be appended: appends are batched (FLUSH_S) because each one
+        # re-parses the last Markdown block and re-lays out the transcript, CPU that a
+        # 2-core machine would otherwise take from the model.
+        self._pending: list[str] = []
+        self._last_flush = 0.0
+        self._flush_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Markdown(_display(self._initial), open_links=False)
@@ -70,11 +81,29 @@ class AssistantTurn(Vertical):
     async def write(self, raw_chunk: str) -> None:
         """Append a raw model chunk (cleaned here, statefully, so split sequences die too)."""
         text = self._cleaner.feed(raw_chunk)
-        if text and self._stream is not None:
+        if not text or self._stream is None:
+            return
+        self._pending.append(text)
+        wait = FLUSH_S - (time.monotonic() - self._last_flush)
+        if wait <= 0:
+            await self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = self.set_timer(wait, self._flush)
+
+    async def _flush(self) -> None:
+        self._flush_timer = None
+        self._last_flush = time.monotonic()
+        if self._pending and self._stream is not None:
+            text = "".join(self._pending)
+            self._pending.clear()
             await self._stream.write(text)
 
     async def finish(self, full_text: str, footer: str, variant: str) -> None:
         """Stop streaming and render the whole reply once, cleanly (one full update)."""
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        self._pending.clear()  # the full update below shows everything
         if self._stream is not None:
             await self._stream.stop()
             self._stream = None
