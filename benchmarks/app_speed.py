@@ -43,10 +43,21 @@ KEYS = "¤§¶µ¢£¥©®°±¼½¾×÷ÆØÞßæøþ"  # echoed by the input, 
 FOOTER = re.compile("(\\d+) tokens? · ([\\d.]+) tok/s".encode())
 
 
+# The anchor for first paint: the smallest Textual app, measured the same way in the same run.
+MINIMAL_APP = """
+from textual.app import App
+from textual.widgets import Static
+class Hello(App):
+    def compose(self):
+        yield Static("Type a message")
+Hello().run()
+"""
+
+
 class PtyApp:
     """`llama-tui` in a pseudo-terminal; everything it writes is kept with timestamps."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, argv: list[str] | None = None) -> None:
         master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
         env = {**os.environ, "LLAMA_TUI_HOME": str(home), "HF_HUB_OFFLINE": "1",
@@ -54,7 +65,7 @@ class PtyApp:
         env.pop("TMUX", None)
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_tui", *args], stdin=slave, stdout=slave,
+            argv or [sys.executable, "-m", "llama_tui", *args], stdin=slave, stdout=slave,
             stderr=slave, env=env, start_new_session=True, close_fds=True,
         )
         os.close(slave)
@@ -110,8 +121,9 @@ class PtyApp:
         os.close(self.master)
 
 
-def first_paint(home: Path) -> float:
-    app = PtyApp(home, "--model", "demo")
+def first_paint(home: Path, minimal: bool = False) -> float:
+    argv = [sys.executable, "-c", MINIMAL_APP] if minimal else None
+    app = PtyApp(home, "--model", "demo", argv=argv)
     try:
         _, t = app.wait_for(b"Type a message", timeout=30)
         return t - app.started
@@ -147,6 +159,52 @@ def bare_rates(backend: Any, tokens: int) -> tuple[float, float]:
     ids = backend._formatter.encode(history)
     n, s = bare_generate(backend, ids, tokens)
     return engine, n / s
+
+
+def headless_ratio(runs: int, tokens: int) -> tuple[list[float], list[float]]:
+    """The app's own logic, without a terminal: (app decode tok/s, bare decode tok/s).
+
+    The app runs headless (`run_test`) in this process; the bare runs use the same loaded
+    backend from a thread while the UI idles, so both share torch's thread setup exactly.
+    """
+    import asyncio
+
+    from llama_tui.config import load_settings
+    from llama_tui.engine.base import ChatMessage, GenerationParams
+    from llama_tui.ui.app import create_app
+
+    loaded = load_settings(cli={"model": "demo", "do_sample": False, "max_new_tokens": tokens})
+    app = create_app(loaded)
+    params = GenerationParams(do_sample=False, max_new_tokens=tokens)
+    app_rates: list[float] = []
+    bare: list[float] = []
+
+    def bare_run() -> float:
+        gen = app.backend.stream([ChatMessage("user", PROMPT)], params, threading.Event())
+        for _ in gen:
+            pass
+        return gen.stats.decode_tokens_per_s or 0.0
+
+    async def drive() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while app.backend is None:
+                await asyncio.sleep(0.2)
+            for i in range(runs + 1):  # the first pair is a warm-up
+                await app.run_command("clear", "")
+                app.prompt.load_text(PROMPT)
+                await pilot.press("enter")
+                while not app.generating:
+                    await asyncio.sleep(0.05)
+                while app.generating:
+                    await asyncio.sleep(0.2)
+                rate = float(app.conversation.messages[-1].stats["decode_tokens_per_s"])
+                other = await asyncio.to_thread(bare_run)
+                if i:
+                    app_rates.append(rate)
+                    bare.append(other)
+
+    asyncio.run(drive())
+    return app_rates, bare
 
 
 def key_latency(app: PtyApp, presses: int) -> list[float]:
@@ -204,8 +262,12 @@ def run(home: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
     print("first paint...", flush=True)
     first_paint(home)  # warm the page cache and the model conversion
-    paints = [first_paint(home) for _ in range(args.paints)]
+    paints, minimal = [], []
+    for _ in range(args.paints):  # alternated, so machine noise hits both alike
+        paints.append(first_paint(home))
+        minimal.append(first_paint(home, minimal=True))
     print(f"  first paint, s: {' '.join(f'{p:.3f}' for p in paints)}", flush=True)
+    print(f"  minimal Textual app, s: {' '.join(f'{p:.3f}' for p in minimal)}", flush=True)
 
     print("loading the demo model for the bare runs...", flush=True)
     settings = load_settings(cli={"model": "demo"}).settings
@@ -233,16 +295,24 @@ def run(home: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
     finally:
         app.stop()
         backend.close()
+    print("headless app vs bare, same process...", flush=True)
+    h_app, h_bare = headless_ratio(args.runs, args.tokens)
+    ha, hb = statistics.median(h_app), statistics.median(h_bare)
     a, e, g = (statistics.median(x) for x in (app_runs, engine_runs, generate_runs))
     lat = sorted(latencies)
     p95 = lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))]
     return [
         ("launch to first paint (median)", f"{statistics.median(paints) * 1000:.0f} ms",
          f"target < 300 ms; runs {' '.join(f'{p * 1000:.0f}' for p in paints)}"),
+        ("first paint, minimal Textual app (anchor)",
+         f"{statistics.median(minimal) * 1000:.0f} ms",
+         f"ratio {statistics.median(paints) / statistics.median(minimal):.2f}"),
         ("decode tok/s, bare LocalBackend.stream", f"{e:.1f}", "1.000"),
         ("decode tok/s, through the app (pty)", f"{a:.1f}",
          f"{a / e:.3f} (target >= 0.97)"),
         ("bare model.generate, end to end tok/s", f"{g:.1f}", "reference"),
+        ("decode tok/s, app headless | bare, same process", f"{ha:.1f}",
+         f"{hb:.1f}: ratio {ha / hb:.3f} (the app's logic alone, no terminal)"),
         ("runs app | bare", " ".join(f"{x:.1f}" for x in app_runs),
          " ".join(f"{x:.1f}" for x in engine_runs)),
         ("keystroke to screen while streaming, p50", f"{statistics.median(lat) * 1000:.1f} ms",

@@ -223,8 +223,14 @@ TURN_TEXT = (
 )
 
 
-def multi_turn(model: Any, tok: Any, turns: int, threads: int, reply: int = 64) -> list[str]:
-    """TTFT at turn 1 and turn N of a growing greedy chat, FastDecoder eager, reuse on / off."""
+def multi_turn(
+    model: Any, tok: Any, turns: int, threads: int, label: str, reply: int = 64
+) -> list[str]:
+    """TTFT at turn 1 and turn N of a growing greedy chat, FastDecoder eager, reuse on vs off.
+
+    Both decoders see the same conversation (built from the reuse-on replies), so a reply that
+    differs does not change the later prompts and every turn is compared on its own.
+    """
     import torch
 
     from llama_tui.engine.base import GenerationParams
@@ -232,29 +238,34 @@ def multi_turn(model: Any, tok: Any, turns: int, threads: int, reply: int = 64) 
 
     torch.set_num_threads(threads)
     params = GenerationParams(do_sample=False, max_new_tokens=reply)
+    decs = {r: FastDecoder(model, compile=False, eos_token_ids=[]) for r in (True, False)}
+    ttfts: dict[bool, list[float]] = {True: [], False: []}
+    same = 0
+    msgs = [{"role": "user", "content": PROMPT}]
+    ids: list[int] = []
+    for t in range(turns):
+        ids = [
+            int(i)
+            for i in tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=False)
+        ]
+        got = {}
+        for reuse, dec in decs.items():
+            got[reuse] = list(dec.generate_ids(ids, params, threading.Event(), reuse))
+            ttfts[reuse].append(dec.last_stats.ttft_s or float("nan"))
+        same += got[True] == got[False]
+        msgs += [
+            {"role": "assistant", "content": tok.decode(got[True], skip_special_tokens=True)},
+            {"role": "user", "content": TURN_TEXT.format(n=t + 2)},
+        ]
     out = []
-    replies: dict[bool, list[list[int]]] = {}
     for reuse in (True, False):
-        dec = FastDecoder(model, compile=False, eos_token_ids=[])
-        msgs = [{"role": "user", "content": PROMPT}]
-        ttfts, replies[reuse] = [], []
-        for t in range(turns):
-            ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_dict=False)
-            got = list(dec.generate_ids([int(i) for i in ids], params, threading.Event(), reuse))
-            ttfts.append(dec.last_stats.ttft_s or float("nan"))
-            replies[reuse].append(got)
-            msgs += [
-                {"role": "assistant", "content": tok.decode(got, skip_special_tokens=True)},
-                {"role": "user", "content": TURN_TEXT.format(n=t + 2)},
-            ]
+        tt = ttfts[reuse]
         out.append(
-            f"- {turns}-turn chat (bf16 FastDecoder eager, {reply}-token replies), KV reuse "
-            f"{'on' if reuse else 'off'}: TTFT turn 1 {ttfts[0] * 1e3:.0f} ms, turn {turns} "
-            f"{ttfts[-1] * 1e3:.0f} ms ({ttfts[-1] / ttfts[0]:.2f}x; target <= 1.5x with reuse); "
-            f"last prompt {len(ids)} tokens"
+            f"- {label}: {turns}-turn chat, FastDecoder eager, {reply}-token replies, KV reuse "
+            f"{'on' if reuse else 'off'}: TTFT turn 1 {tt[0] * 1e3:.0f} ms, turn {turns} "
+            f"{tt[-1] * 1e3:.0f} ms ({tt[-1] / tt[0]:.2f}x); last prompt {len(ids)} tokens"
         )
-    same = sum(a == b for a, b in zip(replies[True], replies[False], strict=True))
-    out.append(f"- replies identical with and without reuse: {same}/{turns} turns")
+    out.append(f"- {label}: replies identical with and without reuse in {same}/{turns} turns")
     return out
 
 
@@ -423,19 +434,24 @@ def main() -> None:
 
     llama_cpp_row: Path_ | None = None
     if not args.no_llama_cpp:
-        worker = LlamaWorker(gguf, T)
-        if worker.ok:
-            llama_cpp_row = Path_(
+        # n_threads = --threads is the peer; 1 thread too, because llama.cpp's spinning thread
+        # barriers collapse when the cores are shared with other processes.
+        for th in sorted({T, 1}, reverse=True):
+            worker = LlamaWorker(gguf, th)
+            if not worker.ok:
+                print(f"no llama.cpp row: {worker.error}", flush=True)
+                break
+            row = Path_(
                 f"llama.cpp {GGUF_NAME.split('.')[-2]}",
                 "q4_1",
-                T,
+                th,
                 gguf.stat().st_size,
-                lambda: worker.run(prompt, n),
+                lambda w=worker: w.run(prompt, n),
                 ref="generate float32",
             )
-            paths.append(llama_cpp_row)
-        else:
-            print(f"no llama.cpp row: {worker.error}", flush=True)
+            paths.append(row)
+            if th == T:
+                llama_cpp_row = row
 
     refs: dict[str, list[int]] = {}
     for p in list(paths):  # warm-up run, which also records the greedy tokens
@@ -493,7 +509,9 @@ def main() -> None:
             f"{100 * rate / limit:.0f}% of {limit:.0f} | {cmp} | {p.note} |"
         )
     if args.turns:
-        lines += ["", *multi_turn(models["bfloat16"], tok, args.turns, T)]
+        lines.append("")
+        for dt in ("float32", "bfloat16"):
+            lines += multi_turn(models[dt], tok, args.turns, T, dt)
     table = "\n".join(lines)
     print()
     print(table, flush=True)

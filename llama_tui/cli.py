@@ -545,7 +545,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as e:
         _err(f"llama-tui: error: the TUI could not start ({e}); --prompt still works")
         return EXIT_ERROR
+    from llama_tui.engine.base import LlamaTuiError
+
     try:
         return int(run_app(loaded, resume=loaded.resume))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except LlamaTuiError as e:  # --resume of a session that cannot be read
+        _err(
+            f"llama-tui: error: cannot resume {loaded.resume or 'the last session'}: "
+            f"{_describe_error(e)}"
+        )
+        return EXIT_ERROR

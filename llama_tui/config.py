@@ -274,7 +274,7 @@ def _parse_str(kind: str, raw: str) -> Any:
         if s.startswith("["):
             try:
                 parsed = json.loads(s)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise _Invalid("must be a JSON list of strings or one string") from None
             return _coerce("strlist", parsed)
         return (raw,) if raw else ()
@@ -501,6 +501,12 @@ def _config_layer(path: Path, warnings: list[str]) -> _Layer | None:
         return None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        warnings.append(
+            redact(clean(f"{path}: nested too deeply to read; using the defaults (the file was "
+                         "left unchanged)"))
+        )
+        return None
     except tomllib.TOMLDecodeError as e:
         # tomllib's message names the line and column: "Invalid value (at line 3, column 7)".
         warnings.append(
@@ -522,8 +528,9 @@ def _remembered_layer(path: Path, warnings: list[str]) -> _Layer | None:
         return None
     try:
         data = json.loads(text)
-    except ValueError as e:
-        warnings.append(redact(clean(f"{path}: not valid JSON ({e}); ignored")))
+    except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+        warnings.append(redact(clean(f"{path}: not valid JSON ({type(e).__name__}: {e}); "
+                                     "ignored")))
         return None
     if not isinstance(data, dict):
         warnings.append(redact(clean(f"{path}: not a JSON object; ignored")))
@@ -752,7 +759,7 @@ def remember_generation(
         try:
             old = json.loads(target.read_text(encoding="utf-8"))
             ok = isinstance(old, dict)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             ok = False
         if not ok:
             os.replace(target, target.with_name(target.name + ".bad"))

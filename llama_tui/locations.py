@@ -6,6 +6,7 @@ with XDG_* / LLAMA_TUI_HOME environment variables set after import.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -27,10 +28,8 @@ def _home_override(sub: str) -> Path | None:
 def private_dir(path: Path) -> Path:
     """Create `path` (and parents) with mode 0700 and return it."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
+    with contextlib.suppress(OSError):
         path.chmod(0o700)
-    except OSError:
-        pass
     return path
 
 

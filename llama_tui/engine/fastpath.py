@@ -248,6 +248,8 @@ class FastDecoder:
         self._worker: threading.Thread | None = None
         self._graph_pool: Any = None
         self.ready = threading.Event()  # set while the variant wanted last is compiled
+        if not self.compile_enabled:
+            self.ready.set()  # nothing will ever compile: never make a waiter hang
         self.state: DecoderState = "eager"
         self.last_stats = DecodeStats()
         self._closed = False
@@ -266,8 +268,16 @@ class FastDecoder:
         Stops at EOS, `params.max_new_tokens`, a full cache (context) or `cancel` (checked
         before every step and after every yield). Closing the iterator early (a stop string)
         is fine: the cache bookkeeping stays exact. `last_stats` is final once it ends.
+        Raises ValueError at once for an empty prompt or one that fills the context.
         """
-        return self._generate(list(prompt_ids), params, cancel, reuse_prefix)
+        prompt = list(prompt_ids)
+        if not prompt:
+            raise ValueError("empty prompt")
+        if len(prompt) >= self.max_context:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens does not fit the context ({self.max_context})"
+            )
+        return self._generate(prompt, params, cancel, reuse_prefix)
 
     def warm_up(
         self, prompt_tokens: int = 0, *, greedy: bool = False, max_new_tokens: int = 512
@@ -610,17 +620,10 @@ class FastDecoder:
         t0 = time.perf_counter()
         t_first: float | None = None
         try:
-            if not prompt:
-                raise ValueError("empty prompt")
-            if len(prompt) >= self.max_context:
-                raise ValueError(
-                    f"prompt of {len(prompt)} tokens does not fit the context ({self.max_context})"
-                )
             greedy = not params.do_sample
             max_new = max(1, int(params.max_new_tokens))
             stats.reused_tokens = self._ensure_cache(prompt, len(prompt) + max_new, reuse)
             stats.bucket = self._bucket
-            self._want(self._bucket, greedy)
             seed = params.seed if params.seed is not None else random.getrandbits(32)
             self._buf.load(params, seed, prompt)
             stats.stop_reason = StopReason.CANCELLED
@@ -629,6 +632,9 @@ class FastDecoder:
             cur = self._prefill(prompt[stats.reused_tokens :], greedy)
             t_first = time.perf_counter()
             stats.ttft_s = t_first - t0
+            # Queue the compile only now: dynamo's tracing holds the GIL for long stretches and
+            # would otherwise delay the first token it is meant not to delay.
+            self._want(self._bucket, greedy)
             generated = 0
             while True:
                 generated += 1

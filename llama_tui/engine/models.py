@@ -485,7 +485,7 @@ def _missing_files(folder: Path) -> list[str]:
         if index.is_file():
             try:
                 shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 return [*missing, index_name + " (unreadable)"]
             missing += sorted(s for s in shards if not (folder / s).is_file())
             return missing
@@ -562,7 +562,7 @@ def _remote_weight_patterns(ms: ModelSpec, options: LoadOptions) -> list[str]:
         )
         try:
             config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             config = None
         if isinstance(config, dict):
             check_config(config, ms.raw, options)
@@ -683,7 +683,7 @@ def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> dict[str
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(
             f"{_shown(spec_text)}: config.json is unreadable ({type(exc).__name__}).",
             "Re-download the model or fix the file.",

@@ -255,7 +255,7 @@ def server_message(body: bytes, content_type: str = "") -> tuple[str, str | None
     text = body.decode("utf-8", errors="replace")
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         if "html" in content_type.lower():
             return "(an HTML error page)", None
         return text, None
@@ -980,7 +980,7 @@ class RemoteBackend:
             return ""  # an empty data line: some servers use these as keep-alives
         try:
             obj = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise RemoteError(
                 f"the server at {self.url} sent an event that is not JSON: "
                 f"{self._clean(stripped, 80)}",

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
+import threading
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 from textual import events
@@ -28,7 +32,7 @@ from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
 from llama_tui.ui.base import BackendFactory
 from llama_tui.ui.command_control import CommandControl
-from llama_tui.ui.commands import ChatCommands, parse_command, unescape_prompt
+from llama_tui.ui.commands import palette_provider, parse_command, unescape_prompt
 from llama_tui.ui.copy_save import CopySaveControl
 from llama_tui.ui.model_control import ModelControl
 from llama_tui.ui.screens.confirm import ConfirmScreen
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIRST_PAINT_HEAD_START_S = 0.05
+EXIT_GRACE_S = 2.0  # how long quitting waits for a stopped generation's thread to end
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
@@ -52,7 +57,7 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
 
     CSS_PATH = "app.tcss"
     TITLE = "llama-tui"
-    COMMANDS = App.COMMANDS | {ChatCommands}
+    COMMANDS = App.COMMANDS | {palette_provider}
     # Priority where the focused TextArea / Input would otherwise eat the key (ctrl+y is
     # TextArea's redo, ctrl+c its copy). Esc is not priority so dialogs can close with it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -137,10 +142,12 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
     def watch_state(self, state: str) -> None:
         self.set_class(state == "generating", "-generating")
 
-    def watch_show_settings(self, show: bool) -> None:
+    async def watch_show_settings(self, show: bool) -> None:
         self.set_class(show, "-show-settings")
         if show:
-            self.call_after_refresh(self._focus_panel)
+            await self.panel.build()
+            # Focus before the panel is painted, so keys typed as soon as it shows land in it.
+            self._focus_panel()
         else:
             self.remember_settings()
             self.prompt.focus()
@@ -294,10 +301,30 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
     finally:
         if restore is not None:
             restore()
-        if app.backend is not None:
-            with contextlib.suppress(Exception):
-                app.backend.close()
-    return app.return_code or 0
+    code = app.return_code or 0
+    if not _threads_finished(EXIT_GRACE_S):
+        # A model load (or a prefill) cannot be interrupted and its worker thread would keep
+        # the process alive for up to minutes after the screen is gone. The journal is
+        # closed already (on_unmount), so leave now rather than hang.
+        log.warning("exiting with a model load or generation still running")
+        logging.shutdown()
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    # No backend.close() here: the process is ending and frees the model anyway, while a
+    # close can wait on the engine (up to 10 s) after a stopped reply.
+    return code
+
+
+def _threads_finished(timeout: float) -> bool:
+    """Join the other non-daemon threads for up to `timeout` s; True when none is left."""
+    deadline = time.monotonic() + timeout
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and not t.daemon]
+    for t in others:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in others)
 
 
 __all__ = ["LlamaTuiApp", "create_app", "run_app"]

@@ -13,10 +13,11 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual.app import App
 from textual.reactive import reactive
+from textual.widget import Widget
 
 from llama_tui.engine.base import Backend, GenerationParams, ModelInfo
 from llama_tui.session.transcript import Conversation, Message
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[["Settings"], Backend]
+W = TypeVar("W", bound=Widget)
 
 
 @dataclasses.dataclass
@@ -96,25 +98,37 @@ class ChatAppBase(App[int]):
         self.stopped_replies: dict[int, Message] = {}  # gen_id -> reply stopped by the user
         self._ticks = 0
         self.queued = False  # a prompt sent while loading waits for the model
-        self.clipboard_writes: list[str] = []  # raw sequences written (tests inspect them)
+        self.clipboard_writes: list[str] = []
+        self._main_widgets: dict[str, Widget] = {}  # raw sequences written (tests inspect them)
 
     # -- typed widget accessors ------------------------------------------------------------
 
+    # `App.query_one` searches the *active* screen: with a dialog open (or during shutdown)
+    # the main widgets would not be found, so they are looked up once, on the main screen.
+
+    def _main(self, selector: str, kind: type[W]) -> W:
+        cached = self._main_widgets.get(selector)
+        if cached is None:
+            cached = self.screen_stack[0].query_one(selector, kind)
+            self._main_widgets[selector] = cached
+        assert isinstance(cached, kind)
+        return cached
+
     @property
     def transcript(self) -> Transcript:
-        return self.query_one("#transcript", Transcript)
+        return self._main("#transcript", Transcript)
 
     @property
     def prompt(self) -> PromptInput:
-        return self.query_one("#prompt", PromptInput)
+        return self._main("#prompt", PromptInput)
 
     @property
     def status(self) -> StatusBar:
-        return self.query_one("#status", StatusBar)
+        return self._main("#status", StatusBar)
 
     @property
     def panel(self) -> SettingsPanel:
-        return self.query_one("#settings", SettingsPanel)
+        return self._main("#settings", SettingsPanel)
 
     @property
     def generating(self) -> bool:

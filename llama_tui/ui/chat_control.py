@@ -132,6 +132,8 @@ class ChatControl(ChatAppBase):
                         started = True
                         self.post_message(ReplyStarted(
                             gen_id, generation.dropped_messages, generation.prompt_tokens))
+                    # Every chunk at once (never held back: a stalled step must not hide
+                    # text already generated); the widget batches the rendering instead.
                     self.post_message(ReplyChunk(gen_id, chunk))
                 self.post_message(ReplyFinished(gen_id, generation.stats))
             except BaseException as exc:  # shown as the reply's error; the app never exits

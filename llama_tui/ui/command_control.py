@@ -1,7 +1,8 @@
-"""Slash commands, palette actions, settings, save, copy, links and the external editor.
+"""Slash commands, palette actions, settings, sessions, links and the external editor.
 
-Commands never reach the model. Errors name the path and the cause and keep the
-conversation as it is. Files are written off the UI thread (`asyncio.to_thread`).
+Commands never reach the model; `/name` dispatches to `cmd_name` (save and copy live in
+`copy_save.py`). Settings changes are validated before they are applied and are persisted
+only when valid (`remember_settings`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import shlex
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on
 from textual.app import SuspendNotSupported
-from textual.widgets import Markdown
 
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
@@ -31,6 +31,9 @@ from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
+
+if TYPE_CHECKING:
+    from textual.widgets import Markdown
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +216,7 @@ class CommandControl(ChatControl):
 
     # -- links and the editor ----------------------------------------------------------------
 
-    @on(Markdown.LinkClicked)
-    def _link_clicked(self, event: Markdown.LinkClicked) -> None:
+    def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         event.stop()
         href = clean(event.href)
 

@@ -8,12 +8,11 @@ every command; those that need an argument open the matching dialog instead.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
-from typing import Protocol, cast
+from typing import TYPE_CHECKING
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+if TYPE_CHECKING:
+    from textual.command import Provider
 
 
 @dataclass(frozen=True)
@@ -77,29 +76,9 @@ def help_lines() -> list[tuple[str, str, str]]:
     return [(c.usage, c.key, c.help) for c in COMMANDS]
 
 
-class CommandRunner(Protocol):
-    """What the palette needs from the app."""
+def palette_provider() -> type[Provider]:
+    """`App.COMMANDS` entry: imported when the palette first opens (textual.command costs
+    ~40 ms of startup otherwise)."""
+    from llama_tui.ui.palette import ChatCommands
 
-    def run_palette_command(self, name: str) -> None: ...
-
-
-class ChatCommands(Provider):
-    """Command-palette entries for every chat command."""
-
-    def _runner(self) -> Callable[[str], None]:
-        return cast("CommandRunner", self.app).run_palette_command
-
-    async def discover(self) -> Hits:
-        run = self._runner()
-        for c in COMMANDS:
-            yield DiscoveryHit(c.usage, partial(run, c.name), help=c.help)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        run = self._runner()
-        for c in COMMANDS:
-            text = f"{c.usage} {c.help}"
-            score = matcher.match(text)
-            if score > 0:
-                yield Hit(score, matcher.highlight(text), partial(run, c.name), help=c.help)
-
+    return ChatCommands

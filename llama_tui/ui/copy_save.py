@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +57,8 @@ class CopySaveControl(ChatAppBase):
         self.say(f"Saved {written}")
 
     def export_meta(self) -> dict[str, Any]:
+        from importlib import metadata
+
         versions = {}
         for dist in ("transformers", "torch", "textual"):
             with contextlib.suppress(metadata.PackageNotFoundError):

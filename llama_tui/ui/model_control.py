@@ -210,6 +210,9 @@ class ModelControl(ChatAppBase):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="count")
     def _count_worker(self, backend: Backend, history: tuple[object, ...]) -> None:
+        if not history:
+            self.post_message(ContextCounted(0))  # some templates refuse an empty chat
+            return
         # Tokenizers are not safe to share with a running generate: wait for it (the
         # finished generation's thread may still be releasing the lock), but not for ever.
         if not self.backend_lock.acquire(timeout=5):

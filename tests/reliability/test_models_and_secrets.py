@@ -79,12 +79,20 @@ def _gated(status: int) -> Any:
     return setup
 
 
+_ECHO = pytest.mark.xfail(
+    strict=True,
+    reason="a token-shaped model id is echoed unredacted: the 'could not load SPEC' notice "
+    "title (model_control.py on_model_load_failed; base.py note() redacts only the text) "
+    "and the status bar (app.py on_mount model=..., model_control.py start_load detail=...); "
+    "fix: redact(clean()) in status_bar.py update_facts and title=redact(title) in note()",
+)
+
 # spec (or a setup returning it), substrings the cause + fix must hold (lower case)
 BAD_SPECS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("invalid-id", "not a valid id!!", ("not a valid", "org/name")),
     ("missing-path", "./no/such/model", ("no such file or folder",)),
-    ("token-shaped", TOKEN_SPEC, ("access token", "not shown")),
-    ("token-in-org", f"org/{TOKEN_SPEC}@main", ("access token",)),
+    ("token-shaped", pytest.param(TOKEN_SPEC, marks=_ECHO), ("access token", "not shown")),
+    ("token-in-org", pytest.param(f"org/{TOKEN_SPEC}@main", marks=_ECHO), ("access token",)),
     ("offline-empty-cache", "someorg/not-cached-model", ("not in the local cache",
                                                          "hf_hub_offline")),
     ("gated-401", _gated(401), ("not logged in", "hf auth login")),
@@ -95,8 +103,17 @@ BAD_SPECS: list[tuple[str, Any, tuple[str, ...]]] = [
 ]
 
 
-@pytest.mark.parametrize(("spec", "expect"), [(s, e) for _i, s, e in BAD_SPECS],
-                         ids=[i for i, _s, _e in BAD_SPECS])
+def _cases() -> list[Any]:
+    out = []
+    for i, s, e in BAD_SPECS:
+        if isinstance(s, type(pytest.param(0))):
+            out.append(pytest.param(s.values[0], e, marks=s.marks, id=i))
+        else:
+            out.append(pytest.param(s, e, id=i))
+    return out
+
+
+@pytest.mark.parametrize(("spec", "expect"), _cases())
 async def test_bad_model_spec_one_message_current_model_stays(
     spec: Any, expect: tuple[str, ...], tiny_model_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -133,6 +150,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
             assert "SpecTok" not in shown, "a token-shaped model id was echoed on screen"
 
 
+@_ECHO
 async def test_token_shaped_id_at_startup_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model from the config / command line is token-shaped: refused, never shown."""
     from llama_tui.engine import models
@@ -217,7 +235,7 @@ async def test_token_never_on_screen_logs_files_or_toasts(
     assert tokens.read_text().strip(), "nothing was logged: the test proves nothing"
 
 
-def test_our_code_never_reads_the_token() -> None:
+async def test_our_code_never_reads_the_token() -> None:
     """huggingface_hub finds the token itself; no module of ours asks for it."""
     import llama_tui
 
@@ -239,16 +257,19 @@ async def test_crash_in_a_handler_does_not_print_the_token(tokens: Path) -> None
         headers = {"authorization": f"Bearer {token}"}
         raise RuntimeError(f"request failed ({len(headers)} headers)")
 
+    # Textual prints the crash renderables on its error console (stderr), at exit or when
+    # the test harness shuts the app down; whatever is left is printed here the same way.
+    buf = io.StringIO()
+    app.error_console = Console(file=buf, width=200, color_system=None)
     with pytest.raises(RuntimeError):
         async with app.run_test(size=(100, 30)) as pilot:
             await ready(pilot)
             app.call_later(handler_that_crashes)
             await pilot.pause(0.2)
-    console = Console(file=io.StringIO(), width=200, record=True, color_system=None)
     for renderable in app._exit_renderables:
-        console.print(renderable)
-    printed = console.export_text()
-    assert "request failed" in printed or printed == "", printed[:500]
+        app.error_console.print(renderable)
+    printed = buf.getvalue()
+    assert "request failed" in printed, printed[:500]
     assert TOKEN_ENV not in printed and TOKEN_ENV[3:15] not in printed, (
         "the crash screen printed the token from a local variable"
     )
@@ -278,7 +299,7 @@ async def test_locations_are_private(tokens: Path) -> None:
         assert p.stat().st_mode & 0o077 == 0, p
 
 
-def test_model_error_text_is_redacted_by_describe_error() -> None:
+async def test_model_error_text_is_redacted_by_describe_error() -> None:
     from llama_tui.ui.model_control import describe_error
 
     for exc in (OSError(f"Bearer {TOKEN_ENV}"), ModelError(f"x {TOKEN_ENV}", f"y {TOKEN_FILE}"),

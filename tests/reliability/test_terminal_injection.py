@@ -13,14 +13,13 @@ import json
 from pathlib import Path
 
 import pytest
-
 from textual import events
 from textual.pilot import Pilot
 
 from llama_tui.engine.base import GenerationError
 from llama_tui.ui.app import LlamaTuiApp
-from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.widgets.prompt_input import PromptInput
 from tests.reliability.payloads import (
     HIDING_PAYLOADS,
     MARKUP_PAYLOADS,
@@ -29,7 +28,7 @@ from tests.reliability.payloads import (
     chunkings,
 )
 from tests.reliability.terminal import audit, record_terminal, screen_of
-from tests.ui.fakes import FakeBackend, FakeFactory
+from tests.ui.fakes import FakeBackend
 from tests.ui.helpers import make_app, ready, reply_done, until
 
 pytestmark = pytest.mark.asyncio
@@ -133,7 +132,7 @@ async def test_paste_into_the_prompt_is_sanitised(how: str) -> None:
     async with app.run_test(headless=False, size=(W, H)) as pilot:
         await ready(pilot)
         app.prompt.focus()
-        app.prompt.post_message(events.Paste(text))
+        app.post_message(events.Paste(text))  # as the driver does: to the focused widget
         await until(pilot, lambda: bool(app.prompt.text))
         await pilot.pause(0.1)
     for p in TERMINAL_PAYLOADS:

@@ -15,6 +15,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
 from llama_tui.engine.base import GenerationParams
@@ -46,17 +47,33 @@ class SettingsPanel(VerticalScroll):
         self.system_prompt = ""
         self.context_length: int | None = None
         self.problems: dict[str, str] = {}
+        self.built = False
 
     def compose(self) -> ComposeResult:
-        yield Checkbox("Greedy decoding", id="sp-greedy", compact=True)
+        # Empty until first shown (`build`): styling its ~40 widgets took a third of the
+        # time to first paint, for a panel most launches never open.
+        yield from ()
+
+    async def build(self) -> None:
+        """Create the fields (once) and show the current values."""
+        if self.built:
+            return
+        self.built = True
+        widgets: list[Widget] = [Checkbox("Greedy", id="sp-greedy", compact=True)]
         for f in FIELDS:
-            with Horizontal(classes="sp-row", id=f"sp-row-{f.name}"):
-                yield Label(f.label, classes="sp-label")
-                yield Input(id=f"sp-{f.name}", compact=True, tooltip=f.help)
-            yield Static("", markup=False, classes="sp-reason", id=f"sp-why-{f.name}")
-        yield Label("System prompt", classes="sp-label sp-system-label")
-        yield TextArea(id="sp-system", compact=True, soft_wrap=True, tab_behavior="focus")
-        yield Button("Reset to model defaults", id="sp-reset", compact=True)
+            widgets.append(Horizontal(
+                Label(f.label, classes="sp-label"),
+                Input(id=f"sp-{f.name}", compact=True, tooltip=f.help),
+                classes="sp-row", id=f"sp-row-{f.name}",
+            ))
+            widgets.append(Static("", markup=False, classes="sp-reason", id=f"sp-why-{f.name}"))
+        widgets += [
+            Label("System prompt", classes="sp-label sp-system-label"),
+            TextArea(id="sp-system", compact=True, soft_wrap=True, tab_behavior="focus"),
+            Button("Reset to model defaults", id="sp-reset", compact=True),
+        ]
+        await self.mount_all(widgets)
+        self.load(self.params, self.defaults, self.system_prompt, self.context_length)
 
     def load(
         self,
@@ -68,6 +85,9 @@ class SettingsPanel(VerticalScroll):
         """Show `params` (not re-posted: the app already uses them)."""
         self.params, self.defaults = params, defaults
         self.system_prompt, self.context_length = system_prompt, context_length
+        self.problems = {}
+        if not self.built:
+            return
         with self.prevent(Input.Changed, Checkbox.Changed, TextArea.Changed):
             self.query_one("#sp-greedy", Checkbox).value = not params.do_sample
             for f in FIELDS:
@@ -75,7 +95,6 @@ class SettingsPanel(VerticalScroll):
                     f.name, getattr(params, f.name)
                 )
             self.query_one("#sp-system", TextArea).load_text(clean(system_prompt))
-        self.problems = {}
         self._show_marks()
 
     def texts(self) -> dict[str, str]:

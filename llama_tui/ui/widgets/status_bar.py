@@ -10,11 +10,13 @@ never markup.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.widgets import Static
 
 from llama_tui.text import clean
@@ -79,10 +81,14 @@ class StatusBar(Horizontal):
         new = replace(self.facts, **changes)
         if new != self.facts:
             self.facts = new
-            self._render_facts()
+            # A reading can arrive from a worker while the app shuts down and the pieces
+            # are already gone: nothing to show then.
+            with contextlib.suppress(NoMatches):
+                self._render_facts()
 
     def on_resize(self) -> None:
-        self._fit()
+        with contextlib.suppress(NoMatches):
+            self._fit()
 
     def _render_facts(self) -> None:
         f = self.facts

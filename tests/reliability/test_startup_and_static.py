@@ -1,0 +1,241 @@
+"""Startup checks (CVE floors, HF_ENDPOINT, .env rules) and static checks (import
+direction, proven by reading the source too; mypy strict and ruff on llama_tui)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llama_tui
+from llama_tui import cli
+from llama_tui.config import load_settings
+
+ROOT = Path(llama_tui.__file__).parent
+REPO = ROOT.parent
+
+# -- startup checks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dist", "version", "cve"),
+    [
+        ("transformers", "5.2.9", "CVE-2026-4372"),
+        ("transformers", "4.57.1", "CVE-2026-4372"),
+        ("transformers", "5.3.0rc1", None),  # 5.3 pre-release: at the floor
+        ("torch", "2.5.1+cu121", "CVE-2025-32434"),
+        ("torch", "2.6.0", None),
+        ("transformers", "5.24.0", None),
+    ],
+)
+def test_old_versions_warn_naming_the_cve(
+    dist: str, version: str, cve: str | None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = importlib.metadata.version
+
+    def fake(name: str) -> str:
+        return version if name == dist else real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", fake)
+    warnings = cli.startup_warnings()
+    hits = [w for w in warnings if dist in w]
+    if cve is None:
+        assert not hits, warnings
+        return
+    assert len(hits) == 1 and cve in hits[0] and version in hits[0]
+    # Headless: printed on stderr before anything runs; the TUI: passed to the app.
+    code = cli.main(["--prompt", "hi", "--model", "./does-not-exist"])
+    err = capsys.readouterr().err
+    assert code == 1 and cve in err
+    seen: list[list[str]] = []
+    import llama_tui.ui.app as app_module
+
+    monkeypatch.setattr(app_module, "run_app", lambda loaded, **k: seen.append(loaded.warnings)
+                        or 0)
+    assert cli.main(["--model", "demo"]) == 0
+    assert any(cve in w for w in seen[0])
+
+
+def test_non_default_hf_endpoint_is_shown_before_any_request(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from llama_tui.engine import models
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.evil.example")
+    order: list[str] = []
+    real_err = cli._err
+
+    def err(msg: str) -> None:
+        order.append("stderr:" + msg)
+        real_err(msg)
+
+    def resolve(*a: object, **k: object) -> object:
+        order.append("request")
+        raise OSError("offline")
+
+    monkeypatch.setattr(cli, "_err", err)
+    monkeypatch.setattr(models, "_resolve_hub", resolve)
+    cli.main(["--prompt", "hi", "--model", "org/some-model"])
+    shown = [i for i, o in enumerate(order) if "mirror.evil.example" in o]
+    assert shown, order
+    requests = [i for i, o in enumerate(order) if o == "request"]
+    assert not requests or shown[0] < requests[0]
+
+
+@pytest.mark.asyncio
+async def test_hf_endpoint_warning_is_in_the_tui(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.ui.fakes import FakeBackend, FakeFactory
+    from tests.ui.helpers import notes, ready
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://mirror.evil.example/")
+    captured: dict[str, object] = {}
+    import llama_tui.ui.app as app_module
+
+    def run_app(loaded: object, **k: object) -> int:
+        captured["loaded"] = loaded
+        return 0
+
+    monkeypatch.setattr(app_module, "run_app", run_app)
+    assert cli.main(["--model", "fake"]) == 0
+    loaded = captured["loaded"]
+    app = app_module.create_app(loaded, backend_factory=FakeFactory(fake=FakeBackend()))  # type: ignore[arg-type]
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await ready(pilot)
+        assert any("mirror.evil.example" in n for n in notes(app)), notes(app)
+
+
+@pytest.mark.parametrize(
+    ("line", "trusted_only"),
+    [
+        ("LLAMA_TUI_TRUST_REMOTE_CODE=1", True),
+        ("LLAMA_TUI_ALLOW_PICKLE=true", True),
+        ("LLAMA_TUI_SERVER=http://evil.example", True),
+        ("HF_ENDPOINT=https://evil.example", True),
+        ("LLAMA_TUI_TEMPERATURE=0.3", False),
+    ],
+)
+def test_dotenv_rules(line: str, trusted_only: bool, tmp_path: Path) -> None:
+    """Only the working dir's and the config dir's .env; a cloned repo's .env cannot turn on
+    dangerous settings; never overrides the environment; secrets never read."""
+    from llama_tui import locations
+
+    work = tmp_path / "clone"
+    work.mkdir()
+    (work / ".env").write_text(line + "\nHF_TOKEN=hf_" + "Z" * 34 + "\n")
+    key = line.split("=")[0]
+    loaded = load_settings(cwd=work, environ={})
+    applied = key in loaded.env_exports or any(
+        src.startswith(".env") for src in loaded.sources.values()
+    )
+    assert applied is (not trusted_only), (loaded.sources, loaded.warnings)
+    assert any("HF_TOKEN" in w for w in loaded.warnings)
+    assert all("Z" * 20 not in w for w in loaded.warnings)
+    assert "HF_TOKEN" not in loaded.env_exports
+    # The config dir's .env may set it; the real environment still wins.
+    cfg = locations.config_dir()
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / ".env").write_text(line + "\n")
+    (work / ".env").unlink()
+    loaded = load_settings(cwd=work, environ={})
+    assert key in loaded.env_exports or any(s.startswith(".env") for s in loaded.sources.values())
+    loaded = load_settings(cwd=work, environ={key: "0" if "=1" in line or "true" in line
+                                              else line.split("=", 1)[1]})
+    assert not any(s.startswith(".env") for s in loaded.sources.values())
+    assert key not in loaded.env_exports
+    # A .env in a parent directory is never read.
+    (cfg / ".env").unlink()
+    (tmp_path / ".env").write_text(line + "\n")
+    loaded = load_settings(cwd=work, environ={})
+    assert not any(s.startswith(".env") for s in loaded.sources.values())
+    assert not loaded.env_exports
+
+
+# -- static checks ---------------------------------------------------------------------------
+
+CORE = ("engine", "session", "config.py", "text.py", "logs.py", "locations.py")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports, at any depth (lazy imports inside functions included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module))
+    return out
+
+
+def _files(*parts: str) -> list[Path]:
+    files: list[Path] = []
+    for part in parts:
+        p = ROOT / part
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    return files
+
+
+def test_core_never_imports_textual_even_lazily() -> None:
+    bad = [
+        f"{f.relative_to(ROOT)}:{line} {mod}"
+        for f in _files(*CORE)
+        for line, mod in _imports(f)
+        if mod.split(".")[0] in ("textual", "rich") or mod.startswith("llama_tui.ui")
+    ]
+    assert not bad, bad
+
+
+def test_nothing_outside_engine_imports_torch_or_transformers_even_lazily() -> None:
+    outside = [f for f in ROOT.rglob("*.py") if "engine" not in f.relative_to(ROOT).parts]
+    bad = [
+        f"{f.relative_to(ROOT)}:{line} {mod}"
+        for f in outside
+        for line, mod in _imports(f)
+        if mod.split(".")[0] in ("torch", "transformers", "accelerate", "bitsandbytes")
+    ]
+    assert not bad, bad
+
+
+def test_dynamic_import_direction_test_is_strict() -> None:
+    """tests/unit/test_imports.py must not pass by skipping modules that fail to import."""
+    code = (
+        "import importlib, pkgutil, llama_tui, sys\n"
+        "bad = []\n"
+        "for m in pkgutil.walk_packages(llama_tui.__path__, 'llama_tui.'):\n"
+        "    if m.name == 'llama_tui.__main__': continue\n"
+        "    try: importlib.import_module(m.name)\n"
+        "    except Exception as e: bad.append(f'{m.name}: {e!r}')\n"
+        "print(bad)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout  # every module imports, so none was skipped
+
+
+def _tool(name: str) -> str:
+    exe = Path(sys.executable).parent / name
+    found = str(exe) if exe.exists() else shutil.which(name)
+    if not found:
+        pytest.skip(f"{name} is not installed")
+    return found
+
+
+def test_ruff_is_clean() -> None:
+    r = subprocess.run([_tool("ruff"), "check", "llama_tui", "tests/reliability"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    # pyproject.toml: strict = true over llama_tui (warn_unused_ignores off: the ignores
+    # cover torch / transformers versions with and without type information).
+    r = subprocess.run([_tool("mypy")], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert "strict = true" in (REPO / "pyproject.toml").read_text()
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
