@@ -242,6 +242,35 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
         """Browse saved sessions."""
         await self.cmd_sessions("")
 
+    def _handle_exception(self, error: Exception) -> None:
+        """A crash: keep the conversation, and never show locals (or a secret) on screen.
+
+        Textual's own crash screen is a Rich traceback with show_locals=True: any local that
+        holds a token (a library's request headers) would be printed to the terminal.
+        We log the traceback, flush the journal, and print a plain, redacted traceback.
+        """
+        import traceback
+
+        from rich.text import Text
+
+        from llama_tui.text import redact
+
+        log.error("unhandled exception", exc_info=error)
+        with contextlib.suppress(Exception):
+            if self.recorder is not None:
+                self.recorder.flush()
+        self._return_code = 1
+        if self._exception is None:  # Pilot re-raises the first one in tests
+            self._exception = error
+            self._exception_event.set()
+        tb = redact(clean("".join(traceback.format_exception(error))))
+        hint = (
+            "\nllama-tui stopped on an internal error (above). The conversation is saved: "
+            "`llama-tui --resume` reopens it. Please report this traceback.\n"
+        )
+        self.bell()
+        self.panic(Text(tb), Text(hint))
+
     async def on_unmount(self) -> None:
         # Stop the engine, keep what was generated, and leave the journal complete.
         if self.turn is not None:

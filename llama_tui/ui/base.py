@@ -151,7 +151,7 @@ class ChatAppBase(App[int]):
 
     async def note(self, text: str, *, title: str = "", variant: str = "info") -> None:
         """A notice in the transcript (stays visible; not part of the conversation)."""
-        await self.transcript.add_notice(redact(text), title=title, variant=variant)
+        await self.transcript.add_notice(redact(text), title=redact(title), variant=variant)
 
     def record(self, method: str, *args: Any) -> None:
         """Call a journal method; a journal problem must never break the chat."""

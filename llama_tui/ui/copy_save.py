@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ class CopySaveControl(ChatAppBase):
         if not conv.messages:
             self.say("Nothing to save yet.")
             return
-        path = Path(arg).expanduser() if arg else default_export_path(conv, Path.cwd())
+        # A str, not a Path: Path("newdir/") drops the trailing slash that says "a folder".
+        path: Path | str = (
+            os.path.expanduser(arg) if arg else default_export_path(conv, Path.cwd())
+        )
         snapshot = copy.deepcopy(conv)  # the worker thread must not see later changes
         try:
             written = await asyncio.to_thread(

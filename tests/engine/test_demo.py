@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine import models
+from llama_tui.engine import conversion
 from llama_tui.engine.base import LoadOptions, LoadProgress, LoadStage
 from llama_tui.engine.device import dtype_name
 from llama_tui.engine.models import DEMO_NAME, LoadedModel, load_model
@@ -69,7 +69,7 @@ def test_cached_load_is_fast_and_describes_the_model(
     def no_conversion(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(models, "_convert_gguf_into", no_conversion)
+    monkeypatch.setattr(conversion, "_convert_gguf_into", no_conversion)
     start = time.perf_counter()
     loaded = load_model("demo", OPTS)
     seconds = time.perf_counter() - start

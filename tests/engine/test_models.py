@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine import models
+from llama_tui.engine import conversion, hub, models
 from llama_tui.engine.base import (
     DemoModelMissingError,
     DependencyMissingError,
@@ -96,7 +96,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("online")
         raise AssertionError("tried to reach the Hub")
 
-    monkeypatch.setattr(models, "_remote_weight_patterns", refuse)
+    monkeypatch.setattr(hub, "_remote_weight_patterns", refuse)
     return calls
 
 
@@ -532,7 +532,7 @@ def test_online_pickle_only_repo_refused_before_download(
         lambda self, repo_id, **k: ["config.json", "pytorch_model.bin", "tokenizer.json"],
     )
     downloads: list[Any] = []
-    monkeypatch.setattr(models, "_make_tqdm_class", lambda *a: downloads.append(a))
+    monkeypatch.setattr(hub, "_make_tqdm_class", lambda *a: downloads.append(a))
     with pytest.raises(UnsafeWeightsError):
         load_model("org/old-model", OPTS)
     assert downloads == []
@@ -553,7 +553,7 @@ def test_online_custom_code_repo_refused_before_download(
         lambda self, repo_id, **k: ["config.json", "modeling_phi_new.py", "model.safetensors"],
     )
     downloads: list[Any] = []
-    monkeypatch.setattr(models, "_make_tqdm_class", lambda *a: downloads.append(a))
+    monkeypatch.setattr(hub, "_make_tqdm_class", lambda *a: downloads.append(a))
     with pytest.raises(RemoteCodeRequiredError):
         load_model("org/custom", OPTS)
     assert downloads == []
@@ -617,7 +617,7 @@ def fake_converter(calls: list[Path]) -> Callable[..., None]:
     def convert(gguf: Path, out: Path, progress: Any, dtype_name: str = "float16") -> None:
         calls.append(out)
         (out / "config.json").write_text("{}")
-        (out / models._CONVERSION_MARKER).write_text("{}")
+        (out / conversion._CONVERSION_MARKER).write_text("{}")
 
     return convert
 
@@ -627,36 +627,36 @@ def test_conversion_is_atomic_and_done_once(
 ) -> None:
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF v3")
-    target = models.converted_dir_for(gguf)
+    target = conversion.converted_dir_for(gguf)
 
     def crash(gguf: Path, out: Path, progress: Any, dtype_name: str = "") -> None:
         (out / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt  # killed half way
 
-    monkeypatch.setattr(models, "_convert_gguf_into", crash)
+    monkeypatch.setattr(conversion, "_convert_gguf_into", crash)
     with pytest.raises(KeyboardInterrupt):
-        models.ensure_converted(gguf)
+        conversion.ensure_converted(gguf)
     assert not target.exists()
     assert list(target.parent.iterdir()) == []  # no temp folder left behind
 
     calls: list[Path] = []
-    monkeypatch.setattr(models, "_convert_gguf_into", fake_converter(calls))
+    monkeypatch.setattr(conversion, "_convert_gguf_into", fake_converter(calls))
     events: list[LoadProgress] = []
-    assert models.ensure_converted(gguf, events.append) == target
-    assert models.ensure_converted(gguf) == target
+    assert conversion.ensure_converted(gguf, events.append) == target
+    assert conversion.ensure_converted(gguf) == target
     assert len(calls) == 1 and calls[0].parent == target.parent and calls[0] != target
     assert {e.stage for e in events} == {LoadStage.CONVERT}
     assert target.parent == Path(os.environ["LLAMA_TUI_HOME"]) / "cache" / "converted"
 
     # A changed file gets a new conversion; a folder without our marker is never trusted.
     os.utime(gguf, ns=(1, 1))
-    new_target = models.converted_dir_for(gguf)
+    new_target = conversion.converted_dir_for(gguf)
     assert new_target != target
-    assert models.ensure_converted(gguf) == new_target
+    assert conversion.ensure_converted(gguf) == new_target
     assert len(calls) == 2
-    (new_target / models._CONVERSION_MARKER).unlink()
-    assert models.ensure_converted(gguf) == new_target
-    assert models.ensure_converted(gguf) == new_target
+    (new_target / conversion._CONVERSION_MARKER).unlink()
+    assert conversion.ensure_converted(gguf) == new_target
+    assert conversion.ensure_converted(gguf) == new_target
     assert len(calls) == 3
 
 
@@ -672,13 +672,13 @@ def test_overflowing_fp16_conversion_falls_back_to_bf16(
         assert list(out.iterdir()) == []  # the retry starts from an empty folder
         (out / "partial").write_text("x")
         if dtype_name == "float16":
-            raise models._Overflow(dtype_name)
+            raise conversion._Overflow(dtype_name)
         fake_converter([])(gguf, out, progress)
 
-    monkeypatch.setattr(models, "_convert_gguf_into", convert)
-    target = models.ensure_converted(gguf)
+    monkeypatch.setattr(conversion, "_convert_gguf_into", convert)
+    target = conversion.ensure_converted(gguf)
     assert dtypes == ["float16", "bfloat16"]
-    assert models._is_converted(target)
+    assert conversion._is_converted(target)
 
 
 # ------------------------------------------------------------------------------- hygiene

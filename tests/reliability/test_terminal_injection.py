@@ -117,9 +117,6 @@ async def test_cr_and_backspace_cannot_hide_text(name: str, raw: str, visible: s
     assert shown.count(visible) >= 2, shown  # the prompt and the reply
 
 
-@pytest.mark.xfail(strict=True, reason="PromptInput inserts pasted text raw: TextArea draws "
-                   "ESC / DEL / C1 from a paste to the terminal (fix: PromptInput._on_paste "
-                   "cleans the text; see the reliability report)")
 @pytest.mark.parametrize("how", ["escapes", "hiding"])
 async def test_paste_into_the_prompt_is_sanitised(how: str) -> None:
     """A bracketed paste (text copied from a web page or a log) is drawn by the TextArea."""
@@ -251,20 +248,7 @@ async def test_markup_is_shown_literally_everywhere(
     assert flat.count(want) >= 3, shown
 
 
-# Textual parses a widget's border_title as markup (Widget.render_str -> Content.from_markup):
-# the transcript's Notice puts "could not load SPEC" there.
-_TITLE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="Notice.border_title is parsed as Textual markup: MarkupError crashes the app, "
-    "tags are eaten or become live (fix: transcript.py Notice.__init__ "
-    "border_title = Content(clean(title)))",
-)
-
-
-@pytest.mark.parametrize("markup", [
-    pytest.param(m, marks=_TITLE_BUG) if m != "[b unterminated" else m
-    for m in MARKUP_PAYLOADS
-])
+@pytest.mark.parametrize("markup", MARKUP_PAYLOADS)
 async def test_markup_in_failed_model_id_notice_title(markup: str) -> None:
     """`/model SPEC` that fails: the notice's title 'could not load SPEC' shows it literally."""
     app = make_app(FakeBackend())

@@ -4,7 +4,7 @@ A `TextArea` inserts a newline on Enter; we turn Enter into "send" and keep newl
 keys terminals can actually tell apart (Shift+Enter usually arrives as plain Enter).
 Up / Down on the first / last line walk through earlier prompts, like a shell. Ctrl+E opens
 `$EDITOR` on the current text (the app suspends itself while the editor runs).
-Bracketed paste goes through TextArea's own paste handling, newlines included.
+Bracketed paste is sanitised (`clean`) and then inserted like TextArea does, newlines kept.
 """
 
 from __future__ import annotations
@@ -87,6 +87,21 @@ class PromptInput(TextArea):
             event.prevent_default()
             return
         await super()._on_key(event)
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        """Insert a bracketed paste, sanitised.
+
+        Text copied from a web page or a log can carry escape sequences and C1 controls;
+        TextArea would draw them to the terminal as they are. `prevent_default` keeps
+        TextArea's own handler from inserting the raw text as well.
+        """
+        event.prevent_default()
+        event.stop()
+        if self.read_only:
+            return
+        if result := self._replace_via_keyboard(clean(event.text), *self.selection):
+            self.move_cursor(result.end_location)
+            self.focus()
 
     def action_newline(self) -> None:
         """Insert a newline at the cursor."""

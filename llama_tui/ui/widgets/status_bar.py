@@ -19,7 +19,7 @@ from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.widgets import Static
 
-from llama_tui.text import clean
+from llama_tui.text import clean, redact
 
 State = Literal["starting", "loading", "ready", "generating", "stopping", "stopped", "error"]
 
@@ -56,6 +56,7 @@ class StatusFacts:
     context_max: int | None = None
     ttft_s: float | None = None
     tokens_per_s: float | None = None
+    optimising: bool = False  # the engine compiles a faster decode path in the background
 
 
 class StatusBar(Horizontal):
@@ -93,6 +94,8 @@ class StatusBar(Horizontal):
     def _render_facts(self) -> None:
         f = self.facts
         label = f.state + (f" {f.detail}" if f.detail else "")
+        if f.optimising:
+            label += " · optimising"
         where = " ".join(x for x in (f.device, short_dtype(f.dtype)) if x)
         ctx = ""
         if f.context_max:
@@ -104,8 +107,10 @@ class StatusBar(Horizontal):
         if f.tokens_per_s is not None:
             speed.append(f"{f.tokens_per_s:.1f} tok/s")
         self._texts = {
-            "sb-state": clean(label),
-            "sb-model": clean(f.model) + (f" · {clean(where)}" if where else ""),
+            # The model id and load detail echo what the user typed: a token-shaped id
+            # must not be shown back (redact), nor may control characters (clean).
+            "sb-state": redact(clean(label)),
+            "sb-model": redact(clean(f.model)) + (f" · {clean(where)}" if where else ""),
             "sb-memory": clean(f.memory),
             "sb-context": ctx,
             "sb-speed": " · ".join(speed),

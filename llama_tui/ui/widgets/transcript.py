@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Static
 
-from llama_tui.text import StreamCleaner, clean, show_bidi
+from llama_tui.text import StreamCleaner, clean, redact, show_bidi
 
 if TYPE_CHECKING:
     # Imported when the first reply is shown: markdown_it adds ~60 ms to the first paint.
@@ -49,7 +50,9 @@ class Notice(Static):
     def __init__(self, text: str, *, title: str = "", variant: str = "info") -> None:
         super().__init__(clean(text), markup=False, classes=f"notice -{variant}")
         if title:
-            self.border_title = clean(title)
+            # A plain str border title is parsed as Textual markup (a model id such as
+            # "x[/INST]" would crash the app): hand it over as literal Content.
+            self.border_title = Content(redact(clean(title)))
 
 
 class AssistantTurn(Vertical):
