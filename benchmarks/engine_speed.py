@@ -3,12 +3,15 @@
 Usage:
     python benchmarks/engine_speed.py [--model demo] [--device auto] [--dtype auto]
         [--threads 2] [--tokens 200] [--runs 3] [--turns 10] [--reply-tokens 64]
+        [--fast-path auto|eager|compiled|off] [--no-compile]
 
 Prints one table. Part 1: the same greedy prompt, `--tokens` new tokens, bare generate and the
 engine alternated `--runs` times in the same process after one warm-up of each; medians and
 their ratio (target >= 0.97, PERFORMANCE.md). Part 2: a `--turns`-turn greedy conversation run
 with the KV cache reused and without; time to first token of turn 1 and of the last turn, and
-whether the replies were identical. Not part of the test suite.
+whether the replies were identical. The engine decodes through `generate` or the FastDecoder
+as `llama_tui.engine.fast_glue` decides (`--fast-path` overrides the device policy, like
+LocalBackend's `fast_path`); the table says which. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -149,13 +152,17 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=10)
     ap.add_argument("--reply-tokens", type=int, default=64)
     ap.add_argument("--skip-speed", action="store_true", help="only the multi-turn TTFT part")
+    ap.add_argument("--fast-path", default="auto", choices=["auto", "eager", "compiled", "off"])
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
     args = ap.parse_args()
 
     import torch
     import transformers
 
-    options = LoadOptions(device=args.device, dtype=args.dtype, threads=args.threads)
-    backend = LocalBackend(args.model, options)
+    options = LoadOptions(
+        device=args.device, dtype=args.dtype, threads=args.threads, compile=args.compile
+    )
+    backend = LocalBackend(args.model, options, fast_path=args.fast_path)
     t0 = time.perf_counter()
     info = backend.load()
     load_s = time.perf_counter() - t0
@@ -163,6 +170,7 @@ def main() -> None:
         ("model", f"{info.name} ({info.device}, {info.dtype})", ""),
         ("versions", f"torch {torch.__version__}, transformers {transformers.__version__}", ""),
         ("load + warm-up, s", f"{load_s:.2f}", ""),
+        ("engine decode path", "FastDecoder" if backend.fast_path_active else "generate", ""),
     ]
     if not args.skip_speed:
         rows += speed(backend, args.tokens, args.runs)
@@ -170,9 +178,15 @@ def main() -> None:
     results = {}
     for reuse in (True, False):
         backend.options = LoadOptions(
-            device=args.device, dtype=args.dtype, threads=args.threads, kv_reuse=reuse
+            device=args.device,
+            dtype=args.dtype,
+            threads=args.threads,
+            compile=args.compile,
+            kv_reuse=reuse,
         )
         backend._cache, backend._cache_ids = None, []
+        if backend._fast is not None:
+            backend._fast.decoder.reset()
         results[reuse] = conversation(backend, args.turns, args.reply_tokens)
     (t_on, p_on, r_on), (t_off, _, r_off) = results[True], results[False]
     last = args.turns

@@ -270,6 +270,20 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsOptimising(Protocol):
+    """Optional for a `Backend`: whether it is optimising in the background right now.
+
+    `LocalBackend` compiles its fast decode step in a thread after loading (CUDA) and again
+    when a conversation outgrows a cache bucket; replies are served meanwhile. The UI polls
+    this on its status timer and shows "optimising". It must be cheap and thread-safe to
+    read. A backend without it never optimises.
+    """
+
+    @property
+    def optimising(self) -> bool: ...
+
+
 class LlamaTuiError(Exception):
     """Base for errors that carry a user-facing cause and fix.
 

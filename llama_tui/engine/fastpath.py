@@ -20,8 +20,10 @@ module replaces the loop, not the model:
   what differs from the longest common prefix (KV reuse), as TECH_NOTES §3 does with
   DynamicCache. A StaticCache is cropped by moving its length counter back: stale entries
   past the length are masked out (the mask is built from the cache length) and overwritten.
-* the loop runs one step ahead: the next step is launched before the current id is handed to
-  the caller, so the GPU works while the caller decodes text and updates the UI.
+* on CUDA the loop runs one step ahead: the next step is launched before the current id is
+  handed to the caller, so the GPU works while the caller decodes text and updates the UI. On
+  CPU a launch *is* the computation, so running ahead would only hand every id (the first one
+  included: time to first token) out one step late; there the id goes out first.
 
 Why our own CUDA graph capture instead of `mode="reduce-overhead"`: inductor's CUDA graph
 trees are thread-local (torch/_inductor/cudagraph_trees.py keeps them in threading.local), so
@@ -117,6 +119,23 @@ def configure_compile_cache() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
+def crop_static_cache(cache: Any, remove: int) -> None:
+    """Forget the last `remove` positions of a `StaticCache` by moving its length counters back.
+
+    This is what transformers 5.24's `StaticLayer.crop` does; 5.17 (the GPU image) has no
+    `crop` for static layers, so we do it ourselves. In place: the counter is a tensor with a
+    static address that compiled code and CUDA graphs read.
+    """
+    if remove <= 0:
+        return
+    for layer in cache.layers:
+        length = layer.cumulative_length
+        if hasattr(length, "sub_"):
+            length.sub_(remove)
+        else:  # a plain int in some releases
+            layer.cumulative_length = length - remove
+
+
 def unsupported_reason(model: Any) -> str | None:
     """Why `FastDecoder` cannot drive `model` (then use `generate`), or None when it can."""
     try:
@@ -139,6 +158,8 @@ def unsupported_reason(model: Any) -> str | None:
         return f"no static cache for this architecture ({e})"
     if not all(type(layer) is StaticLayer for layer in cache.layers):
         return "sliding-window or hybrid attention layers"
+    if not all(hasattr(layer, "cumulative_length") for layer in cache.layers):
+        return "this transformers' StaticCache keeps no length counter (cannot be cropped)"
     return None
 
 
@@ -152,6 +173,7 @@ class DecodeStats:
     ttft_s: float | None = None  # start -> first id ready (prefill + first pick)
     decode_s: float = 0.0  # first id -> last id
     stop_reason: StopReason = StopReason.EOS
+    eos_token_id: int | None = None  # the EOS id that ended the reply (counted, not yielded)
     bucket: int = 0
     steps_by_path: dict[str, int] = field(default_factory=dict)  # eager / compiled / graph
 
@@ -190,6 +212,8 @@ class FastDecoder:
         eos_token_ids: ids that end a reply; default from the generation config.
         on_state: called with ("optimising" | "ready" | "failed" | "eager", detail) from
             whichever thread changes the state; must be thread-safe and quick.
+        run_ahead: launch the next step before handing out the current id. None = on CUDA
+            only (asynchronous launches); on CPU it would delay every id by one step.
     """
 
     def __init__(
@@ -204,6 +228,7 @@ class FastDecoder:
         eos_token_ids: Sequence[int] | int | None = None,
         on_state: StateCallback | None = None,
         compile_options: dict[str, Any] | None = None,
+        run_ahead: bool | None = None,
     ) -> None:
         import torch
 
@@ -217,6 +242,7 @@ class FastDecoder:
         on_cuda = self.device.type == "cuda"
         self.compile_enabled = on_cuda if compile is None else bool(compile)
         self.graphs: GraphMode = graphs if on_cuda else "off"
+        self.run_ahead = on_cuda if run_ahead is None else bool(run_ahead)
         self.compile_options = dict(compile_options or {})
         self.min_bucket = min_bucket
         ctx = max_context or getattr(self.config, "max_position_embeddings", None) or 2048
@@ -320,10 +346,23 @@ class FastDecoder:
     def cached_tokens(self) -> int:
         return len(self._tokens)
 
+    @property
+    def compiling(self) -> bool:
+        """True while some wanted variant is queued or compiling (the UI's "optimising")."""
+        with self._vlock:
+            return any(not v.ready and v.failed is None for v in self._variants.values())
+
+    def reusable_tokens(self, prompt_ids: Sequence[int], reuse_prefix: bool = True) -> int:
+        """How many of `prompt_ids` the next `generate_ids` will serve from the KV cache."""
+        if not reuse_prefix or not prompt_ids:
+            return 0
+        # The last prompt token is always fed: its logits pick the first reply token.
+        return min(common_prefix_length(self._tokens, prompt_ids), len(prompt_ids) - 1)
+
     def reset(self) -> None:
         """Forget the cached prefix (a new conversation); keeps the buffers and graphs."""
         if self._cache is not None and self._tokens:
-            self._cache.crop(-len(self._tokens))
+            crop_static_cache(self._cache, len(self._tokens))
         self._tokens = []
 
     def close(self) -> None:
@@ -396,8 +435,7 @@ class FastDecoder:
 
     def _ensure_cache(self, prompt: list[int], needed: int, reuse: bool) -> int:
         """Make the live cache big enough and crop it to the reusable prefix; return its length."""
-        keep = common_prefix_length(self._tokens, prompt) if reuse else 0
-        keep = min(keep, len(prompt) - 1)  # the last prompt token must be fed to get logits
+        keep = self.reusable_tokens(prompt, reuse)
         target = min(max(self._bucket_for(needed), self._floor_bucket), self.max_context)
         if self._cache is None or target > self._bucket:
             old, old_len = self._cache, len(self._tokens)
@@ -415,7 +453,7 @@ class FastDecoder:
             log.debug("cache bucket %d -> %d (had %d tokens)", self._bucket, target, old_len)
             self._drop_cache(new, target)
         elif len(self._tokens) > keep:
-            self._cache.crop(-(len(self._tokens) - keep))
+            crop_static_cache(self._cache, len(self._tokens) - keep)
         self._tokens = prompt[:keep]
         return keep
 
@@ -564,7 +602,7 @@ class FastDecoder:
                 for _ in range(2):
                     v.compiled(*args)
             torch.cuda.current_stream(self.device).wait_stream(s)
-            cache.crop(-2)
+            crop_static_cache(cache, 2)
             tok.copy_(saved_tok)
             buf.presence.copy_(saved_presence)
             if self._graph_pool is None:
@@ -636,16 +674,18 @@ class FastDecoder:
             # would otherwise delay the first token it is meant not to delay.
             self._want(self._bucket, greedy)
             generated = 0
+            ahead = self.run_ahead
             while True:
                 generated += 1
                 stop: StopReason | None = None
                 if cur in self.eos_ids:
                     stop = StopReason.EOS
+                    stats.eos_token_id = cur
                 elif generated >= max_new or len(self._tokens) >= self._bucket:
                     stop = StopReason.LENGTH
                 elif cancel.is_set():
                     stop = StopReason.CANCELLED
-                if stop is None:
+                if stop is None and ahead:
                     # Launch the next step before handing `cur` out (it is already in the
                     # device buffer): the device computes while the caller renders.
                     self._launch(greedy, counts)
@@ -660,6 +700,9 @@ class FastDecoder:
                 if cancel.is_set():
                     stats.stop_reason = StopReason.CANCELLED
                     return
+                if not ahead:
+                    self._launch(greedy, counts)
+                    self._tokens.append(cur)
                 cur = int(self._token.item())  # the one host sync per token
         except Exception:
             # A failure mid-forward (out of memory, a device error) can leave some layers one

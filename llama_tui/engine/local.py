@@ -1,4 +1,4 @@
-"""The in-process backend: transformers + torch, streaming from a generate thread.
+"""The in-process backend: transformers + torch, streaming from a generation thread.
 
 One reply, as threads: `stream()` (caller's worker thread) validates the settings, renders and
 fits the prompt, prepares the reused KV cache and starts `model.generate` in a daemon thread.
@@ -7,6 +7,10 @@ settles the KV cache bookkeeping, releases the backend and pushes a sentinel. Th
 iteration of the returned `Generation` decodes ids into whole-character chunks. Cancellation is a
 `StoppingCriteria` reading the caller's event, so the device stops within one token step.
 
+Where the policy in `fast_glue` says so (CUDA; CPU float16), the thread runs the `FastDecoder`
+(static KV cache, compiled step on CUDA) instead of `generate`, behind the same queue, stop
+flags, stats and error handling; replies it cannot serve still go to `generate`.
+
 torch and transformers are imported lazily (inside methods) so that importing this module is
 cheap; see ARCHITECTURE.md.
 """
@@ -14,6 +18,7 @@ cheap; see ARCHITECTURE.md.
 from __future__ import annotations
 
 import gc
+import logging
 import queue
 import threading
 import time
@@ -35,6 +40,13 @@ from llama_tui.engine.base import (
     ProgressCallback,
 )
 from llama_tui.engine.chat_format import ChatFormatter
+from llama_tui.engine.fast_glue import FastPath, FastPathMode
+from llama_tui.engine.fastpath import common_prefix_length
+from llama_tui.engine.sampling import (
+    SAMPLING_FIELDS,
+    generate_sampling_kwargs,
+    params_from_generation_config,
+)
 from llama_tui.engine.streaming import (
     FINISHED,
     Failed,
@@ -44,12 +56,14 @@ from llama_tui.engine.streaming import (
     StopFlags,
     classify_error,
     consume,
+    free_device_memory,
 )
+
+log = logging.getLogger(__name__)
 
 # How long `stream()` waits for a previous generate thread (cancelled, still finishing its
 # prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
 WAIT_PREVIOUS_S = 60.0
-_SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
 
 
 def _cache_kwarg() -> str:
@@ -60,27 +74,29 @@ def _cache_kwarg() -> str:
     return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class LocalBackend:
     """A model loaded in this process. Implements `llama_tui.engine.base.Backend`.
 
     `raw=True` is plain completion for any model: no chat template, no history; the last user
     message is the prompt as typed (the CLI's `--raw`). It may be toggled between replies.
+    `fast_path` overrides the device policy of `fast_glue` (tests, benchmarks); with
+    `options.compile` false replies always use `generate`.
     """
 
-    def __init__(self, spec: str, options: LoadOptions | None = None, *, raw: bool = False) -> None:
+    def __init__(
+        self,
+        spec: str,
+        options: LoadOptions | None = None,
+        *,
+        raw: bool = False,
+        fast_path: FastPathMode = "auto",
+    ) -> None:
         self.spec = spec
         self.options = options if options is not None else LoadOptions()
         self.info: ModelInfo | None = None
         self._raw = raw
+        self._fast_mode: FastPathMode = fast_path
+        self._fast: FastPath | None = None
         self._model: Any = None
         self._tokenizer: Any = None
         self._formatter: ChatFormatter | None = None
@@ -115,6 +131,8 @@ class LocalBackend:
         if progress is not None:
             progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
         self._warmup()
+        if self._fast is not None:
+            self._fast.warm_up(self.default_params())  # CUDA: compile while the user types
         if progress is not None:
             progress(LoadProgress(LoadStage.READY, f"{info.name} ready on {info.device}"))
         return info
@@ -154,7 +172,7 @@ class LocalBackend:
         gen_cfg = getattr(model, "generation_config", None)
         if generation_defaults is None:
             generation_defaults = {
-                k: getattr(gen_cfg, k, None) for k in (*_SAMPLING_FIELDS, "max_new_tokens")
+                k: getattr(gen_cfg, k, None) for k in (*SAMPLING_FIELDS, "max_new_tokens")
             }
         self._generation_defaults = dict(generation_defaults)
         eos: set[int] = set()
@@ -183,7 +201,25 @@ class LocalBackend:
                 chat_template=self._formatter.has_template,
             )
         self.info = info
+        self._fast = FastPath.create(
+            model,
+            compile=self.options.compile,
+            mode=self._fast_mode,
+            device_type=self._device_type(),
+            context_length=info.context_length,
+        )
         return info
+
+    @property
+    def optimising(self) -> bool:
+        """True while the fast decode step compiles in the background (`ReportsOptimising`)."""
+        fast = self._fast
+        return fast is not None and fast.optimising
+
+    @property
+    def fast_path_active(self) -> bool:
+        """Whether replies go through the `FastDecoder` (those it can serve)."""
+        return self._fast is not None
 
     @property
     def raw(self) -> bool:
@@ -205,28 +241,7 @@ class LocalBackend:
     def default_params(self) -> GenerationParams:
         """Our defaults, overridden by the model's generation_config where its values are valid."""
         ctx = self.info.context_length if self.info else None
-        ours = GenerationParams()
-        if ctx is not None and ours.max_new_tokens >= ctx:
-            ours = ours.with_changes(max_new_tokens=max(1, ctx // 2))
-        d = self._generation_defaults
-        changes: dict[str, Any] = {}
-        for name in _SAMPLING_FIELDS:
-            value = d.get(name)
-            if value is None:
-                continue
-            if name == "top_k" and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            elif name != "do_sample" and name != "top_k" and isinstance(value, int):
-                value = float(value)
-            changes[name] = value
-        m = d.get("max_new_tokens")
-        if isinstance(m, int) and not isinstance(m, bool) and m > 0:
-            changes["max_new_tokens"] = m
-        params = ours.with_changes(**changes)
-        # Revert what the model's config got wrong (e.g. temperature 0 with do_sample).
-        for bad in params.problems(ctx):
-            params = params.with_changes(**{bad: getattr(ours, bad)})
-        return params
+        return params_from_generation_config(self._generation_defaults, ctx)
 
     def count_tokens(self, history: Sequence[ChatMessage]) -> int:
         _, formatter, _ = self._require()
@@ -246,12 +261,15 @@ class LocalBackend:
         had_model = self._model is not None
         device_type = self._device_type() if had_model else "cpu"
         self._job = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         self._model = self._tokenizer = self._formatter = None
         self._cache, self._cache_ids = None, []
         self.info = None
         if had_model:
             gc.collect()
-            _empty_device_cache(device_type)
+            free_device_memory(device_type)
 
     # -- streaming ---------------------------------------------------------------------------
 
@@ -308,7 +326,15 @@ class LocalBackend:
         cancel: threading.Event,
         t0: float,
     ) -> GenerationJob:
-        """generate's kwargs for this reply, with the KV cache cropped for reuse."""
+        """The reply's job: the fast decoder's where it can serve it, else generate's kwargs
+        with the KV cache cropped for reuse."""
+        if self._fast is not None:
+            why = self._fast.refuse(ids, params)
+            if why is None:
+                # One KV cache in memory: the decoder keeps its own.
+                self._cache, self._cache_ids = None, []
+                return self._fast.job(ids, params, cancel, t0, self.options.kv_reuse)
+            log.info("fast decode path cannot serve this reply (%s): using generate", why)
         import torch
         from transformers import StoppingCriteriaList
 
@@ -331,21 +357,8 @@ class LocalBackend:
             "max_new_tokens": params.max_new_tokens,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([stop_flags]),
-            "do_sample": params.do_sample,
-            # 1.0 adds no logits processor; passing it overrides a model default.
-            "repetition_penalty": params.repetition_penalty,
+            **generate_sampling_kwargs(params),
         }
-        if params.do_sample:
-            kwargs.update(
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k or None,  # 0 = off
-                min_p=params.min_p or None,
-            )
-        else:
-            # Explicit None overrides sampling values from generation_config, which would
-            # otherwise be validated against do_sample=False and warn.
-            kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
         # Stop strings are matched on the decoded text by the consumer, which then sets
         # `internal` (the device stops a step or so later). generate's own `stop_strings`
         # was measured adding ~100 ms to every reply's TTFT on the demo model (it scans the
@@ -370,7 +383,7 @@ class LocalBackend:
     def _reuse_cache(self, model: Any, ids: list[int]) -> tuple[Any, int]:
         """The previous turn's cache cropped to the common prefix with `ids`, or a new one."""
         cache, covered = self._cache, self._cache_ids
-        keep = min(_lcp(covered, ids), len(ids) - 1) if cache is not None else 0
+        keep = min(common_prefix_length(covered, ids), len(ids) - 1) if cache is not None else 0
         if cache is not None and keep > 0:
             try:
                 length = int(cache.get_seq_length())
@@ -392,9 +405,12 @@ class LocalBackend:
         """The generate thread. Always ends by releasing the backend and pushing a sentinel."""
         result: QueueItem = FINISHED
         try:
-            model = self._model
-            if model is None:
+            model, fast = self._model, self._fast
+            if model is None or (job.fast is not None and fast is None):
                 raise GenerationError("The model was closed.")
+            if job.fast is not None and fast is not None:
+                fast.run(job)  # keeps its own KV cache bookkeeping, even on error
+                return
             if job.seed is not None:
                 import torch
 
@@ -427,7 +443,7 @@ class LocalBackend:
             job.kwargs = {}
             job.cache = None
             gc.collect()
-            _empty_device_cache(device_type)
+            free_device_memory(device_type)
         elif error is not exc:
             error.__cause__ = exc
         return error
@@ -436,13 +452,3 @@ class LocalBackend:
         device = getattr(self._model, "device", None)
         return str(getattr(device, "type", "cpu"))
 
-
-def _empty_device_cache(device_type: str) -> None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    if device_type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device_type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()

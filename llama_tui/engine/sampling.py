@@ -17,6 +17,10 @@ graph), across turns with KV reuse, and on CPU and GPU alike (integer arithmetic
 The draw uses the exponential-race trick (argmax of p / E with E ~ Exp(1)), which samples
 exactly from p, as gpt-fast does.
 
+The same settings as `generate()` kwargs (`generate_sampling_kwargs`) and the model's
+`generation_config` merged into our defaults (`params_from_generation_config`) live here too,
+so that both decode paths read one definition of the settings.
+
 Imports torch lazily (callers import this module only once torch is wanted).
 """
 
@@ -26,6 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_tui.engine.base import GenerationParams
+
+# The generation_config fields that map onto GenerationParams.
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
 
 _M32 = 0xFFFFFFFF
 # Multipliers below 2**31 so that x * C with x < 2**32 never overflows a signed int64
@@ -151,3 +158,52 @@ def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool)
     noise = exponential_noise(sorted_ids, seed, position)
     choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
     return torch.gather(sorted_ids, 0, choice)
+
+
+def generate_sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """`model.generate()` keyword arguments for the sampling settings of `params`."""
+    kwargs: dict[str, Any] = {
+        "do_sample": params.do_sample,
+        # 1.0 adds no logits processor; passing it overrides a model default.
+        "repetition_penalty": params.repetition_penalty,
+    }
+    if params.do_sample:
+        kwargs.update(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or None,  # 0 = off
+            min_p=params.min_p or None,
+        )
+    else:
+        # Explicit None overrides sampling values from generation_config, which would
+        # otherwise be validated against do_sample=False and warn.
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
+    return kwargs
+
+
+def params_from_generation_config(
+    defaults: dict[str, Any], context_length: int | None
+) -> GenerationParams:
+    """Our defaults, overridden by a model's generation_config values where they are valid."""
+    ctx = context_length
+    ours = GenerationParams()
+    if ctx is not None and ours.max_new_tokens >= ctx:
+        ours = ours.with_changes(max_new_tokens=max(1, ctx // 2))
+    changes: dict[str, Any] = {}
+    for name in SAMPLING_FIELDS:
+        value = defaults.get(name)
+        if value is None:
+            continue
+        if name == "top_k" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif name != "do_sample" and name != "top_k" and isinstance(value, int):
+            value = float(value)
+        changes[name] = value
+    m = defaults.get("max_new_tokens")
+    if isinstance(m, int) and not isinstance(m, bool) and m > 0:
+        changes["max_new_tokens"] = m
+    params = ours.with_changes(**changes)
+    # Revert what the model's config got wrong (e.g. temperature 0 with do_sample).
+    for bad in params.problems(ctx):
+        params = params.with_changes(**{bad: getattr(ours, bad)})
+    return params

@@ -19,6 +19,7 @@ from llama_tui.engine.base import (
     DeviceFatalError,
     Generation,
     GenerationError,
+    GenerationParams,
     GenerationStats,
     NonFiniteError,
     OutOfMemoryError,
@@ -72,7 +73,10 @@ class IdStreamer:
         if not self._seen_prompt:
             self._seen_prompt = True
             return
-        ids: list[int] = value.reshape(-1).tolist()
+        self.push(value.reshape(-1).tolist())
+
+    def push(self, ids: list[int]) -> None:
+        """Queue reply ids (generate's `put` after the prompt, or the fast decoder's loop)."""
         now = time.perf_counter()
         if self.first_at is None:
             self.first_at = now
@@ -108,8 +112,11 @@ class StopFlags:
                 torch.zeros(shape, dtype=torch.bool, device=input_ids.device),
                 torch.ones(shape, dtype=torch.bool, device=input_ids.device),
             )
-        stop = self._cancel.is_set() or self._internal.is_set()
-        return self._tensors[1] if stop else self._tensors[0]
+        return self._tensors[1] if self.is_set() else self._tensors[0]
+
+    def is_set(self) -> bool:
+        """Either event set: what the fast decoder polls between tokens (its `StopFlag`)."""
+        return self._cancel.is_set() or self._internal.is_set()
 
 
 class IncrementalDecoder:
@@ -249,6 +256,18 @@ def classify_error(exc: BaseException, device_type: str = "cpu") -> GenerationEr
     )
 
 
+def free_device_memory(device_type: str) -> None:
+    """Return cached allocator blocks to the device (after an OOM, or when a model goes)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if device_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device_type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
 def _is_oom(exc: BaseException) -> bool:
     try:
         import torch
@@ -259,6 +278,15 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     # MPS reports OOM as a plain RuntimeError.
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class FastReply:
+    """What the fast decoder needs for one reply (see `fast_glue`)."""
+
+    params: GenerationParams
+    stop: StopFlags  # the user's cancel or ours (stop string, consumer gone, closing)
+    reuse_prefix: bool
 
 
 @dataclass
@@ -277,6 +305,8 @@ class GenerationJob:
     dropped: int = 0
     reused: int = 0
     thread: threading.Thread | None = None
+    # Set when the reply runs through the fast decoder instead of `generate` (kwargs empty).
+    fast: FastReply | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
 

@@ -35,10 +35,12 @@ from llama_tui.session.recorder import SessionRecorder, install_signal_flush
 from llama_tui.text import clean, redact
 
 __all__ = [
+    "TITLE_MAX",
     "SessionLoadError",
     "SessionRecorder",
     "SessionSummary",
     "atomic_write",
+    "clean_title",
     "default_export_path",
     "delete_session",
     "from_json",
@@ -57,6 +59,7 @@ __all__ = [
 ]
 
 _PREVIEW = 200
+TITLE_MAX = 100  # a title is one line of the session browser
 
 
 @dataclass(frozen=True)
@@ -128,14 +131,27 @@ def latest_session_id(directory: Path | None = None) -> str | None:
     return None
 
 
-def rename_session(session_id: str, title: str, directory: Path | None = None) -> None:
+def clean_title(title: str) -> str:
+    """A title as stored: sanitised (`text.clean`), one line, at most `TITLE_MAX` chars."""
+    return " ".join(clean(title).split())[:TITLE_MAX]
+
+
+def rename_session(session_id: str, title: str, directory: Path | None = None) -> str:
     """Record a new title in a session's journal (append-only; nothing is rewritten).
 
-    For the session being recorded right now use `SessionRecorder.title_changed` instead.
-    Raises `SessionLoadError` for an unknown session, `OSError` when the write fails.
+    The title goes through `clean_title` and `text.redact`; the record is appended whole
+    with one write on an O_APPEND descriptor and fsynced (`journal.append_record`), like the
+    recorder's. Returns the title recorded. For the session being recorded right now use
+    `SessionRecorder.title_changed` instead (its own descriptor and resynchronisation).
+    Raises `SessionLoadError` for an unknown session, `ValueError` for a title that is
+    empty once cleaned, `OSError` when the write fails.
     """
     path = _existing(session_id, directory)
-    append_record(path, session_id, {"type": "title", "title": redact(title)})
+    title = redact(clean_title(title))
+    if not title:
+        raise ValueError("the title is empty")
+    append_record(path, session_id, {"type": "title", "title": title})
+    return title
 
 
 def delete_session(session_id: str, directory: Path | None = None) -> Path:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 FIRST_PAINT_HEAD_START_S = 0.05
 EXIT_GRACE_S = 2.0  # how long quitting waits for a stopped generation's thread to end
+SIGNAL_EXIT_S = 5.0  # after SIGHUP / SIGTERM (journal flushed), the longest a shutdown may take
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
@@ -320,9 +321,11 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
     try:
         from llama_tui.session.recorder import install_signal_flush
 
-        restore = install_signal_flush(
-            lambda: app.recorder, exit=lambda code: app.exit(return_code=code)
-        )
+        def on_signal(code: int) -> None:
+            _arm_exit_watchdog(code)
+            app.exit(return_code=code)
+
+        restore = install_signal_flush(lambda: app.recorder, exit=on_signal)
     except (ImportError, ValueError):  # ValueError: not the main thread
         log.warning("no signal flush installed", exc_info=True)
     try:
@@ -344,6 +347,24 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
     # No backend.close() here: the process is ending and frees the model anyway, while a
     # close can wait on the engine (up to 10 s) after a stopped reply.
     return code
+
+
+def _arm_exit_watchdog(code: int, delay: float = SIGNAL_EXIT_S) -> None:
+    """After SIGHUP / SIGTERM the journal is flushed; make sure the process really ends.
+
+    With the terminal gone, Textual's shutdown can block for good writing to it (its output
+    queue is full and nothing drains it), and the process would keep the model's memory
+    forever. A daemon thread ends the process `delay` seconds later if it is still alive.
+    """
+
+    def watchdog() -> None:
+        time.sleep(delay)
+        log.warning("shutdown after signal took over %.0f s; exiting now", delay)
+        with contextlib.suppress(Exception):
+            logging.shutdown()
+        os._exit(code)
+
+    threading.Thread(target=watchdog, name="llama-tui-exit-watchdog", daemon=True).start()
 
 
 def _threads_finished(timeout: float) -> bool:

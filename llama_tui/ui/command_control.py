@@ -119,7 +119,14 @@ class CommandControl(ChatControl):
             if session_id and session_id != self.conversation.id:
                 await self.open_session(session_id)
 
-        self.push_screen(SessionsScreen(self.conversation.id), chosen)
+        self.push_screen(SessionsScreen(self.conversation.id, self.rename_conversation), chosen)
+
+    def rename_conversation(self, title: str) -> None:
+        """A new title for the open conversation, journaled by its recorder."""
+        if self.recorder is not None:
+            self.record("title_changed", title)
+        else:
+            self.conversation.title = title
 
     async def open_session(self, session_id: str) -> None:
         """Switch to a saved session (the current one stays in its journal)."""

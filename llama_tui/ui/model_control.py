@@ -23,6 +23,7 @@ from llama_tui.engine.base import (
     GenerationParams,
     LlamaTuiError,
     LoadProgress,
+    ReportsOptimising,
 )
 from llama_tui.text import clean, redact
 from llama_tui.ui.base import ChatAppBase
@@ -237,11 +238,15 @@ class ModelControl(ChatAppBase):
         self.status.update_facts(context_used=message.used)
 
     def tick(self) -> None:
-        """The status timer: elapsed time while generating; memory now and then."""
+        """The status timer: elapsed time while generating; "optimising" while the engine
+        compiles in the background (a cheap flag read); memory now and then."""
         turn = self.turn
         if turn is not None:
             elapsed = time.monotonic() - turn.started
             self.status.update_facts(detail=f"{elapsed:.0f}s")
+        backend = self.backend
+        optimising = isinstance(backend, ReportsOptimising) and backend.optimising
+        self.status.update_facts(optimising=optimising)
         self._ticks += 1
         if self._ticks % 4 == 0 and self.backend is not None:
             self._memory_worker(self.backend)

@@ -189,14 +189,65 @@ def test_cancel(model: Any, dec: FastDecoder) -> None:
     )
 
 
-def test_closing_early_keeps_cache_consistent(model: Any, dec: FastDecoder) -> None:
+@pytest.mark.parametrize("ahead", [True, False], ids=["run-ahead", "in-step"])
+def test_closing_early_keeps_cache_consistent(model: Any, ahead: bool) -> None:
+    dec = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64, run_ahead=ahead)
     gen = dec.generate_ids(PROMPTS[2], GREEDY, threading.Event())
     head = [next(gen) for _ in range(4)]
     gen.close()  # e.g. the backend hit a stop string
-    # each id is fed (the run-ahead step) before it is handed out, so all 4 are in the cache
-    assert dec.cached_tokens == len(PROMPTS[2]) + 4
+    # Running ahead, each id is fed before it is handed out, so all 4 are in the cache; in
+    # step (CPU), the 4th is handed out first and was never fed.
+    assert dec.cached_tokens == len(PROMPTS[2]) + (4 if ahead else 3)
     nxt = PROMPTS[2] + head + [9, 9]
     assert run(dec, nxt) == reference(model, nxt, GREEDY.max_new_tokens, eos_token_id=None)
+    assert dec.last_stats.reused_tokens == len(PROMPTS[2]) + (4 if ahead else 3)
+
+
+def test_run_ahead_is_off_on_cpu_and_gives_the_same_ids(model: Any, dec: FastDecoder) -> None:
+    assert dec.run_ahead is (dec.device.type == "cuda")
+    ahead = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64, run_ahead=True)
+    for prompt in PROMPTS[:3]:
+        assert run(ahead, prompt) == run(dec, prompt)
+        assert ahead.last_stats.steps_by_path == dec.last_stats.steps_by_path
+
+
+def test_first_id_is_handed_out_before_the_next_step_on_cpu(model: Any, dec: FastDecoder) -> None:
+    """In-step mode: the first id arrives right after the prefill (no decode step before it)."""
+    calls = [0]
+    handle = model.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    try:
+        gen = dec.generate_ids(PROMPTS[0], GREEDY, threading.Event())
+        next(gen)
+        assert calls[0] == 1  # the prefill only
+        next(gen)
+        assert calls[0] == 2
+        gen.close()
+    finally:
+        handle.remove()
+
+
+def test_eos_id_is_reported(model: Any) -> None:
+    ids = run(FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64), PROMPTS[1])
+    eos = ids[3]
+    dec = FastDecoder(model, compile=False, eos_token_ids=[eos], min_bucket=64)
+    run(dec, PROMPTS[1])
+    assert dec.last_stats.stop_reason is StopReason.EOS and dec.last_stats.eos_token_id == eos
+    unused = next(i for i in range(1, 500) if i not in ids)
+    other = FastDecoder(model, compile=False, eos_token_ids=[unused], min_bucket=64)
+    run(other, PROMPTS[1])
+    assert other.last_stats.stop_reason is StopReason.LENGTH
+    assert other.last_stats.eos_token_id is None
+
+
+def test_reusable_tokens_predicts_the_reuse(dec: FastDecoder) -> None:
+    p = PROMPTS[2]
+    assert dec.reusable_tokens(p) == 0
+    reply = run(dec, p)
+    nxt = p + reply + [5]
+    predicted = dec.reusable_tokens(nxt)
+    run(dec, nxt)
+    assert predicted == dec.last_stats.reused_tokens == len(p) + len(reply) - 1
+    assert dec.reusable_tokens(nxt, reuse_prefix=False) == 0
 
 
 def test_one_generation_at_a_time(dec: FastDecoder) -> None:
@@ -279,6 +330,7 @@ def test_compiled_path_matches_eager(model: Any) -> None:
     first = run(dec, prompt, params)  # served eagerly while the step compiles
     assert "optimising" in states
     assert dec.wait_ready(timeout=600)
+    assert not dec.compiling
     info = dec.variant_info()
     if info[0]["failed"]:
         pytest.skip(f"inductor unavailable here: {info[0]['failed']}")
@@ -294,3 +346,22 @@ def test_warm_up_sets_the_bucket_floor(model: Any) -> None:
     dec.warm_up(100, greedy=True, max_new_tokens=20)  # compile off: only the floor moves
     run(dec, [1, 2, 3], GREEDY.with_changes(max_new_tokens=4))
     assert dec.last_stats.bucket == 128
+
+
+def test_works_without_static_layer_crop(model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5.17 (the GPU image) has no StaticLayer.crop: the decoder never calls it."""
+    from transformers.cache_utils import StaticLayer
+
+    def missing(self: Any, tokens_to_remove: int) -> None:
+        raise AttributeError("'StaticLayer' object has no attribute 'crop'")
+
+    monkeypatch.setattr(StaticLayer, "crop", missing)
+    dec = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64)
+    first = list(range(30, 60))
+    run(dec, first)
+    edited = [*first[:10], 7, 7, 7, *first[13:]]
+    assert run(dec, edited) == reference(model, edited, GREEDY.max_new_tokens, eos_token_id=None)
+    assert dec.last_stats.reused_tokens == 10
+    assert run(dec, first, reuse_prefix=False) == run(dec, first)
+    dec.reset()
+    assert dec.cached_tokens == 0 and dec._cache.get_seq_length() == 0

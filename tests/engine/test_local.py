@@ -1,8 +1,10 @@
-"""LocalBackend on the real engine: the tiny random Llama through transformers' generate.
+"""LocalBackend on the real engine: the tiny random Llama through transformers' generate,
+and through the FastDecoder (the "fast path", forced on with `fast_path="eager"` since the
+CPU policy keeps float32 on generate).
 
 No sleeps for synchronisation: waits are bounded (`Event.wait(timeout)`), and where a test needs
 generation to be slow enough to observe (cancel), a forward hook blocks on an event the test
-controls.
+controls. No timing thresholds on the fast path.
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ def _models_available() -> bool:
 
 def load_backend(path: Path, *, kv_reuse: bool = True, raw: bool = False) -> LocalBackend:
     """Load through the public path (models.load_model) once it exists; until then attach a
-    model loaded the same way transformers users do."""
-    options = LoadOptions(device=DEVICE, dtype="float32", kv_reuse=kv_reuse)
+    model loaded the same way transformers users do. The generate path (compile off), on any
+    device: several tests patch or hook `generate`."""
+    options = LoadOptions(device=DEVICE, dtype="float32", kv_reuse=kv_reuse, compile=False)
     backend = LocalBackend(str(path), options, raw=raw)
     if _models_available():
         backend.load()
@@ -84,8 +87,8 @@ def shared(tiny_model_dir: Path) -> LocalBackend:
 
 @pytest.fixture
 def backend(shared: LocalBackend, tiny_model_dir: Path) -> Iterator[LocalBackend]:
-    """A fresh backend (own KV cache, lock) over the shared model and tokenizer."""
-    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE))
+    """A fresh backend (own KV cache, lock) over the shared model and tokenizer; generate."""
+    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, compile=False))
     b.attach(shared._model, shared._tokenizer, shared.info, device=shared._input_device)
     yield b
     b._model = None  # the model is shared: don't let close() free it for the others
@@ -336,8 +339,8 @@ def test_nan_probabilities_become_non_finite_error(backend: LocalBackend) -> Non
 
 
 def test_kv_reuse_gives_identical_tokens(tiny_model_dir: Path, shared: LocalBackend) -> None:
-    on = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=True))
-    off = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=False))
+    on = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=True, compile=False))
+    off = LocalBackend(str(tiny_model_dir), LoadOptions(kv_reuse=False, compile=False))
     for b in (on, off):
         b.attach(shared._model, shared._tokenizer, shared.info, device=shared._input_device)
     params = GREEDY.with_changes(max_new_tokens=12)
@@ -546,3 +549,343 @@ def test_close_is_idempotent_and_blocks_further_use(tiny_model_dir: Path) -> Non
     assert b.info is None
     with pytest.raises(GenerationError):
         b.stream(msgs((U, "hi")), GREEDY, threading.Event())
+
+
+# -- the fast path (FastDecoder behind LocalBackend) ----------------------------------------
+
+
+def attached(
+    shared: LocalBackend, tiny_model_dir: Path, *, mode: Any = "eager", **options: Any
+) -> LocalBackend:
+    """A backend over the shared model; `mode` is LocalBackend's `fast_path`."""
+    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, **options), fast_path=mode)
+    b.attach(shared._model, shared._tokenizer, shared.info, device=shared._input_device)
+    return b
+
+
+def detach(*backends: LocalBackend) -> None:
+    for b in backends:
+        b._model = None  # the model is shared: don't let close() free it for the others
+        b.close()
+
+
+@pytest.fixture
+def fast(shared: LocalBackend, tiny_model_dir: Path) -> Iterator[LocalBackend]:
+    """Replies through the FastDecoder (eager: no compile, on any device)."""
+    b = attached(shared, tiny_model_dir)
+    assert b.fast_path_active and b._fast is not None
+    yield b
+    detach(b)
+
+
+def decoder_stats(b: LocalBackend) -> Any:
+    assert b._fast is not None
+    return b._fast.decoder.last_stats
+
+
+def test_fast_path_matches_generate_over_a_conversation(
+    fast: LocalBackend, shared: LocalBackend, tiny_model_dir: Path
+) -> None:
+    """Greedy, KV cache reused: same text and stats as generate (compile off), turn by turn."""
+    slow = attached(shared, tiny_model_dir, compile=False)
+    assert not slow.fast_path_active
+    questions = ["Hello there!", "How are you today?", "經過一段時間", "Once upon a time", "ok"]
+    history = msgs((S, "Be brief."))
+    try:
+        for turn, q in enumerate(questions):
+            history.append(ChatMessage(U, q))
+            params = GREEDY.with_changes(max_new_tokens=8 + 4 * turn)
+            before = decoder_stats(fast)
+            g_fast = fast.stream(history, params, threading.Event())
+            text = g_fast.text()
+            g_slow = slow.stream(history, params, threading.Event())
+            assert text == g_slow.text() == reference(slow, history, params.max_new_tokens)
+            a, b = g_fast.stats, g_slow.stats
+            assert a is not None and b is not None
+            for name in ("prompt_tokens", "generated_tokens", "stop_reason"):
+                assert getattr(a, name) == getattr(b, name), name
+            assert a.reused_prompt_tokens == b.reused_prompt_tokens
+            used = decoder_stats(fast)
+            assert used is not before and used.steps_by_path.get("eager", 0) > 0  # really fast
+            assert a.reused_prompt_tokens == used.reused_tokens
+            if turn:
+                assert 0 < a.reused_prompt_tokens < a.prompt_tokens
+            assert a.ttft_s is not None and a.ttft_s > 0 and a.total_s >= a.ttft_s
+            assert fast._cache is None  # one KV cache in memory: the decoder's
+            history.append(ChatMessage(A, text))
+        # An edited earlier message: the decoder's cache is cropped to the common prefix.
+        edited = [history[0], ChatMessage(U, "Goodbye!"), *history[2:5]]
+        g = fast.stream(edited, GREEDY, threading.Event())
+        assert g.text() == reference(slow, edited, GREEDY.max_new_tokens)
+        assert g.dropped_messages == 0
+        assert fast._formatter is not None
+        upto_edit = len(fast._formatter.encode(edited[:2]))  # the edit lies inside these
+        assert g.stats is not None and 0 < g.stats.reused_prompt_tokens < upto_edit
+    finally:
+        detach(slow)
+
+
+def test_fast_path_eos_matches_generate(shared: LocalBackend, tiny_model_dir: Path) -> None:
+    """A reply that ends on EOS: same text, token count and stop reason on both paths."""
+    history = msgs((U, "Tell me a story"))
+    probe = attached(shared, tiny_model_dir)
+    probe.stream(history, GREEDY, threading.Event()).text()
+    assert probe._fast is not None and probe._formatter is not None
+    ids = probe._fast.decoder._tokens[len(probe._formatter.encode(history)) :]
+    detach(probe)
+    gen_cfg = shared._model.generation_config
+    original = gen_cfg.eos_token_id
+    gen_cfg.eos_token_id = [original, ids[5]]  # the 6th reply token (or an earlier one) ends it
+    fast = slow = None
+    try:
+        fast = attached(shared, tiny_model_dir)
+        slow = attached(shared, tiny_model_dir, compile=False)
+        g_fast = fast.stream(history, GREEDY, threading.Event())
+        g_slow = slow.stream(history, GREEDY, threading.Event())
+        assert g_fast.text() == g_slow.text()
+        a, b = g_fast.stats, g_slow.stats
+        assert a is not None and b is not None
+        assert a.stop_reason == b.stop_reason == StopReason.EOS
+        assert a.generated_tokens == b.generated_tokens <= 6
+    finally:
+        gen_cfg.eos_token_id = original
+        detach(*(b for b in (fast, slow) if b is not None))
+
+
+def test_fast_path_cancel_keeps_partial_text(fast: LocalBackend) -> None:
+    history = msgs((U, "Tell me a story"))
+    full = reference(fast, history, 200)
+    cancel = threading.Event()
+    started_after_cancel: list[bool] = []
+    handle = hook(fast._model, lambda: started_after_cancel.append(cancel.is_set()))
+    try:
+        gen = fast.stream(history, GREEDY.with_changes(max_new_tokens=200), cancel)
+        partial = ""
+        for chunk in gen:
+            partial += chunk
+            if len(partial) > 5:
+                cancel.set()
+    finally:
+        handle.remove()
+    stats = gen.stats
+    assert stats is not None and stats.stop_reason == StopReason.CANCELLED
+    assert partial and full.startswith(partial) and stats.generated_tokens < 200
+    assert sum(started_after_cancel) <= 1  # at most one step starts after the event
+    assert decoder_stats(fast).stop_reason is StopReason.CANCELLED
+    assert fast._busy.acquire(timeout=BOUND_S)
+    fast._busy.release()
+    # The cache is consistent: continuing the cut-off reply is exact and reuses it.
+    cont = [*history, ChatMessage(A, partial)]
+    g = fast.stream(cont, GREEDY, threading.Event())
+    assert g.text() == reference(fast, cont, GREEDY.max_new_tokens)
+    assert g.stats is not None and g.stats.reused_prompt_tokens > 0
+
+
+def test_fast_path_abandoned_iteration_stops_the_decoder(fast: LocalBackend) -> None:
+    gen = fast.stream(
+        msgs((U, "Tell me a story")), GREEDY.with_changes(max_new_tokens=200), threading.Event()
+    )
+    it = iter(gen)
+    next(it)
+    job = fast._job
+    assert job is not None and job.fast is not None
+    it.close()
+    assert job.done.wait(BOUND_S)
+    assert gen.stats is not None and gen.stats.stop_reason == StopReason.CANCELLED
+    assert job.streamer.count < 200
+
+
+def test_fast_path_stop_strings(fast: LocalBackend) -> None:
+    history = msgs((U, "What is the capital of France?"))
+    full = reference(fast, history, 48)
+    start = next(
+        i for i in range(4, len(full) - 3) if full[i : i + 3].isascii() and full[i : i + 3].strip()
+    )
+    stop = full[start : start + 3]
+    gen = fast.stream(
+        history, GREEDY.with_changes(max_new_tokens=48, stop=(stop,)), threading.Event()
+    )
+    assert gen.text() == full[: full.index(stop)]
+    assert gen.stats is not None and gen.stats.stop_reason == StopReason.STOP_STRING
+    # The decoder stopped soon after (a token or so), and the next turn is still exact.
+    assert decoder_stats(fast).generated_tokens < 48
+    nxt = [*history, ChatMessage(A, full[: full.index(stop)]), ChatMessage(U, "and?")]
+    assert fast.stream(nxt, GREEDY, threading.Event()).text() == reference(
+        fast, nxt, GREEDY.max_new_tokens
+    )
+
+
+def test_fast_path_out_of_memory_is_classified(fast: LocalBackend) -> None:
+    import torch
+
+    history = msgs((U, "hello"))
+    fast.stream(history, GREEDY, threading.Event()).text()  # warm the decoder's cache
+    steps = [0]
+
+    def oom() -> None:
+        steps[0] += 1
+        if steps[0] == 4:  # the prefill and two decode steps pass
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = hook(fast._model, oom)
+    chunks: list[str] = []
+    try:
+        gen = fast.stream(history + msgs((A, "x"), (U, "more")), GREEDY, threading.Event())
+        with pytest.raises(OutOfMemoryError) as info:
+            for c in gen:
+                chunks.append(c)
+    finally:
+        handle.remove()
+    assert "4-bit" in info.value.fix
+    assert gen.stats is not None and gen.stats.stop_reason == StopReason.ERROR
+    assert fast._fast is not None and fast._fast.decoder.cached_tokens == 0  # never reused
+    # The ids handed out before the failing 3rd decode step (one fewer when running ahead).
+    expected = 2 if fast._fast.decoder.run_ahead else 3
+    assert gen.stats.generated_tokens == expected and "".join(chunks)  # the partial is kept
+    assert fast.stream(history, GREEDY, threading.Event()).text() == reference(
+        fast, history, GREEDY.max_new_tokens
+    )
+
+
+def test_fast_path_raw_mode_and_repetition_penalty(fast: LocalBackend) -> None:
+    import torch
+
+    fast.raw = True
+    history = msgs((S, "ignored"), (U, "Once upon a time"))
+    text = fast.stream(history, GREEDY, threading.Event()).text()
+    ids = fast._tokenizer("Once upon a time", return_tensors="pt").to(fast._input_device)
+    out = fast._model.generate(**ids, max_new_tokens=GREEDY.max_new_tokens, do_sample=False)
+    n = ids["input_ids"].shape[1]
+    assert text == fast._tokenizer.decode(out[0, n:], skip_special_tokens=True)
+    assert decoder_stats(fast).prompt_tokens == n
+    fast.raw = False
+    params = GREEDY.with_changes(repetition_penalty=1.3)
+    assert fast._formatter is not None
+    chat = msgs((U, "Hello"))
+    x = torch.tensor([fast._formatter.encode(chat)], device=fast._input_device)
+    out = fast._model.generate(
+        x, max_new_tokens=24, do_sample=False, repetition_penalty=1.3, temperature=None,
+        top_p=None, top_k=None,
+    )
+    expected = fast._tokenizer.decode(out[0, x.shape[1] :], skip_special_tokens=True)
+    assert fast.stream(chat, params, threading.Event()).text() == expected
+
+
+def test_fast_path_seeded_sampling_is_reproducible(fast: LocalBackend) -> None:
+    history = msgs((U, "Hello"))
+    params = GenerationParams(do_sample=True, temperature=1.0, top_k=0, max_new_tokens=24, seed=7)
+    a = fast.stream(history, params, threading.Event()).text()
+    assert fast.stream(history, params, threading.Event()).text() == a
+    assert fast.stream(history, params.with_changes(seed=8), threading.Event()).text() != a
+    assert decoder_stats(fast).steps_by_path.get("eager", 0) > 0
+
+
+def test_fast_path_policy() -> None:
+    from llama_tui.engine.fast_glue import choose_fast_path
+
+    def pick(
+        device: str, dtype: str, compile: bool = True, mode: Any = "auto"
+    ) -> tuple[bool, bool]:
+        c = choose_fast_path(device, dtype, compile=compile, mode=mode)
+        assert c.why
+        return c.use, c.compile
+
+    assert pick("cuda", "bfloat16") == (True, True)  # compiled in the background
+    assert pick("cpu", "float16") == (True, False)  # eager: measured faster than generate
+    assert pick("cpu", "float32") == (False, False)  # measured slower: generate
+    assert pick("cpu", "bfloat16") == (False, False)
+    assert pick("mps", "float16") == (False, False)  # not measured
+    assert pick("cpu", "float32", mode="eager") == (True, False)
+    assert pick("cpu", "float32", mode="compiled") == (True, True)
+    assert pick("cuda", "bfloat16", mode="off") == (False, False)
+    for mode in ("auto", "eager", "compiled"):
+        assert pick("cuda", "bfloat16", compile=False, mode=mode) == (False, False)
+
+
+def test_no_compile_turns_the_fast_path_off(
+    shared: LocalBackend, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`--no-compile` reaches LoadOptions.compile, and then replies always use generate."""
+    from llama_tui import cli
+    from llama_tui.config import load_settings
+    from llama_tui.engine.factory import make_backend
+
+    args = vars(cli.build_parser().parse_args(["-m", str(tiny_model_dir), "--no-compile"]))
+    settings = load_settings(cli._settings_cli(args), environ={}, cwd=tmp_path).settings
+    assert settings.load_options().compile is False
+    made = make_backend(settings)
+    assert isinstance(made, LocalBackend) and made.options.compile is False
+    off = attached(shared, tiny_model_dir, mode="eager", compile=False)
+    on = attached(shared, tiny_model_dir, mode="eager", compile=True)
+    try:
+        assert not off.fast_path_active and on.fast_path_active
+        off.stream(msgs((U, "hi")), GREEDY, threading.Event()).text()
+        assert off._cache is not None  # generate's DynamicCache
+    finally:
+        detach(off, on)
+
+
+def test_auto_policy_on_cpu_float16(shared: LocalBackend, tiny_model_dir: Path) -> None:
+    """On CPU the decoder serves float16 models (measured faster) and not float32 ones."""
+    import copy
+
+    import torch
+
+    if DEVICE != "cpu":
+        pytest.skip("CPU policy")
+    half = copy.deepcopy(shared._model).to(torch.float16)
+    auto16 = LocalBackend(str(tiny_model_dir), LoadOptions(device="cpu"))
+    auto16.attach(half, shared._tokenizer, shared.info, device="cpu")
+    auto32 = attached(shared, tiny_model_dir, mode="auto")
+    try:
+        assert auto16.fast_path_active and not auto32.fast_path_active
+        assert auto16._fast is not None and not auto16._fast.decoder.compile_enabled
+        gen = auto16.stream(msgs((U, "hi")), GREEDY, threading.Event())
+        assert gen.text() is not None and gen.stats is not None
+        assert gen.stats.generated_tokens > 0 and not auto16.optimising
+    finally:
+        auto16.close()
+        detach(auto32)
+
+
+def test_unsupported_model_falls_back_to_generate(
+    shared: LocalBackend, tiny_model_dir: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    from llama_tui.engine import fast_glue
+
+    monkeypatch.setattr(fast_glue, "unsupported_reason", lambda model: "sliding-window layers")
+    with caplog.at_level(logging.INFO, logger="llama_tui.engine.fast_glue"):
+        b = attached(shared, tiny_model_dir)
+    try:
+        assert not b.fast_path_active
+        assert any("sliding-window layers" in r.getMessage() for r in caplog.records)
+        history = msgs((U, "hi"))
+        assert b.stream(history, GREEDY, threading.Event()).text() == reference(
+            b, history, GREEDY.max_new_tokens
+        )
+    finally:
+        detach(b)
+
+
+def test_reply_the_decoder_cannot_serve_uses_generate(fast: LocalBackend, caplog: Any) -> None:
+    history = msgs((U, "Hello there, how are you?"))
+    assert fast._fast is not None
+    before = decoder_stats(fast)
+    fast._fast.decoder.max_context = 30  # as if the decoder's context were shorter
+    with caplog.at_level(logging.INFO, logger="llama_tui.engine.local"):
+        gen = fast.stream(history, GREEDY, threading.Event())
+        text = gen.text()
+    assert text == reference(fast, history, GREEDY.max_new_tokens)
+    assert decoder_stats(fast) is before  # the decoder did not run
+    assert fast._cache is not None  # generate's cache
+    assert any("using generate" in r.getMessage() for r in caplog.records)
+
+
+def test_optimising_flag(fast: LocalBackend, backend: LocalBackend, monkeypatch: Any) -> None:
+    from llama_tui.engine.base import ReportsOptimising
+    from llama_tui.engine.fastpath import FastDecoder
+
+    assert isinstance(fast, ReportsOptimising) and isinstance(backend, ReportsOptimising)
+    assert not fast.optimising and not backend.optimising  # eager: nothing compiles
+    monkeypatch.setattr(FastDecoder, "compiling", property(lambda self: True))
+    assert fast.optimising and not backend.optimising  # generate only: never optimising

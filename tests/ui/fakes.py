@@ -57,6 +57,8 @@ class FakeBackend:
     stop_reason: StopReason = StopReason.EOS
     info_template: ModelInfo = FAKE_INFO
     defaults: GenerationParams = FAKE_DEFAULTS
+    # `ReportsOptimising`: a test flips it to see the status bar say "optimising".
+    optimising: bool = False
 
     def __post_init__(self) -> None:
         self.info: ModelInfo | None = None

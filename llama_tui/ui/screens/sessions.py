@@ -1,12 +1,17 @@
-"""The session browser: every journaled conversation, newest first; open or delete.
+"""The session browser: every journaled conversation, newest first; open, rename or delete.
 
-Rows show date, model and first prompt (all untrusted, cleaned, plain text). Deleting asks
+Rows show date, model and title (by default the first prompt); all of it is untrusted,
+cleaned, plain text. Renaming asks for the new title in a small dialog (prefilled with the
+current one) and records it in the session's journal: through the app's recorder for the
+open session, else as an appended `title` record (`store.rename_session`). Deleting asks
 first. Reading the journals happens in a thread worker so the dialog paints at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual import on, work
@@ -14,29 +19,66 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Input, OptionList, Static
+from textual.widgets.option_list import Option, OptionDoesNotExist
 
+from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
 from llama_tui.ui.screens.confirm import ConfirmScreen
 
 
+class RenameScreen(ModalScreen[str | None]):
+    """Ask for a session title; dismisses with the text typed (uncleaned), or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, title: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.current = title
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog picker") as box:
+            box.border_title = "Rename session"
+            yield Static("New title (Enter: rename · Esc: cancel):", markup=False)
+            yield Input(value=clean(self.current), id="title", compact=True,
+                        max_length=TITLE_MAX)
+
+    def on_mount(self) -> None:
+        self.query_one("#title", Input).focus()
+
+    @on(Input.Submitted, "#title")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+
 class SessionsScreen(ModalScreen[str | None]):
-    """Dismisses with the session id to open, or None."""
+    """Dismisses with the session id to open, or None.
+
+    `rename_current(title)` renames the open session (`current_id`): its journal is being
+    written by the app's recorder, which must record the title itself.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Close"),
+        Binding("r", "rename", "Rename"),
         Binding("d,delete", "delete", "Delete"),
     ]
 
-    def __init__(self, current_id: str = "") -> None:
+    def __init__(
+        self,
+        current_id: str = "",
+        rename_current: Callable[[str], object] | None = None,
+    ) -> None:
         super().__init__(classes="dialog-screen")
         self.current_id = current_id
+        self.rename_current = rename_current
+        self.titles: dict[str, str] = {}  # id -> title, for readable sessions
+        self._keep: str | None = None  # the row to highlight again after a reload
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker") as box:
             box.border_title = "Sessions"
-            yield Static("Enter: open · d: delete · Esc: close", markup=False)
+            yield Static("Enter: open · r: rename · d: delete · Esc: close", markup=False)
             yield OptionList(id="sessions", markup=False)
 
     def on_mount(self) -> None:
@@ -48,36 +90,82 @@ class SessionsScreen(ModalScreen[str | None]):
         from llama_tui.session.store import list_sessions
 
         rows = []
+        titles = {}
         for s in list_sessions():
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))
             if s.error:
                 text = f"{when}  (unreadable: {s.error})"
             else:
+                titles[s.id] = s.title or s.first_prompt
                 mark = "* " if s.id == self.current_id else ""
-                text = f"{mark}{when}  {s.model or '?'}  {s.first_prompt or s.title or '(empty)'}"
+                text = f"{mark}{when}  {s.model or '?'}  {s.title or s.first_prompt or '(empty)'}"
             rows.append((s.id, clean(text)[:200]))
-        self.app.call_from_thread(self._show, rows)  # once, not per token
+        self.app.call_from_thread(self._show, rows, titles)  # once, not per token
 
-    def _show(self, rows: list[tuple[str, str]]) -> None:
+    def _show(self, rows: list[tuple[str, str]], titles: dict[str, str]) -> None:
+        self.titles = titles
         options = self.query_one("#sessions", OptionList)
         options.clear_options()
         if not rows:
             options.add_option(Option("No saved sessions yet.", disabled=True))
         for sid, text in rows:
             options.add_option(Option(text, id=sid))
+        if self._keep is not None:
+            with contextlib.suppress(OptionDoesNotExist):  # gone meanwhile: keep the default
+                options.highlighted = options.get_option_index(self._keep)
+            self._keep = None
+        if options.highlighted is None and rows:
+            options.highlighted = 0  # Enter / r / d act on the newest at once
+
+    def _highlighted_id(self) -> str | None:
+        options = self.query_one("#sessions", OptionList)
+        if options.highlighted is None:
+            return None
+        return options.get_option_at_index(options.highlighted).id or None
 
     @on(OptionList.OptionSelected, "#sessions")
     def _open(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
             self.dismiss(event.option.id)
 
+    def action_rename(self) -> None:
+        """Rename the highlighted session: ask for the title, record it, refresh the list."""
+        sid = self._highlighted_id()
+        if sid is None:
+            return
+        if sid not in self.titles:
+            self.app.notify("That session cannot be read; it can only be deleted.",
+                            severity="warning", markup=False)
+            return
+
+        def answer(typed: str | None) -> None:
+            if typed is None:
+                return
+            from llama_tui.session.store import SessionLoadError, clean_title, rename_session
+
+            title = clean_title(typed)
+            if not title:
+                self.app.notify("A title cannot be empty; nothing was changed.",
+                                severity="warning", markup=False)
+                return
+            if title == self.titles.get(sid):
+                return
+            try:
+                if sid == self.current_id and self.rename_current is not None:
+                    self.rename_current(title)  # its recorder writes the journal
+                else:
+                    rename_session(sid, title)
+            except (OSError, ValueError, SessionLoadError) as e:
+                self.app.notify(clean(f"Could not rename: {e}"), severity="error", markup=False)
+            self._keep = sid
+            self._load()
+
+        self.app.push_screen(RenameScreen(self.titles[sid]), answer)
+
     def action_delete(self) -> None:
         """Delete the highlighted session after asking."""
-        options = self.query_one("#sessions", OptionList)
-        if options.highlighted is None:
-            return
-        sid = options.get_option_at_index(options.highlighted).id
-        if not sid:
+        sid = self._highlighted_id()
+        if sid is None:
             return
         if sid == self.current_id:
             self.app.notify("That is the open session; /clear first.", markup=False)

@@ -1,0 +1,179 @@
+"""The session browser (F5 / `/sessions`): open, rename, delete with confirmation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Input, OptionList
+
+from llama_tui import locations
+from llama_tui.session.recorder import SessionRecorder
+from llama_tui.session.store import load_journal
+from llama_tui.session.transcript import Conversation
+from llama_tui.ui.app import LlamaTuiApp
+from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.sessions import RenameScreen, SessionsScreen
+from tests.ui.fakes import FakeBackend
+from tests.ui.helpers import make_app, notes, ready, shown_text, until
+
+pytestmark = pytest.mark.asyncio
+
+TOKEN = "hf_" + "A1b2C3d4" * 5
+
+
+def saved_session(prompt: str, reply: str) -> Conversation:
+    """A finished one-turn conversation in the journal, as an earlier run leaves it."""
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", prompt))
+    rec.assistant_finished(conv.add("assistant", reply))
+    rec.close()
+    return conv
+
+
+def journal(conv: Conversation) -> Conversation:
+    return load_journal(locations.sessions_dir() / f"{conv.id}.jsonl")
+
+
+def records(conv: Conversation) -> list[dict[str, object]]:
+    path = locations.sessions_dir() / f"{conv.id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def option_list(app: LlamaTuiApp) -> OptionList:
+    return app.screen.query_one("#sessions", OptionList)
+
+
+def rows(app: LlamaTuiApp) -> dict[str, str]:
+    """Session id -> row text of the browser on screen."""
+    options = option_list(app)
+    out = {}
+    for i in range(options.option_count):
+        option = options.get_option_at_index(i)
+        if option.id:
+            out[option.id] = str(option.prompt)
+    return out
+
+
+async def open_browser(pilot: Pilot[int], app: LlamaTuiApp, count: int) -> None:
+    """F5, then wait until the list shows `count` sessions."""
+    await pilot.press("f5")
+    await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
+    await until(pilot, lambda: len(rows(app)) == count)
+
+
+def highlight(app: LlamaTuiApp, session_id: str) -> None:
+    options = option_list(app)
+    options.highlighted = options.get_option_index(session_id)
+
+
+async def test_rename_a_saved_session() -> None:
+    older = saved_session("Plan a trip to Lisbon", "Day one: Alfama.")
+    other = saved_session("Explain monads", "A monoid in the category of endofunctors.")
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await open_browser(pilot, app, 2)
+        assert "Plan a trip to Lisbon" in rows(app)[older.id]
+
+        highlight(app, older.id)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RenameScreen))
+        box = app.screen.query_one("#title", Input)
+        assert box.value == "Plan a trip to Lisbon"  # prefilled with the current title
+        # Pasted junk: escape sequences, a newline, a secret.
+        box.value = f"Lisbon \x1b[2J\x1b]52;c;SGk=\x07trip\n  notes {TOKEN}"
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        await until(pilot, lambda: "Lisbon trip notes" in rows(app).get(older.id, ""))
+
+        # The list refreshed with the new title, on the same row, and nothing else changed.
+        assert option_list(app).highlighted == option_list(app).get_option_index(older.id)
+        assert "Explain monads" in rows(app)[other.id]
+        saved = journal(older)
+        assert saved.title == "Lisbon trip notes hf_***"
+        assert "\x1b" not in saved.title
+        assert [m.content for m in saved.messages] == ["Plan a trip to Lisbon", "Day one: Alfama."]
+        last = records(older)[-1]
+        assert last["type"] == "title" and last["session"] == older.id  # appended, not rewritten
+        assert journal(other).title == "Explain monads"
+
+        # Esc and an empty title change nothing.
+        before = records(older)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RenameScreen))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RenameScreen))
+        app.screen.query_one("#title", Input).value = " \x1b[0m "
+        await pilot.press("enter")
+        await until(pilot, lambda: any("cannot be empty" in n for n in notes(app)))
+        assert records(older) == before
+
+
+async def test_rename_the_open_session_goes_through_its_recorder() -> None:
+    conv = saved_session("What is the capital of France?", "Paris.")
+    app = make_app(FakeBackend(), resume=conv.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await open_browser(pilot, app, 1)
+        assert rows(app)[conv.id].startswith("* ")  # marked as the open one
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RenameScreen))
+        app.screen.query_one("#title", Input).value = ""
+        await pilot.press(*"Capitals", "enter")  # typed
+        await until(pilot, lambda: "Capitals" in rows(app).get(conv.id, ""))
+        assert app.conversation.title == "Capitals"
+        assert journal(conv).title == "Capitals"
+        assert records(conv)[-1]["type"] == "title"
+
+
+async def test_delete_asks_first() -> None:
+    keep = saved_session("Keep me", "ok")
+    doomed = saved_session("Delete me", "ok")
+    path = locations.sessions_dir() / f"{doomed.id}.jsonl"
+    app = make_app(FakeBackend(), resume=keep.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await open_browser(pilot, app, 2)
+
+        # The open session cannot be deleted from under the app.
+        highlight(app, keep.id)
+        await pilot.press("d")
+        await until(pilot, lambda: any("open session" in n for n in notes(app)))
+        assert isinstance(app.screen, SessionsScreen)
+
+        # "n" keeps it.
+        highlight(app, doomed.id)
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
+        assert path.exists() and doomed.id in rows(app)
+
+        # "y" deletes it, and the list refreshes.
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await until(pilot, lambda: doomed.id not in rows(app))
+        assert not path.exists()
+        assert list(rows(app)) == [keep.id]
+
+
+async def test_open_a_saved_session() -> None:
+    first = saved_session("Tell me about owls", "Owls are nocturnal birds.")
+    saved_session("Something else", "ok")
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await open_browser(pilot, app, 2)
+        highlight(app, first.id)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.conversation.id == first.id)
+        await until(pilot, lambda: "Owls are nocturnal birds." in shown_text(app))
+        assert not isinstance(app.screen, SessionsScreen)
+        assert [m.content for m in app.conversation.messages] == [
+            "Tell me about owls", "Owls are nocturnal birds."]
