@@ -24,6 +24,7 @@ inside the functions that need them.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,11 @@ def generation_defaults(model: Any) -> dict[str, Any]:
     return {k: diff[k] for k in GENERATION_FIELDS if diff.get(k) is not None}
 
 
+def have_accelerate() -> bool:
+    """Whether accelerate is importable (transformers needs it for any `device_map`)."""
+    return importlib.util.find_spec("accelerate") is not None
+
+
 def load_model(
     spec: str, options: LoadOptions | None = None, progress: ProgressCallback | None = None
 ) -> LoadedModel:
@@ -257,8 +263,14 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         if quant is not None:
             kwargs["quantization_config"] = quant
     # Straight onto the device (no full CPU copy of the weights on the way to the GPU), or
-    # accelerate's placement over every visible GPU, then CPU RAM, then disk.
-    kwargs["device_map"] = device_map if device_map is not None else device
+    # accelerate's placement over every visible GPU, then CPU RAM, then disk. transformers
+    # refuses any device_map without accelerate (a core dependency, but a hand-made install
+    # may lack it): then load on the CPU and move the model, which still works.
+    move_to: str | None = None
+    if device_map is not None or have_accelerate():
+        kwargs["device_map"] = device_map if device_map is not None else device
+    elif device != "cpu":
+        move_to = device
     tokenizer = AutoTokenizer.from_pretrained(
         folder, trust_remote_code=options.trust_remote_code, local_files_only=True
     )
@@ -270,6 +282,8 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
             if err is not None:
                 raise err from exc
         raise
+    if move_to is not None:
+        model.to(move_to)
     model.eval()
 
     # hf_device_map is only set when accelerate dispatched the model (TECH_NOTES §7: not for

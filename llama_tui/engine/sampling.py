@@ -115,6 +115,9 @@ class SamplingBuffers:
             self.presence.index_fill_(0, ids, True)
 
 
+NON_FINITE_TOKEN = -1  # what select_token returns when the probabilities are not finite
+
+
 def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool) -> Any:
     """Pick the next token from float32 `logits` of shape (vocab,); returns a (1,) int64 tensor.
 
@@ -157,7 +160,11 @@ def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool)
     probs = torch.softmax(masked, dim=-1)
     noise = exponential_noise(sorted_ids, seed, position)
     choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
-    return torch.gather(sorted_ids, 0, choice)
+    token = torch.gather(sorted_ids, 0, choice)
+    # NaN / inf logits (float16 overflow) make every probability NaN; generate's multinomial
+    # raises then, argmax would quietly pick garbage. Flag it as NON_FINITE_TOKEN instead (no
+    # host sync here); the decoder checks each token on the host before feeding it back.
+    return torch.where(torch.isnan(probs).any(), torch.full_like(token, NON_FINITE_TOKEN), token)
 
 
 def generate_sampling_kwargs(params: GenerationParams) -> dict[str, Any]:

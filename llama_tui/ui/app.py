@@ -31,6 +31,7 @@ from textual.widgets import Footer
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
 from llama_tui.ui.base import BackendFactory
+from llama_tui.ui.chat_control import footer_for, stats_from_record
 from llama_tui.ui.command_control import CommandControl
 from llama_tui.ui.commands import palette_provider, parse_command, unescape_prompt
 from llama_tui.ui.copy_save import CopySaveControl
@@ -129,6 +130,10 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
                     turn.set_footer(f"■ {why} · Ctrl+G or /continue to go on", "stopped")
                 elif m.status == "error":
                     turn.set_footer(f"✗ error: {m.error or 'generation failed'}", "error")
+                else:
+                    footer, variant = footer_for("complete", stats_from_record(m.stats), None, "")
+                    if footer:
+                        turn.set_footer(footer, variant)
         title = clean(conv.title) or conv.id
         await self.note(f"Resumed session {title} ({len(conv.messages)} messages).")
         for warning in conv.load_warnings:

@@ -132,6 +132,19 @@ def test_load_through_models(tiny_model_dir: Path) -> None:
     b.close()
 
 
+def test_load_without_accelerate(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand-made install without accelerate: transformers refuses every device_map, so the
+    model loads on the CPU and is moved (it used to fail with "needs accelerate")."""
+    from llama_tui.engine import models
+
+    monkeypatch.setattr(models, "have_accelerate", lambda: False)
+    b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, dtype="float32"))
+    info = b.load()
+    assert info.device.startswith(DEVICE.split(":")[0])
+    assert b.stream(msgs((U, "hi")), GREEDY, threading.Event()).text()
+    b.close()
+
+
 @pytest.mark.parametrize(
     "history",
     [
@@ -889,3 +902,28 @@ def test_optimising_flag(fast: LocalBackend, backend: LocalBackend, monkeypatch:
     assert not fast.optimising and not backend.optimising  # eager: nothing compiles
     monkeypatch.setattr(FastDecoder, "compiling", property(lambda self: True))
     assert fast.optimising and not backend.optimising  # generate only: never optimising
+
+
+def test_fast_path_nan_probabilities_become_non_finite_error(fast: LocalBackend) -> None:
+    """The FastDecoder samples with argmax over noise, which never raises on NaN itself: it
+    flags the token, and the reply ends with the same NonFiniteError as generate's."""
+    assert fast._model is not None
+
+    def nan_logits(module: Any, args: Any, output: Any) -> Any:
+        output.logits.fill_(float("nan"))
+        return output
+
+    history = msgs((U, "hi"))
+    handle = fast._model.register_forward_hook(nan_logits)
+    try:
+        gen = fast.stream(
+            history, GenerationParams(do_sample=True, max_new_tokens=8), threading.Event()
+        )
+        with pytest.raises(NonFiniteError) as info:
+            gen.text()
+    finally:
+        handle.remove()
+    assert "bfloat16" in info.value.fix
+    assert gen.stats is not None and gen.stats.stop_reason == StopReason.ERROR
+    # The next reply works on the same decoder.
+    assert fast.stream(history, GREEDY, threading.Event()).text()

@@ -223,3 +223,31 @@ async def test_resume_renders_through_the_sanitiser() -> None:
         await send(pilot, "/continue")
         await reply_done(pilot)
         assert app.conversation.messages[-1].status == "complete"
+
+
+async def test_resumed_complete_reply_keeps_its_stats_footer() -> None:
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.session.transcript import Conversation
+
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", "hi"))
+    reply = conv.add("assistant", "hello there", status="streaming")
+    rec.assistant_started(reply)
+    reply.status = "complete"
+    reply.stats = {"generated_tokens": 8, "decode_tokens_per_s": 12.5, "stop_reason": "eos"}
+    rec.assistant_finished(reply)
+    bad = conv.add("user", "again")
+    rec.user_message(bad)
+    odd = conv.add("assistant", "odd stats", status="streaming")
+    rec.assistant_started(odd)
+    odd.status = "complete"
+    odd.stats = {"generated_tokens": "many", "stop_reason": "???"}  # a hand-edited journal
+    rec.assistant_finished(odd)
+    rec.close()
+    app = make_app(FakeBackend(), resume=conv.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        text = shown_text(app)
+        assert "8 tokens · 12.5 tok/s" in text, text
+        assert "odd stats" in text and app._exception is None
