@@ -106,6 +106,8 @@ class StatusBar(Horizontal):
             speed.append(f"ttft {f.ttft_s:.2f}s")
         if f.tokens_per_s is not None:
             speed.append(f"{f.tokens_per_s:.1f} tok/s")
+        # Kept apart so that a narrow terminal shortens the name, not the device and dtype.
+        self._where = f" · {clean(where)}" if where else ""
         self._texts = {
             # The model id and load detail echo what the user typed: a token-shaped id
             # must not be shown back (redact), nor may control characters (clean).
@@ -144,4 +146,12 @@ class StatusBar(Horizontal):
         for key, visible in shown.items():
             self.query_one(f"#{key}", Static).display = visible or key == "sb-model"
         model = self.query_one("#sb-model", Static)
-        model.styles.width = max(min_model, min(len(texts["sb-model"]) + 1, width - need()))
+        room = max(min_model, min(len(texts["sb-model"]) + 1, width - need()))
+        model.styles.width = room
+        text, where = texts["sb-model"], getattr(self, "_where", "")
+        if len(text) + 1 > room and where and text.endswith(where):
+            # Shorten the model name and keep " · cpu bf16": the device matters more.
+            name_room = room - 1 - len(where)
+            if name_room >= 6:
+                text = text[: len(text) - len(where)][: name_room - 1] + "…" + where
+        model.update(text)
