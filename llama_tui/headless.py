@@ -1,0 +1,247 @@
+"""Headless mode (``llama-tui --prompt TEXT``): one reply to stdout, then exit.
+
+Output contract: stdout carries the reply and nothing else (so it pipes), streamed as it is
+generated and ended with a newline. It is always sanitised with `StreamCleaner`, tty or not:
+the reply is untrusted and a pipe usually ends in a terminal or a file someone will `cat`.
+Everything else (progress when stderr is a terminal, errors with their cause and fix) goes
+to stderr, redacted; library logging goes to the log file. With ``--resume`` the reply
+continues a saved session; with ``--save`` the conversation is written out.
+
+`run_headless` returns the exit code (`llama_tui.console`): 0 done, 1 error, 2 usage error,
+130 interrupted (what was printed stays), 141 stdout closed early. torch, transformers and
+the session store are imported only when a reply is asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from llama_tui.config import LoadedSettings
+from llama_tui.console import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    describe_error,
+    err,
+    isatty,
+)
+from llama_tui.text import StreamCleaner, clean, looks_like_token, redact
+
+if TYPE_CHECKING:
+    from llama_tui.engine.base import LoadProgress
+
+__all__ = ["run_headless"]
+
+# Logged under the command line's name, as before headless mode had its own module.
+log = logging.getLogger("llama_tui.cli")
+
+
+def _progress_printer() -> Any:
+    """A `ProgressCallback` that reports loading on stderr, only when it is a terminal."""
+    if not isatty(sys.stderr):
+        return None
+    state = {"inline": False}
+
+    def report(p: LoadProgress) -> None:
+        msg = redact(clean(p.message))
+        try:
+            if p.fraction is not None:
+                sys.stderr.write(f"\r\x1b[K{msg} {p.fraction * 100:3.0f}%")
+                state["inline"] = True
+            else:
+                if state["inline"]:
+                    sys.stderr.write("\n")
+                    state["inline"] = False
+                sys.stderr.write(f"{msg}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    return report
+
+
+def _read_prompt(value: str) -> str | None:
+    if value == "-":
+        try:
+            return sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as e:
+            err(f"llama-tui: error: cannot read the prompt from stdin: {e}")
+            return None
+    return value
+
+
+def _store() -> Any:
+    """The session store module, or None with an error printed."""
+    try:
+        from llama_tui.session import store
+    except ImportError as e:
+        err(f"llama-tui: error: saving and resuming sessions is not available ({e})")
+        return None
+    return store
+
+
+def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
+    """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code."""
+    from llama_tui.engine.base import StopReason
+    from llama_tui.engine.factory import make_backend
+    from llama_tui.session.transcript import Conversation
+
+    settings = loaded.settings
+    prompt = _read_prompt(str(args["prompt"]))
+    if prompt is None:
+        return EXIT_ERROR
+    if not prompt.strip():
+        err("llama-tui: error: the prompt is empty")
+        return EXIT_USAGE
+
+    store: Any = None
+    resume = args.get("resume")
+    save = args.get("save")
+    if resume is not None or save is not None:
+        store = _store()
+        if store is None:
+            return EXIT_ERROR
+
+    if resume is not None:
+        try:
+            target = resume or store.latest_session_id()
+            if not target:
+                err("llama-tui: error: there is no saved session to resume")
+                return EXIT_ERROR
+            conv = store.load_conversation(target)
+        except Exception as e:
+            err(
+                f"llama-tui: error: cannot resume {resume or 'the last session'}: "
+                f"{describe_error(e)}"
+            )
+            return EXIT_ERROR
+        if loaded.sources.get("system_prompt") not in (None, "default"):
+            conv.system_prompt = settings.system_prompt
+    else:
+        conv = Conversation(system_prompt=settings.system_prompt)
+
+    if settings.server is None and looks_like_token(settings.model):
+        err(
+            "llama-tui: error: the model id looks like an access token, so it was refused "
+            "(it was not sent anywhere).\nPass a model id such as "
+            "HuggingFaceTB/SmolLM2-135M-Instruct; to log in use `hf auth login`."
+        )
+        return EXIT_ERROR
+
+    demo = loaded.sources.get("model", "default") == "default" and not settings.server
+    if demo and isatty(sys.stderr):
+        err("llama-tui: using the bundled demo model (choose another with --model)")
+
+    cancel = threading.Event()
+    backend: Any = None
+    stdout = sys.stdout
+    cleaner = StreamCleaner()
+    parts: list[str] = []
+    status = "complete"
+    code = EXIT_OK
+    error: str | None = None
+    try:
+        backend = make_backend(settings)
+        info = backend.load(_progress_printer())
+        conv.model = asdict(info)
+        conv.settings = settings.params.to_dict()
+        conv.add("user", prompt)
+        generation = backend.stream(conv.history(), settings.params, cancel)
+        for chunk in generation:
+            parts.append(chunk)
+            out = cleaner.feed(chunk)
+            if out:
+                stdout.write(out)
+                stdout.flush()
+        stdout.write(cleaner.flush() + "\n")
+        stdout.flush()
+        stats = generation.stats
+        if stats is not None:
+            if stats.stop_reason is StopReason.CANCELLED:
+                status = "stopped"
+            conv.messages.append(_assistant(conv, "".join(parts), status, stats.to_dict()))
+        else:
+            conv.messages.append(_assistant(conv, "".join(parts), status, None))
+    except KeyboardInterrupt:
+        cancel.set()
+        _finish_line(stdout, cleaner, parts)
+        err("llama-tui: interrupted")
+        status, code = "stopped", EXIT_INTERRUPTED
+        if conv.messages and conv.messages[-1].role == "user":
+            conv.messages.append(_assistant(conv, "".join(parts), status, None))
+    except BrokenPipeError:
+        cancel.set()
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as e:
+        cancel.set()
+        if parts:
+            _finish_line(stdout, cleaner, parts)
+        log.exception("headless run failed")
+        error = describe_error(e)
+        err(f"llama-tui: error: {error}")
+        status, code = "error", EXIT_ERROR
+        if conv.messages and conv.messages[-1].role == "user":
+            msg = _assistant(conv, "".join(parts), status, None)
+            msg.error = redact(clean(error))
+            conv.messages.append(msg)
+    finally:
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # closing must not hide the real outcome
+                log.exception("closing the backend failed")
+
+    if save is not None and conv.messages:
+        path = Path(save).expanduser()
+        overwrite = bool(resume) and _same_file(path, Path(str(resume)).expanduser())
+        try:
+            store.save_conversation(conv, path, overwrite=overwrite)
+        except FileExistsError:
+            err(f"llama-tui: error: {path} exists; choose another --save path")
+            return EXIT_ERROR if code == EXIT_OK else code
+        except Exception as e:
+            err(f"llama-tui: error: could not save to {path}: {describe_error(e)}")
+            return EXIT_ERROR if code == EXIT_OK else code
+    return code
+
+
+def _assistant(conv: Any, content: str, status: str, stats: dict[str, Any] | None) -> Any:
+    from llama_tui.session.transcript import Message
+
+    msg = Message(role="assistant", content=content, status=status)  # type: ignore[arg-type]
+    msg.stats = stats
+    return msg
+
+
+def _finish_line(stdout: IO[str], cleaner: StreamCleaner, parts: list[str]) -> None:
+    """End the partial reply with a newline, keeping what was printed."""
+    try:
+        stdout.write(cleaner.flush() + ("\n" if parts else ""))
+        stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _silence_stdout() -> None:
+    """After EPIPE: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):
+        return False
