@@ -31,6 +31,7 @@ from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
+from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
     from textual.widgets import Markdown
@@ -167,6 +168,28 @@ class CommandControl(ChatControl):
                  severity="error", timeout=10)
 
     # -- settings ----------------------------------------------------------------------------
+
+    async def cmd_memory(self, arg: str) -> None:
+        """Memory per device and the model's placement (the status bar has only the total)."""
+        backend, info = self.backend, self.info
+        if backend is None or info is None:
+            self.say("No model is loaded.")
+            return
+        try:
+            r = await asyncio.to_thread(backend.memory)
+        except Exception as e:  # a reading must never break the chat
+            self.say(f"Could not read memory: {clean(str(e))}", severity="warning")
+            return
+        total = f" of {human_bytes(r.total_bytes)}" if r.total_bytes else ""
+        lines = [f"{info.name} on {info.device}: {r.label} {human_bytes(r.used_bytes)}{total}"]
+        lines += [f"  {dev}: {human_bytes(used)}" for dev, used in r.per_device]
+        if info.placement:
+            by_device: dict[str, int] = {}
+            for where in info.placement.values():
+                by_device[where] = by_device.get(where, 0) + 1
+            lines.append("Placement: " + ", ".join(f"{d} {n} modules"
+                                                    for d, n in by_device.items()))
+        await self.note("\n".join(lines), title="memory")
 
     async def cmd_system(self, arg: str) -> None:
         if not arg:

@@ -36,6 +36,7 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("copy", "/copy [N]", "copy the last reply, or its code block N", "Ctrl+Y"),
     SlashCommand("settings", "/settings", "show or hide the settings panel", "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", "F5"),
+    SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits"),
     SlashCommand("quit", "/quit", "quit (the conversation is journaled)", "Ctrl+Q"),
 )
 COMMAND_BY_NAME = {c.name: c for c in COMMANDS}

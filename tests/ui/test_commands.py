@@ -251,3 +251,28 @@ async def test_resumed_complete_reply_keeps_its_stats_footer() -> None:
         text = shown_text(app)
         assert "8 tokens · 12.5 tok/s" in text, text
         assert "odd stats" in text and app._exception is None
+
+
+async def test_memory_command_shows_each_gpu_and_the_placement() -> None:
+    import dataclasses
+
+    from llama_tui.engine.base import MemoryReading
+
+    backend = FakeBackend()
+    gib = 1024**3
+    backend.memory = lambda: MemoryReading(  # type: ignore[method-assign]
+        used_bytes=30 * gib, total_bytes=160 * gib, label="VRAM",
+        per_device=(("cuda:0", 14 * gib), ("cuda:1", 16 * gib)),
+    )
+    app = make_app(backend)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        assert app.info is not None
+        app.info = dataclasses.replace(app.info, device="cuda:0-1, 2 GPUs", placement={
+            "model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0",
+            "model.layers.1": "cuda:1", "lm_head": "cuda:1"})
+        await send(pilot, "/memory")
+        await until(pilot, lambda: "cuda:1: 16.0G" in shown_text(app))
+        text = shown_text(app)
+        assert "VRAM 30.0G of 160.0G" in text and "cuda:0: 14.0G" in text
+        assert "cuda:0 2 modules, cuda:1 2 modules" in text
