@@ -45,28 +45,12 @@ def msgs(*pairs: tuple[str, str]) -> list[ChatMessage]:
     return [ChatMessage(role, content) for role, content in pairs]  # type: ignore[arg-type]
 
 
-def _models_available() -> bool:
-    try:
-        from llama_tui.engine import models  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return False
-    return hasattr(models, "load_model")
-
-
 def load_backend(path: Path, *, kv_reuse: bool = True, raw: bool = False) -> LocalBackend:
-    """Load through the public path (models.load_model) once it exists; until then attach a
-    model loaded the same way transformers users do. The generate path (compile off), on any
-    device: several tests patch or hook `generate`."""
+    """Load through the public path users take (models.load_model). The generate path
+    (compile off), on any device: several tests patch or hook `generate`."""
     options = LoadOptions(device=DEVICE, dtype="float32", kv_reuse=kv_reuse, compile=False)
     backend = LocalBackend(str(path), options, raw=raw)
-    if _models_available():
-        backend.load()
-    else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype="float32")
-        backend.attach(model.to(DEVICE), tok)
+    backend.load()
     return backend
 
 
@@ -124,7 +108,6 @@ def test_is_a_backend(backend: LocalBackend) -> None:
     assert isinstance(backend.memory(), MemoryReading)
 
 
-@pytest.mark.skipif(not _models_available(), reason="engine/models.py has not landed yet")
 def test_load_through_models(tiny_model_dir: Path) -> None:
     b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, dtype="float32"))
     info = b.load()
