@@ -138,6 +138,11 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
         await self.note(f"Resumed session {title} ({len(conv.messages)} messages).")
         for warning in conv.load_warnings:
             await self.note(warning, variant="warning")
+        _params, changed = self.session_settings()
+        if changed:
+            shown = ", ".join(f"{k} {clean(str(conv.settings.get(k)))}" for k in changed)
+            await self.note(f"This session used other settings ({shown}); "
+                            "/set session applies them.")
         if conv.model.get("spec") and conv.model.get("spec") != self.settings.model:
             await self.note(f"This session used {clean(str(conv.model['spec']))}; "
                             f"/model {clean(str(conv.model['spec']))} loads it.")

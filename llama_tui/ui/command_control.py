@@ -25,7 +25,13 @@ from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
 from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.commands import COMMAND_BY_NAME, unknown_command_text
-from llama_tui.ui.params_form import ParseError, apply_setting, format_value, overrides
+from llama_tui.ui.params_form import (
+    FIELD_BY_NAME,
+    ParseError,
+    apply_setting,
+    format_value,
+    overrides,
+)
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
@@ -201,8 +207,43 @@ class CommandControl(ChatControl):
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
         self.say("System prompt set; it applies from the next reply.")
 
+    def session_settings(self) -> tuple[Any, list[str]]:
+        """The resumed session's recorded settings over the current ones: (params, changed).
+
+        The values come from a file: each goes through the same checks as `/set KEY VALUE`,
+        and one that fails is skipped.
+        """
+        new = self.params
+        changed: list[str] = []
+        recorded = self.conversation.settings
+        for key, value in (recorded.items() if isinstance(recorded, dict) else ()):
+            if key not in FIELD_BY_NAME and key != "do_sample":
+                continue
+            if key == "stop" and not (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            ):
+                continue
+            try:
+                text = str(value).lower() if key == "do_sample" else format_value(key, value)
+                candidate = apply_setting(new, key, text, self.context_length)
+            except (ParseError, TypeError, ValueError):
+                continue
+            if candidate != new:
+                new = candidate
+                changed.append(key)
+        return new, changed
+
     async def cmd_set(self, arg: str) -> None:
         key, _, value = arg.partition(" ")
+        if key == "session":
+            new, changed = self.session_settings()
+            if not changed:
+                self.say("The settings already match the session's.")
+                return
+            self.apply_params(new, self.system_prompt)
+            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+            self.say(f"Using the session's {', '.join(changed)} from the next reply.")
+            return
         if not key:
             lines = [f"{k} = {v!r}" for k, v in self.params.to_dict().items()]
             await self.note("\n".join(lines) + "\nChange one with /set KEY VALUE.",
@@ -215,9 +256,9 @@ class CommandControl(ChatControl):
             return
         self.apply_params(new, self.system_prompt)
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
-        changed = overrides(new, self.defaults)
+        overridden = overrides(new, self.defaults)
         shown = ", ".join(f"{k}={format_value(k, getattr(new, k))}" if k != "do_sample"
-                          else f"greedy={not new.do_sample}" for k in sorted(changed))
+                          else f"greedy={not new.do_sample}" for k in sorted(overridden))
         self.say(f"Applies from the next reply. Overrides: {shown or 'none'}.")
 
     @on(SettingsPanel.Applied)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from llama_tui.engine.base import GenerationParams
 from llama_tui.ui.commands import parse_command
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
@@ -276,3 +277,30 @@ async def test_memory_command_shows_each_gpu_and_the_placement() -> None:
         text = shown_text(app)
         assert "VRAM 30.0G of 160.0G" in text and "cuda:0: 14.0G" in text
         assert "cuda:0 2 modules, cuda:1 2 modules" in text
+
+
+async def test_resumed_session_offers_its_settings_back() -> None:
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.session.transcript import Conversation
+
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", "hi"))
+    settings = GenerationParams(temperature=0.2, max_new_tokens=100).to_dict()
+    settings["top_p"] = "nonsense"  # a hand-edited journal: skipped, not applied
+    settings["stop"] = "not a list"
+    rec.settings_changed(settings, "")
+    rec.close()
+    app = make_app(FakeBackend(), resume=conv.id)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        text = shown_text(app)
+        assert "This session used other settings" in text and "/set session" in text, text
+        assert app.params.temperature != 0.2
+        before = app.params
+        await send(pilot, "/set session")
+        await until(pilot, lambda: app.params.temperature == 0.2)
+        assert app.params.max_new_tokens == 100
+        assert app.params.top_p == before.top_p and app.params.stop == before.stop
+        await send(pilot, "/set session")
+        await until(pilot, lambda: any("already match" in n for n in notes(app)))
