@@ -27,10 +27,12 @@ from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.commands import COMMAND_BY_NAME, unknown_command_text
 from llama_tui.ui.params_form import (
     FIELD_BY_NAME,
+    PRESETS,
     ParseError,
     apply_setting,
     format_value,
     overrides,
+    preset_params,
 )
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
@@ -235,6 +237,17 @@ class CommandControl(ChatControl):
 
     async def cmd_set(self, arg: str) -> None:
         key, _, value = arg.partition(" ")
+        if key == "preset":
+            try:
+                new = preset_params(value, self.params, self.defaults)
+            except ParseError as e:
+                await self.note(f"/set preset: {e}. Nothing was changed.", variant="warning")
+                return
+            self.apply_params(new, self.system_prompt)
+            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+            self.say(f"Preset {value.strip().lower()}: {PRESETS[value.strip().lower()]}. "
+                     "Applies from the next reply.")
+            return
         if key == "session":
             new, changed = self.session_settings()
             if not changed:

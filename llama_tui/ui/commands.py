@@ -28,7 +28,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("clear", "/clear", "start a new conversation (the old one stays saved)"),
     SlashCommand("system", "/system TEXT", "set the system prompt; no text shows it"),
     SlashCommand("set", "/set KEY VALUE", "change a setting, e.g. /set temperature 0.2; "
-                 "/set session: a resumed session's settings"),
+                 "/set preset precise|balanced|creative; /set session: a resumed "
+                 "session's settings"),
     SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)", "F4"),
     SlashCommand("retry", "/retry", "generate the last reply again", "Ctrl+R"),
     SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", "Ctrl+G"),

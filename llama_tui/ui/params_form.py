@@ -62,6 +62,32 @@ ALIASES = {
 SET_KEYS = (*(f.name for f in FIELDS), "greedy", "do_sample")
 
 
+# Presets change only how tokens are picked; length, seed and stop strings stay as they are.
+# "balanced" is the model's own generation_config; the others are the usual recipes.
+PRESETS: dict[str, str] = {
+    "precise": "greedy: the most likely token every time (code, facts, reproducible)",
+    "balanced": "the model's own defaults",
+    "creative": "sampling at temperature 1.0, top-p 0.95, min-p 0.05 (stories, ideas)",
+}
+_SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+
+
+def preset_params(
+    name: str, current: GenerationParams, defaults: GenerationParams
+) -> GenerationParams:
+    """`current` with the sampling fields of preset `name`; ParseError for an unknown one."""
+    key = name.strip().lower()
+    if key not in PRESETS:
+        raise ParseError(f"unknown preset {name!r}; one of: {', '.join(PRESETS)}")
+    base = current.with_changes(**{f: getattr(defaults, f) for f in _SAMPLING_FIELDS})
+    if key == "precise":
+        return base.with_changes(do_sample=False)
+    if key == "creative":
+        return base.with_changes(do_sample=True, temperature=1.0, top_p=0.95, top_k=0,
+                                 min_p=0.05)
+    return base
+
+
 class ParseError(ValueError):
     """The text is not a value of the field's type; the message is the reason."""
 

@@ -108,3 +108,28 @@ async def test_greedy_allows_temperature_zero() -> None:
         app.panel.query_one("#sp-greedy").value = True  # type: ignore[attr-defined]
         await pilot.pause()
         assert app.params.do_sample is False and app.params.temperature == 0.0
+
+
+async def test_presets_from_the_panel_and_set_preset() -> None:
+    backend = FakeBackend()
+    app = make_app(backend, params=GenerationParams(max_new_tokens=77),
+                   sources={"max_new_tokens": "flag --max-new-tokens"})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f2")
+        await pilot.click("#sp-preset-creative")
+        assert app.params.do_sample and app.params.temperature == 1.0
+        assert (app.params.top_p, app.params.top_k, app.params.min_p) == (0.95, 0, 0.05)
+        assert app.params.max_new_tokens == 77  # presets leave length, seed, stops alone
+        panel = app.panel
+        assert panel.query_one("#sp-temperature", Input).value == "1"
+        assert panel.query_one("#sp-row-temperature").has_class("-override")
+        await pilot.click("#sp-preset-balanced")
+        assert app.params == FAKE_DEFAULTS.with_changes(max_new_tokens=77)
+        await send(pilot, "/set preset precise")
+        assert not app.params.do_sample
+        await send(pilot, "hello")
+        await reply_done(pilot)
+        assert not backend.calls[-1].params.do_sample
+        await send(pilot, "/set preset wild")
+        assert not app.params.do_sample  # unknown preset: nothing changed

@@ -20,7 +20,14 @@ from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
 from llama_tui.engine.base import GenerationParams
 from llama_tui.text import clean
-from llama_tui.ui.params_form import FIELDS, build_params, format_value, overrides
+from llama_tui.ui.params_form import (
+    FIELDS,
+    PRESETS,
+    build_params,
+    format_value,
+    overrides,
+    preset_params,
+)
 
 
 class SettingsPanel(VerticalScroll):
@@ -59,7 +66,15 @@ class SettingsPanel(VerticalScroll):
         if self.built:
             return
         self.built = True
-        widgets: list[Widget] = [Checkbox("Greedy", id="sp-greedy", compact=True)]
+        presets = [
+            Button(name.capitalize(), id=f"sp-preset-{name}", compact=True, tooltip=what,
+                   classes="sp-preset")
+            for name, what in PRESETS.items()
+        ]
+        widgets: list[Widget] = [
+            Horizontal(*presets, id="sp-presets"),
+            Checkbox("Greedy", id="sp-greedy", compact=True),
+        ]
         for f in FIELDS:
             widgets.append(Horizontal(
                 Label(f.label, classes="sp-label"),
@@ -124,6 +139,17 @@ class SettingsPanel(VerticalScroll):
         else:
             self.post_message(self.Invalid(dict(problems)))
         self._show_marks()
+
+    @on(Button.Pressed, ".sp-preset")
+    def _preset_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.apply_preset((event.button.id or "").removeprefix("sp-preset-"))
+
+    def apply_preset(self, name: str) -> None:
+        """A preset over the current values (raises ParseError for an unknown name)."""
+        params = preset_params(name, self.params, self.defaults)
+        self.load(params, self.defaults, self.system_prompt, self.context_length)
+        self.post_message(self.Applied(params, self.system_prompt))
 
     @on(Button.Pressed, "#sp-reset")
     def reset(self) -> None:
