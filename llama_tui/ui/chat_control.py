@@ -46,6 +46,11 @@ def footer_for(
         speed = f"{n} token{'s' if n != 1 else ''}"
         if stats.decode_tokens_per_s:
             speed += f" · {stats.decode_tokens_per_s:.1f} tok/s"
+        if stats.ttft_s is not None and stats.prompt_tokens:
+            # Prefill apart from decode: with KV reuse only the new part of the prompt runs.
+            fresh = max(0, stats.prompt_tokens - stats.reused_prompt_tokens)
+            cached = f", {stats.reused_prompt_tokens} cached" if stats.reused_prompt_tokens else ""
+            speed += f" · prompt {fresh} new{cached}, first token {stats.ttft_s:.2f} s"
     if status == "error":
         return f"✗ error: {cause or 'generation failed'}" + (f"\n{fix}" if fix else ""), "error"
     if status == "stopped":
