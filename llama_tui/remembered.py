@@ -19,6 +19,7 @@ from pathlib import Path
 from llama_tui import locations
 from llama_tui.config_values import PARAM_KINDS, Layer, items_from_mapping, read_text
 from llama_tui.engine.base import GenerationParams
+from llama_tui.session.atomic import atomic_write
 from llama_tui.text import clean, redact
 
 __all__ = [
@@ -58,35 +59,6 @@ def remembered_layer(path: Path, warnings: list[str]) -> Layer | None:
     return Layer(f"remembered:{path}", [i for i in items if i.key in allowed])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same dir (0600), fsync, replace, fsync the dir; no temp left on error."""
-    locations.private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def remember_generation(
     params: GenerationParams, system_prompt: str, path: Path | None = None
 ) -> Path:
@@ -111,7 +83,9 @@ def remember_generation(
         if not ok:
             os.replace(target, target.with_name(target.name + ".bad"))
     payload = {"version": 1, "generation": params.to_dict(), "system_prompt": system_prompt}
-    _atomic_write(target, (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode())
+    locations.private_dir(target.parent)
+    data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode()
+    atomic_write(target, data, overwrite=True)
     return target
 
 

@@ -149,6 +149,44 @@ class GenerationStats:
         d["stop_reason"] = self.stop_reason.value
         return d
 
+    @classmethod
+    def from_dict(cls, record: object) -> GenerationStats | None:
+        """The inverse of `to_dict`, for stats read back from a journal.
+
+        The record comes from a file: a missing field keeps its default, and a value of the
+        wrong type (or a non-finite number) makes the whole record unusable (None).
+        """
+        if not isinstance(record, dict):
+            return None
+        kw: dict[str, Any] = {}
+        for f in fields(cls):
+            value = record.get(f.name)
+            if value is None:
+                continue
+            if f.name == "stop_reason":
+                try:
+                    kw[f.name] = StopReason(value)
+                except ValueError:
+                    return None
+            elif f.name == "error":
+                if not isinstance(value, str):
+                    return None
+                kw[f.name] = value
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            elif f.name in _FLOAT_STATS:
+                if not math.isfinite(value):
+                    return None
+                kw[f.name] = float(value)
+            elif isinstance(value, int):
+                kw[f.name] = value
+            else:
+                return None
+        return cls(**kw)
+
+
+_FLOAT_STATS = frozenset({"ttft_s", "decode_tokens_per_s", "total_s"})
+
 
 class Generation:
     """An in-progress reply: iterate for text chunks; `stats` is set once iteration ends.

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from llama_tui import config_values
 from llama_tui.engine.base import (
     DependencyMissingError,
     InvalidModelSpecError,
@@ -27,8 +28,13 @@ from llama_tui.engine.base import (
 )
 from llama_tui.engine.specs import _shown
 
-# accelerate's placement strategies, what `--device-map` accepts (config.DEVICE_MAPS too).
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+# accelerate's placement strategies, what `--device-map` accepts: one list, in config_values.
+DEVICE_MAPS = config_values.DEVICE_MAPS
+
+
+def have_accelerate() -> bool:
+    """Whether accelerate is importable (transformers needs it for any `device_map`)."""
+    return importlib.util.find_spec("accelerate") is not None
 
 
 def _weights_kind(folder: Path) -> Literal["safetensors", "pickle", None]:
@@ -161,7 +167,7 @@ def check_options(options: LoadOptions, device: str) -> None:
                 f"Unknown device map {_shown(options.device_map or '')!r}.",
                 "Use --device-map " + ", ".join(DEVICE_MAPS) + " (auto spreads over all GPUs).",
             )
-        if importlib.util.find_spec("accelerate") is None:
+        if not have_accelerate():
             raise DependencyMissingError(
                 f"--device-map {device_map} (spreading a model over GPUs) needs the accelerate "
                 "package, which is not installed.",

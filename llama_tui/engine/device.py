@@ -13,21 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from llama_tui.config_values import DTYPE_ALIASES
 from llama_tui.engine.base import MemoryReading, ModelError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-DTYPE_NAMES: dict[str, str] = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-}
+# The names --dtype accepts (config_values checks them the same way), "auto" resolved apart.
+DTYPE_NAMES: dict[str, str] = {k: v for k, v in DTYPE_ALIASES.items() if k != "auto"}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ inside the functions that need them.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from llama_tui.engine.checks import (
     check_config,
     check_folder,
     check_options,
+    have_accelerate,
     quant_method,
 )
 from llama_tui.engine.conversion import (
@@ -191,11 +191,6 @@ def generation_defaults(model: Any) -> dict[str, Any]:
     except Exception:
         return {}
     return {k: diff[k] for k in GENERATION_FIELDS if diff.get(k) is not None}
-
-
-def have_accelerate() -> bool:
-    """Whether accelerate is importable (transformers needs it for any `device_map`)."""
-    return importlib.util.find_spec("accelerate") is not None
 
 
 def load_model(

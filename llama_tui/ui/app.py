@@ -28,10 +28,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer
 
+from llama_tui.engine.base import GenerationStats
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
 from llama_tui.ui.base import BackendFactory
-from llama_tui.ui.chat_control import footer_for, stats_from_record
+from llama_tui.ui.chat_control import footer_for
 from llama_tui.ui.command_control import CommandControl
 from llama_tui.ui.commands import palette_provider, parse_command, unescape_prompt
 from llama_tui.ui.copy_save import CopySaveControl
@@ -131,7 +132,8 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
                 elif m.status == "error":
                     turn.set_footer(f"✗ error: {m.error or 'generation failed'}", "error")
                 else:
-                    footer, variant = footer_for("complete", stats_from_record(m.stats), None, "")
+                    stats = GenerationStats.from_dict(m.stats)
+                    footer, variant = footer_for("complete", stats, None, "")
                     if footer:
                         turn.set_footer(footer, variant)
         title = clean(conv.title) or conv.id

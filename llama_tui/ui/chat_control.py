@@ -60,24 +60,6 @@ def footer_for(
     return speed, "ok"
 
 
-def stats_from_record(record: object) -> GenerationStats | None:
-    """The stats of a journaled reply, for its footer after a resume (None when unusable).
-
-    The record comes from a file on disk: anything of the wrong shape is ignored.
-    """
-    if not isinstance(record, dict):
-        return None
-    try:
-        n = int(record.get("generated_tokens") or 0)
-        rate = record.get("decode_tokens_per_s")
-        reason = StopReason(record.get("stop_reason") or "eos")
-    except (TypeError, ValueError, OverflowError):
-        return None
-    rate = float(rate) if isinstance(rate, (int, float)) and rate == rate else None
-    return GenerationStats(generated_tokens=max(0, n), decode_tokens_per_s=rate,
-                           stop_reason=reason)
-
-
 class ChatControl(ChatAppBase):
     """Sending prompts and handling the reply stream."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +22,17 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 LOAD_TIMEOUT = 300.0  # first run converts the GGUF
 REPLY_TIMEOUT = 120.0
 CLOSE_GRACE_S = 10.0  # how long a hung-up app gets to exit before the tests kill it
+
+# `pytestmark` of every e2e test module.
+E2E_MARKS = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
+]
 
 
 def llama_tui_command() -> list[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ import pytest
 
 from llama_tui.session.journal import DEFAULT_CHECKPOINT_INTERVAL
 from tests.e2e.helpers import (
+    E2E_MARKS,
     LOAD_TIMEOUT,
     REPLY_TIMEOUT,
     Tmux,
@@ -44,10 +44,7 @@ from tests.e2e.helpers import (
     zombie_status,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
-]
+pytestmark = E2E_MARKS
 
 # Tall enough that the whole conversation (two turns, a few lines of partial reply) stays
 # on screen before and after the crash: capture-pane only sees what is visible.

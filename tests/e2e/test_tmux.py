@@ -12,7 +12,6 @@ every distinct screen seen (form-feed separated) for a human to look at.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.helpers import (
+    E2E_MARKS,
     LOAD_TIMEOUT,
     REPLY_TIMEOUT,
     Tmux,
@@ -29,10 +29,7 @@ from tests.e2e.helpers import (
     status_line,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed"),
-]
+pytestmark = E2E_MARKS
 
 
 @pytest.fixture

@@ -442,14 +442,18 @@ def test_invalid_params_are_refused_before_generating(backend: LocalBackend) -> 
         assert name in info.value.cause
 
 
-def test_stop_strings(backend: LocalBackend) -> None:
-    history = msgs((U, "What is the capital of France?"))
-    full = reference(backend, history, 48)
-    # A stop string from the middle of the greedy reply, made of plain characters.
+def mid_reply_stop(full: str) -> str:
+    """A stop string from the middle of a greedy reply, made of plain characters."""
     start = next(
         i for i in range(4, len(full) - 3) if full[i : i + 3].isascii() and full[i : i + 3].strip()
     )
-    stop = full[start : start + 3]
+    return full[start : start + 3]
+
+
+def test_stop_strings(backend: LocalBackend) -> None:
+    history = msgs((U, "What is the capital of France?"))
+    full = reference(backend, history, 48)
+    stop = mid_reply_stop(full)
     gen = backend.stream(
         history, GREEDY.with_changes(max_new_tokens=48, stop=(stop,)), threading.Event()
     )
@@ -694,10 +698,7 @@ def test_fast_path_abandoned_iteration_stops_the_decoder(fast: LocalBackend) -> 
 def test_fast_path_stop_strings(fast: LocalBackend) -> None:
     history = msgs((U, "What is the capital of France?"))
     full = reference(fast, history, 48)
-    start = next(
-        i for i in range(4, len(full) - 3) if full[i : i + 3].isascii() and full[i : i + 3].strip()
-    )
-    stop = full[start : start + 3]
+    stop = mid_reply_stop(full)
     gen = fast.stream(
         history, GREEDY.with_changes(max_new_tokens=48, stop=(stop,)), threading.Event()
     )

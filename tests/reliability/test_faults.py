@@ -22,25 +22,16 @@ from typing import Any
 import pytest
 from textual import events
 
-from llama_tui.config import LoadedSettings, Settings
 from llama_tui.engine.base import GenerationParams
 from llama_tui.session.journal import load_journal
-from llama_tui.ui.app import create_app
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from tests.reliability.terminal import audit, record_terminal, screen_of
 from tests.ui.fakes import FakeBackend, FakeFactory
-from tests.ui.helpers import make_app, notes, ready, reply_done, send, shown_text, until
+from tests.ui.helpers import make_app, notes, ready, real_app, reply_done, send, shown_text, until
 
 pytestmark = pytest.mark.asyncio
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24, temperature=0.0)
-
-
-def real_app(model_dir: Path, params: GenerationParams = GREEDY) -> Any:
-    settings = Settings(model=str(model_dir), params=params, device="cpu", dtype="float32",
-                        compile=False)
-    sources = {name: "flag" for name in GenerationParams.field_names()}
-    return create_app(LoadedSettings(settings=settings, sources=sources))
 
 
 # -- row 10: signals mid-generation (journal level) -------------------------------------
@@ -191,7 +182,7 @@ async def test_oom_frees_the_failed_step(tiny_model_dir: Path) -> None:
 
     import torch
 
-    app = real_app(tiny_model_dir)
+    app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         model = app.backend._model
@@ -216,7 +207,7 @@ async def test_oom_frees_the_failed_step(tiny_model_dir: Path) -> None:
 async def test_invalid_params_that_slip_through_are_refused_by_the_engine(
     tiny_model_dir: Path,
 ) -> None:
-    app = real_app(tiny_model_dir)
+    app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         app.params = GenerationParams(do_sample=True, temperature=float("nan"), top_p=1.5,
@@ -251,7 +242,7 @@ async def test_history_longer_than_context_drops_oldest_with_note(tiny_model_dir
 
 
 async def test_single_prompt_longer_than_context_is_a_clear_error(tiny_model_dir: Path) -> None:
-    app = real_app(tiny_model_dir)
+    app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         await send(pilot, "word " * 5000)

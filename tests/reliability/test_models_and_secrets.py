@@ -26,7 +26,7 @@ from llama_tui.ui.app import create_app
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from tests.reliability.terminal import record_terminal, screen_of
 from tests.ui.fakes import FakeBackend, FakeFactory
-from tests.ui.helpers import make_app, notes, ready, reply_done, send, until
+from tests.ui.helpers import make_app, notes, ready, real_app, reply_done, send, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -34,13 +34,6 @@ GREEDY = GenerationParams(do_sample=False, max_new_tokens=6, temperature=0.0)
 TOKEN_ENV = "hf_" + "EnvToken" * 4 + "x7Q"
 TOKEN_FILE = "hf_" + "FileTok" * 5 + "z9"
 TOKEN_SPEC = "hf_" + "SpecTok" * 5 + "k2"
-
-
-def real_app(model_dir: Path) -> Any:
-    settings = Settings(model=str(model_dir), params=GREEDY, device="cpu", dtype="float32",
-                        compile=False)
-    sources = {name: "flag" for name in GenerationParams.field_names()}
-    return create_app(LoadedSettings(settings=settings, sources=sources))
 
 
 def _folder_like(tiny: Path, dest: Path) -> Path:
@@ -113,7 +106,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
 ) -> None:
     from llama_tui.engine import models
 
-    app = real_app(tiny_model_dir)
+    app = real_app(tiny_model_dir, GREEDY)
     out = record_terminal(app)
     async with app.run_test(headless=False, size=(100, 30), notifications=True) as pilot:
         await ready(pilot)

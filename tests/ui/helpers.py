@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from textual.pilot import Pilot
 
@@ -88,3 +89,13 @@ def screen_text(app: LlamaTuiApp) -> str:
 def notes(app: LlamaTuiApp) -> list[str]:
     """Texts of the toasts shown so far."""
     return [str(n.message) for n in app._notifications]
+
+
+def real_app(model_dir: Path, params: GenerationParams) -> LlamaTuiApp:
+    """The app on the real engine with a local model: CPU, float32, generate path (no
+    compile), and `params` as if typed on the command line (the model's defaults don't
+    override them)."""
+    settings = Settings(model=str(model_dir), params=params, device="cpu", dtype="float32",
+                        compile=False)
+    sources = {name: "flag" for name in GenerationParams.field_names()}
+    return create_app(LoadedSettings(settings=settings, sources=sources))

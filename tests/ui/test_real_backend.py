@@ -13,25 +13,16 @@ from typing import Any
 
 import pytest
 
-from llama_tui.config import LoadedSettings, Settings
 from llama_tui.engine.base import GenerationParams
-from llama_tui.ui.app import create_app
-from tests.ui.helpers import ready, reply_done, send, until
+from tests.ui.helpers import ready, real_app, reply_done, send, until
 
 pytestmark = pytest.mark.asyncio
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=12, temperature=0.0)
 
 
-def real_app(model_dir: Path, params: GenerationParams = GREEDY) -> Any:
-    settings = Settings(model=str(model_dir), params=params, device="cpu", dtype="float32",
-                        compile=False)
-    sources = {name: "flag" for name in GenerationParams.field_names()}
-    return create_app(LoadedSettings(settings=settings, sources=sources))
-
-
 async def test_load_send_stream_and_stats(tiny_model_dir: Path) -> None:
-    app = real_app(tiny_model_dir)
+    app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         assert app.state == "ready", app.load_error

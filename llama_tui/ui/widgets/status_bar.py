@@ -66,6 +66,7 @@ class StatusBar(Horizontal):
         super().__init__(id=id)
         self.facts = StatusFacts()
         self._texts: dict[str, str] = {}
+        self._where = ""  # " · cpu bf16": the part of the model text a narrow bar keeps
 
     def compose(self) -> ComposeResult:
         yield Static("", markup=False, id="sb-state")
@@ -130,7 +131,7 @@ class StatusBar(Horizontal):
         Done by hand because the pieces are plain text of known width: the state, context
         and speed matter most on a small terminal.
         """
-        texts = getattr(self, "_texts", None)
+        texts = self._texts
         width = self.size.width
         if not texts or not width:
             return
@@ -148,7 +149,7 @@ class StatusBar(Horizontal):
         model = self.query_one("#sb-model", Static)
         room = max(min_model, min(len(texts["sb-model"]) + 1, width - need()))
         model.styles.width = room
-        text, where = texts["sb-model"], getattr(self, "_where", "")
+        text, where = texts["sb-model"], self._where
         if len(text) + 1 > room and where and text.endswith(where):
             # Shorten the model name and keep " · cpu bf16": the device matters more.
             name_room = room - 1 - len(where)
