@@ -35,7 +35,7 @@ This module imports no torch, transformers or textual.
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,11 +71,6 @@ from llama_tui.remembered import (
 )
 from llama_tui.startup import DEFAULT_HF_ENDPOINT, endpoint_warning
 from llama_tui.text import clean, redact
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 __all__ = [
     "ALL_KINDS",

@@ -31,6 +31,12 @@ from llama_tui.engine.specs import _shown
 # accelerate's placement strategies, what `--device-map` accepts: one list, in config_values.
 DEVICE_MAPS = config_values.DEVICE_MAPS
 
+# accelerate is a core dependency, so missing means a broken environment, not a missing extra.
+ACCELERATE_FIX = (
+    "accelerate is one of llama-tui's dependencies; reinstall it with "
+    "`pip install 'accelerate>=1.15'`"
+)
+
 
 def have_accelerate() -> bool:
     """Whether accelerate is importable (transformers needs it for any `device_map`)."""
@@ -171,7 +177,7 @@ def check_options(options: LoadOptions, device: str) -> None:
             raise DependencyMissingError(
                 f"--device-map {device_map} (spreading a model over GPUs) needs the accelerate "
                 "package, which is not installed.",
-                "Install it with `pip install 'llama-tui[multi-gpu]'`, or drop --device-map.",
+                f"{ACCELERATE_FIX}, or drop --device-map.",
             )
         requested = (options.device or "auto").strip().lower()
         if requested not in ("auto", "cuda"):

@@ -18,7 +18,7 @@ from llama_tui.engine.base import (
     ModelError,
     RepoNotFoundError,
 )
-from llama_tui.engine.checks import _remote_code_error
+from llama_tui.engine.checks import ACCELERATE_FIX, _remote_code_error
 from llama_tui.engine.hub import _not_cached_error, hub_offline
 from llama_tui.engine.specs import _shown, redact
 
@@ -157,7 +157,7 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     if "accelerate" in joined and isinstance(exc, (ImportError, ValueError)):
         return DependencyMissingError(
             "This way of loading needs the accelerate package.",
-            "Install it with `pip install 'llama-tui[multi-gpu]'`.",
+            f"{ACCELERATE_FIX}.",
         )
     oom = next(
         (

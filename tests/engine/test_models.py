@@ -360,7 +360,8 @@ def test_device_map_auto_needs_accelerate(
     )
     with pytest.raises(DependencyMissingError) as info:
         load_model(str(tiny_model_dir), LoadOptions(device="cpu", device_map="auto"))
-    assert "llama-tui[multi-gpu]" in info.value.fix
+    assert "pip install 'accelerate>=1.15'" in info.value.fix
+    assert "multi-gpu" not in info.value.fix  # the extra is gone: accelerate is core
 
 
 def test_unavailable_device_is_a_clear_error(tiny_model_dir: Path) -> None:
