@@ -71,7 +71,9 @@ def _progress_printer() -> Any:
 def _read_prompt(value: str) -> str | None:
     if value == "-":
         try:
-            return sys.stdin.read()
+            # Trailing newlines are not part of the prompt (`echo` adds one, and it changes
+            # the reply); strip them as shells do for $(...).
+            return sys.stdin.read().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as e:
             err(f"llama-tui: error: cannot read the prompt from stdin: {e}")
             return None

@@ -246,13 +246,27 @@ def test_headless_streams_sanitised_reply(
     assert b.closed
 
 
+@pytest.mark.parametrize(
+    ("piped", "sent"),
+    [
+        # `echo "..." |` adds a newline the user did not type; the model answered differently
+        # with it ("L'Étoile" instead of "Paris"). Trailing newlines go, as with $(...).
+        ("from stdin\n", "from stdin"),
+        ("two\nlines\r\n\n", "two\nlines"),
+        ("  indented, trailing spaces kept  \n", "  indented, trailing spaces kept  "),
+    ],
+)
 def test_headless_prompt_from_stdin(
-    fake: Factory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    piped: str,
+    sent: str,
+    fake: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     b = _use(fake, FakeBackend(["ok"]))
-    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(read=lambda: "from stdin\n"))
+    monkeypatch.setattr(sys, "stdin", types.SimpleNamespace(read=lambda: piped))
     assert cli.main(["--prompt", "-"]) == 0
-    assert b.seen[0][0][-1] == ChatMessage("user", "from stdin\n")
+    assert b.seen[0][0][-1] == ChatMessage("user", sent)
     assert capsys.readouterr().out == "ok\n"
 
 
