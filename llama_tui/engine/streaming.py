@@ -172,11 +172,18 @@ class IncrementalDecoder:
         return self._emit(delta, final=False)
 
     def flush(self) -> str:
-        """The end of generation: emit whatever is left, even an incomplete character."""
+        """The end of generation: emit whatever is left, except an incomplete character.
+
+        A reply cut by the token limit can end inside a multi-byte character; its bytes decode
+        to U+FFFD, which must not be shown or saved as if the model had written it. The
+        trailing replacement characters go; one in the middle (a byte the model really got
+        wrong) stays, as a full decode has it.
+        """
         if self.stopped:
             return ""
         prefix_text, new_text = self._window_texts()
         delta = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+        delta = delta.rstrip(REPLACEMENT)
         self._prefix = self._read = len(self._ids)
         self._prefix_text = None
         return self._emit(delta, final=True)

@@ -82,6 +82,24 @@ def test_invalid_bytes_are_emitted_later_not_lost(tok: Any) -> None:
     assert not any(c.endswith(REPLACEMENT) for c in chunks[:-1])
 
 
+@pytest.mark.parametrize("cut", [1, 2])
+def test_reply_cut_inside_a_character_ends_without_replacement(tok: Any, cut: int) -> None:
+    # The token limit stops the reply after 1 or 2 of the 3 bytes of "力": those bytes are
+    # dropped at the end, not shown (or saved) as U+FFFD.
+    ids = byte_ids(tok, "經過一段時間的努力")[:-3 + cut]
+    dec = decoder_for(tok)
+    chunks = [dec.push([i]) for i in ids] + [dec.flush()]
+    assert "".join(chunks) == "經過一段時間的努"
+    assert "".join(dec.text_parts) == "經過一段時間的努"
+
+
+def test_cut_inside_a_character_with_stop_strings(tok: Any) -> None:
+    ids = byte_ids(tok, "ok 努力")[:-1]
+    dec = decoder_for(tok, stop=("END",))
+    out = "".join(dec.push([i]) for i in ids) + dec.flush()
+    assert out == "ok 努"
+
+
 def test_sentencepiece_style_leading_space_is_kept() -> None:
     # A SentencePiece decoder drops the leading space of the first piece it decodes; the prompt
     # ids used as context keep " there" after "Once upon a time".
