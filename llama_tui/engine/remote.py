@@ -56,8 +56,8 @@ from llama_tui.engine.remote_http import (
     ServerConnection,
 )
 from llama_tui.engine.remote_stream import (
-    _Data,
     _End,
+    _Event,
     _HttpStatus,
     _Opened,
     _RunState,
@@ -75,7 +75,6 @@ from llama_tui.engine.remote_wire import (
     rejected_settings,
     server_message,
 )
-from llama_tui.engine.sse import SSEError, SSEParser
 
 # The backend, and the names other code uses from the modules this one was split into.
 __all__ = [
@@ -277,7 +276,6 @@ class RemoteBackend(ServerConnection):
 
         body = build_request_body(self.model, history, params, include_usage=self._include_usage)
         reader = self._start_reader(body)
-        parser = SSEParser()
         stops = StopFilter(params.stop)
         opened = False
 
@@ -324,10 +322,11 @@ class RemoteBackend(ServerConnection):
                             location=item.location,
                         )
                     )
-                elif isinstance(item, (_Data, _End)):
-                    events = parser.feed(item.data) if isinstance(item, _Data) else parser.close()
-                    for event in events:
-                        text = stops.push(st.apply_event(event.data, self.url, self._clean))
+                elif isinstance(item, (_Event, _End)):
+                    # An event that `_End` cut off before its blank line is never dispatched.
+                    events = [item.data] if isinstance(item, _Event) else []
+                    for data in events:
+                        text = stops.push(st.apply_event(data, self.url, self._clean))
                         if text:
                             st.count(text)
                             yield text
@@ -364,8 +363,6 @@ class RemoteBackend(ServerConnection):
             if gen.stats is None:
                 yield from fail(exc)
             raise
-        except SSEError as exc:
-            yield from fail(self._transport_error(exc, mid_reply=True))
         except GeneratorExit:
             # The caller stopped iterating (UI closed, worker cancelled): count it as cancel.
             if gen.stats is None:

@@ -31,7 +31,6 @@ from llama_tui.engine.remote_wire import (
     rejected_settings,
     server_message,
 )
-from llama_tui.engine.sse import SSEError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +151,7 @@ class ServerConnection:
                 f"the server at {url} closed the connection without an answer",
                 "Check the server's log; it may have crashed or be restarting.",
             )
-        if isinstance(exc, SSEError):
+        if isinstance(exc, httpx.SSEError):
             return RemoteError(
                 f"the server at {url} sent a malformed event stream: {self._clean(str(exc))}",
                 "Is this an OpenAI-compatible server? The partial reply is kept.",

@@ -1,6 +1,7 @@
 """One streaming chat-completions request: the reader thread and the run's state.
 
-`_StreamReader` performs the POST in a daemon thread and hands body pieces over a queue, so
+`_StreamReader` performs the POST in a daemon thread, parses the body as server-sent events
+with httpx2's `EventSource` (`iter_events`) and hands each event's data over a queue, so
 the consuming thread (the remote backend's generator) waits in short slices and can check the
 cancel event between them; `abort()` shuts the socket down from any thread, which wakes a
 blocked read at once and tells the server to stop generating. `_RunState` is what one stream
@@ -16,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,10 @@ class _HttpStatus:
 
 
 @dataclass(frozen=True)
-class _Data:
-    data: bytes
+class _Event:
+    """The `data` of one server-sent event."""
+
+    data: str
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,23 @@ class _Failed:
     exc: BaseException
 
 
-_Item = _Opened | _HttpStatus | _Data | _End | _Failed
+_Item = _Opened | _HttpStatus | _Event | _End | _Failed
+
+# A chat-completion event is a few hundred bytes: a bigger one is a misbehaving server, and
+# failing beats buffering its output without bound.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+def iter_events(response: httpx.Response) -> Iterator[str]:
+    """The `data` of each server-sent event of `response`, as it arrives.
+
+    httpx2's `EventSource` does the parsing (any line ending, events split across reads,
+    comments, UTF-8 with replacement); a response that is not `text/event-stream`, or an
+    event over MAX_EVENT_BYTES, raises `httpx2.SSEError`. An event without `data:` (such as
+    `event: ping`) comes through as "", which the run state ignores.
+    """
+    for event in httpx.EventSource(response, max_event_size=MAX_EVENT_BYTES):
+        yield event.data
 
 
 class _StreamReader:
@@ -148,10 +167,10 @@ class _StreamReader:
                     )
                     return
                 self.items.put(_Opened())
-                for piece in response.iter_bytes():
+                for event_data in iter_events(response):
                     if self._aborted.is_set():
                         return
-                    self.items.put(_Data(piece))
+                    self.items.put(_Event(event_data))
             self.items.put(_End())
         except BaseException as exc:  # handed to the consuming thread, which classifies it
             if not self._aborted.is_set():

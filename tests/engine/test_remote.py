@@ -9,6 +9,7 @@ directly. Nothing here talks to any address but 127.0.0.1.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import ssl
@@ -23,6 +24,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
+from llama_tui.engine import remote_stream
 from llama_tui.engine.base import (
     Backend,
     ChatMessage,
@@ -46,7 +48,7 @@ from llama_tui.engine.remote import (
     rejected_settings,
     server_message,
 )
-from llama_tui.engine.sse import SSEError, SSEEvent, SSEParser
+from llama_tui.engine.remote_stream import _RunState, iter_events
 from tests.engine.remote_server import (
     LOOPBACK,
     Received,
@@ -785,7 +787,7 @@ def test_estimate_tokens() -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# Units: the SSE parser
+# Units: server-sent events (httpx2's EventSource, through remote_stream.iter_events)
 
 
 STREAM = (
@@ -797,24 +799,22 @@ STREAM = (
     b"field-without-colon\nunknown: x\ndata\n\n"
     b"data: [DONE]\n\n"
 )
-EXPECTED = [
-    SSEEvent("one"),
-    SSEEvent("two\nlines", event="custom", id="7"),
-    SSEEvent("nospace", id="7"),
-    SSEEvent("café 🙂", id="7"),
-    SSEEvent("", id="7"),
-    SSEEvent("[DONE]", id="7"),
-]
+EXPECTED = ["one", "two\nlines", "nospace", "café 🙂", "", "[DONE]"]
 
 
-def _parse_in_pieces(data: bytes, cuts: list[int]) -> list[SSEEvent]:
-    parser = SSEParser()
-    events: list[SSEEvent] = []
-    prev = 0
-    for cut in [*cuts, len(data)]:
-        events += parser.feed(data[prev:cut])
-        prev = cut
-    return events + parser.close()
+def _events(pieces: list[bytes], content_type: str = "text/event-stream") -> list[str]:
+    response = httpx.Response(
+        200,
+        headers={"content-type": content_type},
+        content=iter(pieces),
+        request=httpx.Request("POST", "http://127.0.0.1/v1/chat/completions"),
+    )
+    return list(iter_events(response))
+
+
+def _parse_in_pieces(data: bytes, cuts: list[int]) -> list[str]:
+    bounds = [0, *cuts, len(data)]
+    return _events([data[a:b] for a, b in itertools.pairwise(bounds)])
 
 
 @pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
@@ -830,23 +830,30 @@ def test_sse_byte_by_byte() -> None:
     assert _parse_in_pieces(data, list(range(1, len(data)))) == EXPECTED
 
 
-def test_sse_unterminated_event_is_dropped_at_close() -> None:
-    parser = SSEParser()
-    assert parser.feed(b"data: complete\n\ndata: cut of") == [SSEEvent("complete")]
-    assert parser.pending
-    assert parser.close() == []
+def test_sse_unterminated_event_is_dropped_at_the_end() -> None:
+    assert _events([b"data: complete\n\ndata: cut of"]) == ["complete"]
 
 
-def test_sse_event_field_alone_is_not_dispatched_and_bom_ignored() -> None:
-    parser = SSEParser()
-    assert parser.feed(b"\xef\xbb\xbfevent: ping\n\n: hi\n\ndata: x\n\n") == [SSEEvent("x")]
+def test_sse_event_field_alone_carries_no_text() -> None:
+    # `event: ping` keep-alives come through with empty data, which the run state ignores.
+    events = _events([b"event: ping\n\n: hi\n\ndata: x\n\n"])
+    assert [e for e in events if e] == ["x"]
+    assert _RunState(started=0.0).apply_event("", "http://x", lambda t, n: t) == ""
 
 
 def test_sse_invalid_utf8_is_replaced() -> None:
-    assert SSEParser().feed(b"data: a\xffb\n\n") == [SSEEvent("a\ufffdb")]
+    assert _events([b"data: a\xffb\n\n"]) == ["a\ufffdb"]
 
 
-def test_sse_runaway_line() -> None:
-    parser = SSEParser(max_line_chars=100)
-    with pytest.raises(SSEError):
-        parser.feed(b"data: " + b"x" * 200)
+def test_sse_runaway_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_stream, "MAX_EVENT_BYTES", 100)
+    with pytest.raises(httpx.SSEError):
+        _events([b"data: " + b"x" * 200])
+
+
+def test_sse_wrong_content_type_is_named() -> None:
+    with pytest.raises(httpx.SSEError) as info:
+        _events([b'{"choices": []}'], content_type="application/json")
+    backend = RemoteBackend("http://127.0.0.1:9")
+    err = backend._transport_error(info.value, mid_reply=False)
+    assert "event stream" in str(err) and "application/json" in str(err)
