@@ -34,7 +34,6 @@ from llama_tui.console import err as _err
 from llama_tui.console import isatty as _isatty
 from llama_tui.headless import run_headless
 from llama_tui.startup import endpoint_warning, startup_warnings
-from llama_tui.startup import version_tuple as _version_tuple  # noqa: F401  (tests use it)
 from llama_tui.text import clean, redact
 
 __all__ = [

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import re
 from collections.abc import Mapping
+
+from packaging.version import InvalidVersion, Version
 
 from llama_tui.text import clean, redact
 
@@ -19,37 +20,25 @@ __all__ = [
     "SECURITY_FLOORS",
     "endpoint_warning",
     "startup_warnings",
-    "version_tuple",
 ]
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 
 # Security floors (also in pyproject.toml); checked from package metadata, no import.
-SECURITY_FLOORS: tuple[tuple[str, tuple[int, ...], str], ...] = (
+# Compared with packaging's PEP 440 rules: a pre-release or dev build of the floor (5.3.0rc1,
+# 2.6.0.dev20241112) comes before the release that has the fix, so it is below the floor.
+SECURITY_FLOORS: tuple[tuple[str, str, str], ...] = (
     (
         "transformers",
-        (5, 3),
+        "5.3",
         "CVE-2026-4372: remote code can run even with trust_remote_code=False",
     ),
     (
         "torch",
-        (2, 6),
+        "2.6",
         "CVE-2025-32434: torch.load can run code from a malicious checkpoint",
     ),
 )
-
-
-def version_tuple(v: str) -> tuple[int, ...]:
-    """The leading numeric release of a version string: ``5.3.0rc1`` -> ``(5, 3, 0)``."""
-    parts: list[int] = []
-    for piece in v.split("."):
-        m = re.match(r"\d+", piece)
-        if not m:
-            break
-        parts.append(int(m.group()))
-        if m.end() != len(piece):
-            break
-    return tuple(parts)
 
 
 def startup_warnings(versions: dict[str, str] | None = None) -> list[str]:
@@ -69,10 +58,18 @@ def startup_warnings(versions: dict[str, str] | None = None) -> list[str]:
                 v = None
         if v is None:
             continue
-        if version_tuple(v) < floor:
-            need = ".".join(map(str, floor))
+        try:
+            below = Version(v) < Version(floor)
+        except InvalidVersion:
+            below = True  # cannot tell: say so rather than assume the fix is there
+        if below:
             out.append(
-                f"{dist} {v} is older than {need} ({cve}); upgrade: pip install -U '{dist}>={need}'"
+                redact(
+                    clean(
+                        f"{dist} {v} is older than {floor} ({cve}); "
+                        f"upgrade: pip install -U '{dist}>={floor}'"
+                    )
+                )
             )
     return out
 

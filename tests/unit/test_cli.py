@@ -116,14 +116,30 @@ def test_startup_warnings_name_the_cves() -> None:
     assert len(w) == 2
     assert "CVE-2026-4372" in w[0] and "transformers" in w[0]
     assert "CVE-2025-32434" in w[1] and "torch" in w[1]
-    assert cli.startup_warnings({"transformers": "5.3.0.dev0", "torch": "2.6.0"}) == []
+    assert cli.startup_warnings({"transformers": "5.3.0", "torch": "2.6.0+cu124"}) == []
     assert cli.startup_warnings() == []  # the installed versions are above the floors
 
 
-def test_version_tuple() -> None:
-    assert cli._version_tuple("2.13.0+cpu") == (2, 13, 0)
-    assert cli._version_tuple("5.3.0rc1") == (5, 3, 0)
-    assert cli._version_tuple("5.3.0.dev0") == (5, 3, 0)
+@pytest.mark.parametrize(
+    ("dist", "version"),
+    [
+        # Pre-releases and dev builds of the floor come before the release with the fix.
+        ("transformers", "5.3.0rc1"),
+        ("transformers", "5.3.0.dev0"),
+        ("torch", "2.6.0.dev20241112+cpu"),
+        ("torch", "2.6.0a0"),
+        ("torch", "not-a-version"),  # unknown: warned about, not assumed fixed
+    ],
+)
+def test_pre_releases_of_the_floor_are_below_it(dist: str, version: str) -> None:
+    ok = {"transformers": "5.24.0", "torch": "2.13.0"}
+    (w,) = cli.startup_warnings({**ok, dist: version})
+    assert w.startswith(f"{dist} {version} is older than")
+
+
+def test_versions_above_the_floor_pass() -> None:
+    assert cli.startup_warnings({"transformers": "5.3.1rc1", "torch": "2.6.1.dev0"}) == []
+    assert cli.startup_warnings({"transformers": "5.10.0", "torch": "2.10.0"}) == []
 
 
 def test_help_and_version_import_nothing_heavy() -> None:
