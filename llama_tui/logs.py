@@ -109,11 +109,21 @@ def quiet_libraries(names: Sequence[str] = LIBRARY_LOGGERS) -> None:
         lg.propagate = True
     tlog = sys.modules.get("transformers.utils.logging")
     if tlog is not None:
-        # Progress bars from transformers' own tqdm wrapper write to stderr.
-        disable = getattr(tlog, "disable_progress_bar", None)
-        if callable(disable):
+        _quiet_transformers(tlog)
+
+
+def _quiet_transformers(tlog: types.ModuleType) -> None:
+    """transformers' public logging API: no stderr handler, propagate to ours, no bars.
+
+    `disable_default_handler` also creates the default handler first if transformers has
+    not yet, so it cannot be added (to stderr) later. Progress bars from transformers' own
+    tqdm wrapper write to stderr too.
+    """
+    for name in ("disable_default_handler", "enable_propagation", "disable_progress_bar"):
+        call = getattr(tlog, name, None)
+        if callable(call):
             with contextlib.suppress(Exception):
-                disable()
+                call()
 
 
 # Modules whose import should be followed by `quiet_libraries()`.
@@ -147,12 +157,6 @@ class _QuietAfterImport(importlib.abc.MetaPathFinder):
         def exec_module(module: types.ModuleType) -> None:
             original(module)
             name = module.__name__.split(".")[0]
-            if name == "transformers":
-                # The default handler object stays referenced by transformers, so it is
-                # not re-added; remove it from its logger now.
-                configure = getattr(module, "_configure_library_root_logger", None)
-                if callable(configure):
-                    configure()
             quiet_libraries((name,))
 
         loader.exec_module = exec_module

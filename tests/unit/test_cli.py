@@ -496,3 +496,31 @@ def test_library_logging_never_reaches_the_terminal(tmp_path: Path) -> None:
     for marker in ("TLOG hf_***", "HLOG", "WWARN", "ZLOG"):
         assert marker in text, text
     assert TOKEN not in text
+
+
+def test_transformers_is_quieted_through_its_public_api(tmp_path: Path) -> None:
+    # transformers imported before setup_logging, its stderr handler not created yet: the
+    # public disable_default_handler() creates and detaches it, so a later warning cannot
+    # add it to the terminal.
+    code = (
+        "import logging, sys\n"
+        "from llama_tui import logs\n"
+        "import transformers.utils.logging as tl\n"
+        "path = logs.setup_logging()\n"
+        "tl.get_logger('transformers.x').warning('TLOG')\n"
+        "root = logging.getLogger('transformers')\n"
+        "assert root.propagate and not root.handlers, root.handlers\n"
+        "assert not tl.is_progress_bar_enabled()\n"
+        "for h in logging.getLogger().handlers: h.flush()\n"
+        "print(path)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert "TLOG" in Path(r.stdout.strip()).read_text()
+    # ...and only public names of transformers' logging module are used for it.
+    import inspect
+
+    from llama_tui import logs
+
+    assert "_configure_library_root_logger" not in inspect.getsource(logs)
