@@ -1,18 +1,23 @@
 """Reading ``.env`` files: settings items and the HF_* variables we honour, nothing else.
 
-Only documented keys are kept; the values of other keys are never stored. Secrets
-(``HF_TOKEN``, the API key) are refused with a message saying where to set them instead. A
-``.env`` in the working directory is untrusted (it may come with a cloned repository): it
-cannot set the sensitive keys (remote code, pickle loading, a server, the API-key variable,
-TLS settings, ``HF_ENDPOINT``).
+The syntax is python-dotenv's (its parser, not its loader: nothing is put in ``os.environ``
+and ``${VAR}`` is not expanded): ``export`` prefixes, 'single' and "double" quotes (escapes
+such as ``\n`` and ``\t`` decoded in double quotes), values over several lines inside quotes,
+and ``# comments`` after a value. On top of it, our policy: only documented keys are kept;
+the values of other keys are never stored. Secrets (``HF_TOKEN``, the API key) are refused
+with a message saying where to set them instead. A ``.env`` in the working directory is
+untrusted (it may come with a cloned repository): it cannot set the sensitive keys (remote
+code, pickle loading, a server, the API-key variable, TLS settings, ``HF_ENDPOINT``).
 
 This module imports no torch, transformers or textual.
 """
 
 from __future__ import annotations
 
-import re
+import io
 from pathlib import Path
+
+from dotenv.parser import parse_stream
 
 from llama_tui.config_values import (
     ENV_KEYS,
@@ -29,19 +34,6 @@ from llama_tui.text import clean, redact
 
 __all__ = ["read_dotenv"]
 
-_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
-
-
-def _dotenv_value(raw: str) -> str:
-    """Unquote a .env value: 'single' literal, "double" with \\n escapes, bare with # comments."""
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
-        inner = raw[1:-1]
-        if raw[0] == '"':
-            inner = inner.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-        return inner
-    m = re.match(r"^(.*?)\s+#.*$", raw)
-    return m.group(1) if m else raw
-
 
 def read_dotenv(
     path: Path, *, trusted: bool, warnings: list[str]
@@ -56,14 +48,14 @@ def read_dotenv(
         return [], {}
     items: list[Item] = []
     exports: dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        m = _DOTENV_LINE.match(line)
-        if m is None:
+    for binding in parse_stream(io.StringIO(text)):
+        n = binding.original.line  # the first line of a value that spans several
+        key, value = binding.key, binding.value
+        if binding.error or (key is not None and value is None):
             warnings.append(f"{clean(str(path))} line {n}: not KEY=VALUE; skipped")
             continue
-        key = m.group(1)
+        if key is None or value is None:
+            continue  # a blank line or a comment
         where = f"{path} line {n}"
         if key in SECRET_DOTENV_KEYS:
             warnings.append(
@@ -81,12 +73,12 @@ def read_dotenv(
             if not trusted and setting in SENSITIVE_KEYS:
                 warnings.append(redact(clean(_untrusted_msg(where, key))))
                 continue
-            items.append(Item(setting, _dotenv_value(m.group(2)), f"{where} ({key})", False))
+            items.append(Item(setting, value, f"{where} ({key})", False))
         elif key in HF_DOTENV_KEYS:
             if not trusted and key in SENSITIVE_HF_KEYS:
                 warnings.append(redact(clean(_untrusted_msg(where, key))))
                 continue
-            exports[key] = _dotenv_value(m.group(2))
+            exports[key] = value
         elif key in ENV_ONLY_KEYS:
             warnings.append(f"{clean(where)}: {key} is only read from the environment; ignored")
         elif key.startswith(ENV_PREFIX):
