@@ -5,8 +5,9 @@
 1. the defaults below;
 2. ``config.toml`` in the platformdirs config dir (or ``--config PATH`` / ``LLAMA_TUI_CONFIG``):
    top-level keys for the model and loading, a ``[generation]`` table for sampling;
-3. the remembered panel settings (``remembered.json`` next to it, written only by
-   `remember_generation`; config.toml is never written by llama-tui);
+3. the remembered settings (``remembered.json`` next to it): only the fields the user changed
+   in the panel or with ``/set``, each kept only while config.toml still has the value it
+   overrode (see `llama_tui.remembered`; config.toml is never written by llama-tui);
 4. ``.env`` files, from the working directory and the config dir (the working directory's
    wins), never overriding the real environment;
 5. ``LLAMA_TUI_*`` environment variables;
@@ -64,10 +65,15 @@ from llama_tui.config_values import (
 from llama_tui.dotenv import read_dotenv
 from llama_tui.engine.base import GenerationParams, LoadOptions
 from llama_tui.remembered import (
+    REMEMBERED_KEYS,
+    Entry,
+    Remembered,
+    base_entry,
     forget_remembered,
-    remember_generation,
-    remembered_layer,
+    read_remembered,
+    remembered_notes,
     remembered_settings_file,
+    update_remembered,
 )
 from llama_tui.startup import DEFAULT_HF_ENDPOINT, endpoint_warning
 from llama_tui.text import clean, redact
@@ -79,14 +85,18 @@ __all__ = [
     "ENV_ONLY_KEYS",
     "ENV_PREFIX",
     "HF_DOTENV_KEYS",
+    "REMEMBERED_KEYS",
+    "Entry",
     "LoadedSettings",
     "Settings",
+    "base_entry",
+    "config_file_values",
     "endpoint_warning",
     "env_var",
     "forget_remembered",
     "load_settings",
-    "remember_generation",
     "remembered_settings_file",
+    "update_remembered",
 ]
 
 
@@ -139,6 +149,9 @@ class LoadedSettings:
     user typed (the CLI refuses to start on those: exit 2). `env_exports`: HF_* variables
     from a .env file that are not set in the environment; `apply_env_exports` puts them in
     ``os.environ`` (before huggingface_hub is imported, which reads them at import time).
+    `file_values`: config.toml's values for the remembered keys (what a remembered value
+    overrides). `remembered`: the remembered entries read; `notes`: lines about them for the
+    user (which remembered values override config.toml, which are stale).
     """
 
     settings: Settings
@@ -147,6 +160,9 @@ class LoadedSettings:
     errors: list[str] = field(default_factory=list)
     env_exports: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    file_values: dict[str, Any] = field(default_factory=dict)
+    remembered: Remembered = field(default_factory=Remembered)
+    notes: list[str] = field(default_factory=list)
     # --resume from the command line: None = not asked, "" = the last session, else ID|PATH.
     resume: str | None = None
 
@@ -313,10 +329,9 @@ def load_settings(
     layer = _config_layer(path, warnings)
     if layer:
         resolver.apply(layer)
-
-    layer = remembered_layer(remembered_settings_file(), warnings)
-    if layer:
-        resolver.apply(layer)
+    file_values = _file_values(resolver)
+    remembered = read_remembered(remembered_settings_file(), file_values, warnings)
+    resolver.apply(remembered.layer())
 
     # .env: the config dir's first, then the working directory's, so the latter wins.
     exports: dict[str, str] = {}
@@ -341,6 +356,7 @@ def load_settings(
     if cli:
         resolver.apply(_flag_layer(cli))
     settings = resolver.finish()
+    in_force = {k for k in REMEMBERED_KEYS if resolver.sources[k].startswith("remembered:")}
     return LoadedSettings(
         settings=settings,
         warnings=warnings + resolver.warnings,
@@ -348,7 +364,25 @@ def load_settings(
         errors=errors + resolver.errors,
         env_exports=exports,
         config_path=path,
+        file_values=file_values,
+        remembered=remembered,
+        notes=remembered_notes(remembered, file_values, in_force),
     )
+
+
+def _file_values(resolver: _Resolver) -> dict[str, Any]:
+    """The remembered keys' values that the config file set (after validation)."""
+    return {k: resolver.values[k] for k in REMEMBERED_KEYS
+            if resolver.sources[k].startswith("config:")}
+
+
+def config_file_values(path: Path | None) -> dict[str, Any]:
+    """config.toml's current values for the remembered keys, read afresh (no warnings)."""
+    resolver = _Resolver()
+    layer = _config_layer(locations.config_file() if path is None else path, [])
+    if layer:
+        resolver.apply(layer)
+    return _file_values(resolver)
 
 
 def describe_sources(loaded: LoadedSettings) -> list[str]:

@@ -110,6 +110,7 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
             self.say(warning, severity="warning", timeout=10)
         if self.resumed:
             await self.show_conversation()
+        await self.settings_startup()
         self.set_interval(0.5, self.tick)
         # After the first paint: the worker imports torch (holding the GIL for a second or
         # more), so give the first frame a head start before it begins.
@@ -162,7 +163,7 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
             # Focus before the panel is painted, so keys typed as soon as it shows land in it.
             self._focus_panel()
         else:
-            self.remember_settings()
+            await self.settings_closed()
             self.prompt.focus()
 
     def _focus_panel(self) -> None:

@@ -88,8 +88,11 @@ class ChatAppBase(App[int]):
             if loaded.sources.get(name, "default") != "default"
         }
         self.recorded_settings: tuple[GenerationParams, str] | None = None
-        self.remembered_settings: tuple[GenerationParams, str] | None = None
-        self.settings_dirty = False  # the user changed something (panel, /set, /system)
+        # Remembering settings is per field: `yours` are the fields whose value in use is the
+        # user's own (remembered, or changed in the panel / with /set here); `unsaved` those
+        # changed here and not yet written. Flags, env and resumed values are never in them.
+        self.yours = {k for k, src in loaded.sources.items() if src.startswith("remembered:")}
+        self.unsaved: set[str] = set()
         # Generation: at most one running turn; the backend lock serialises every backend
         # call (generate, token counting) across worker threads.
         self.turn: Turn | None = None

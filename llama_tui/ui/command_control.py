@@ -1,8 +1,7 @@
 """Slash commands, palette actions, settings, sessions, links and the external editor.
 
 Commands never reach the model; `/name` dispatches to `cmd_name` (save and copy live in
-`copy_save.py`). Settings changes are validated before they are applied and are persisted
-only when valid (`remember_settings`).
+`copy_save.py`; `/set` and remembering settings in `settings_control.py`).
 """
 
 from __future__ import annotations
@@ -23,22 +22,12 @@ from textual.app import SuspendNotSupported
 
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
-from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.commands import COMMAND_BY_NAME, unknown_command_text
-from llama_tui.ui.params_form import (
-    FIELD_BY_NAME,
-    PRESETS,
-    ParseError,
-    apply_setting,
-    format_value,
-    overrides,
-    preset_params,
-)
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
+from llama_tui.ui.settings_control import SettingsControl
 from llama_tui.ui.widgets.prompt_input import PromptInput
-from llama_tui.ui.widgets.settings_panel import SettingsPanel
 from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
@@ -47,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CommandControl(ChatControl):
+class CommandControl(SettingsControl):
     """`/command` handling and the actions behind key bindings."""
 
     async def run_command(self, name: str, arg: str) -> None:
@@ -208,95 +197,6 @@ class CommandControl(ChatControl):
         self.apply_params(self.params, "" if arg == "-" else arg)
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
         self.say("System prompt set; it applies from the next reply.")
-
-    def session_settings(self) -> tuple[Any, list[str]]:
-        """The resumed session's recorded settings over the current ones: (params, changed).
-
-        The values come from a file: each goes through the same checks as `/set KEY VALUE`,
-        and one that fails is skipped.
-        """
-        new = self.params
-        changed: list[str] = []
-        recorded = self.conversation.settings
-        for key, value in (recorded.items() if isinstance(recorded, dict) else ()):
-            if key not in FIELD_BY_NAME and key != "do_sample":
-                continue
-            if key == "stop" and not (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)
-            ):
-                continue
-            try:
-                text = str(value).lower() if key == "do_sample" else format_value(key, value)
-                candidate = apply_setting(new, key, text, self.context_length)
-            except (ParseError, TypeError, ValueError):
-                continue
-            if candidate != new:
-                new = candidate
-                changed.append(key)
-        return new, changed
-
-    async def cmd_set(self, arg: str) -> None:
-        key, _, value = arg.partition(" ")
-        if key == "preset":
-            try:
-                new = preset_params(value, self.params, self.defaults)
-            except ParseError as e:
-                await self.note(f"/set preset: {e}. Nothing was changed.", variant="warning")
-                return
-            self.apply_params(new, self.system_prompt)
-            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
-            self.say(f"Preset {value.strip().lower()}: {PRESETS[value.strip().lower()]}. "
-                     "Applies from the next reply.")
-            return
-        if key == "session":
-            new, changed = self.session_settings()
-            if not changed:
-                self.say("The settings already match the session's.")
-                return
-            self.apply_params(new, self.system_prompt)
-            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
-            self.say(f"Using the session's {', '.join(changed)} from the next reply.")
-            return
-        if not key:
-            lines = [f"{k} = {v!r}" for k, v in self.params.to_dict().items()]
-            await self.note("\n".join(lines) + "\nChange one with /set KEY VALUE.",
-                            title="settings")
-            return
-        try:
-            new = apply_setting(self.params, key, value, self.context_length)
-        except ParseError as e:
-            await self.note(f"/set {key}: {e}. Nothing was changed.", variant="warning")
-            return
-        self.apply_params(new, self.system_prompt)
-        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
-        overridden = overrides(new, self.defaults)
-        shown = ", ".join(f"{k}={format_value(k, getattr(new, k))}" if k != "do_sample"
-                          else f"greedy={not new.do_sample}" for k in sorted(overridden))
-        self.say(f"Applies from the next reply. Overrides: {shown or 'none'}.")
-
-    @on(SettingsPanel.Applied)
-    def _panel_applied(self, event: SettingsPanel.Applied) -> None:
-        self.apply_params(event.params, event.system_prompt)
-
-    def apply_params(self, params: Any, system_prompt: str) -> None:
-        self.params, self.system_prompt = params, system_prompt
-        self.user_fields = overrides(params, self.defaults)
-        self.settings_dirty = True
-
-    def remember_settings(self) -> None:
-        """Persist the (valid) settings for the next launch, when they changed."""
-        current = (self.params, self.system_prompt)
-        if not self.settings_dirty or current == self.remembered_settings:
-            return
-        if self.params.problems(self.context_length):
-            return  # never persist an invalid value
-        try:
-            from llama_tui.config import remember_generation
-
-            remember_generation(self.params, self.system_prompt)
-            self.remembered_settings = current
-        except (OSError, ValueError) as e:
-            self.say(f"Could not remember the settings: {e}", severity="warning")
 
     # -- links and the editor ----------------------------------------------------------------
 

@@ -171,6 +171,8 @@ def build_params(
     problems: dict[str, str] = {}
     changes: dict[str, Any] = {"do_sample": do_sample}
     for name, text in texts.items():
+        if text == format_value(name, getattr(base, name)):
+            continue  # unchanged: keep the exact value (the text may be rounded)
         try:
             changes[name] = parse_value(name, text)
         except ParseError as e:

@@ -83,7 +83,7 @@ def test_chat_stop_settings_save_quit(tmux: tuple[Tmux, Path], tmp_path: Path) -
     t.keys("F2")
     t.wait("the panel to close", lambda s: "Temperature" not in s, 10)
     remembered = home / "config" / "remembered.json"
-    assert json.loads(remembered.read_text())["generation"]["temperature"] == 0.3
+    assert json.loads(remembered.read_text())["fields"]["temperature"]["value"] == 0.3
 
     # Save, then quit.
     target = tmp_path / "chat.md"

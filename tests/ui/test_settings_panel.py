@@ -1,4 +1,7 @@
-"""The settings panel: validation as you type, overrides, reset, applied next reply, remembered."""
+"""The settings panel: validation as you type, overrides, reset, applied next reply, remembered.
+
+Remembering is per field: only what the user changed in the panel or with /set.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,17 @@ import json
 import pytest
 from textual.widgets import Button, Input, Static
 
-from llama_tui.config import remembered_settings_file
+from llama_tui.config import (
+    base_entry,
+    config_file_values,
+    load_settings,
+    remembered_settings_file,
+    update_remembered,
+)
 from llama_tui.engine.base import GenerationParams
-from tests.ui.fakes import FAKE_DEFAULTS, FakeBackend
-from tests.ui.helpers import make_app, ready, reply_done, send
+from llama_tui.ui.app import LlamaTuiApp, create_app
+from tests.ui.fakes import FAKE_DEFAULTS, FakeBackend, FakeFactory
+from tests.ui.helpers import make_app, ready, reply_done, send, shown_text
 
 pytestmark = pytest.mark.asyncio
 
@@ -78,8 +88,10 @@ async def test_valid_value_applies_next_reply_keeps_conversation_and_is_remember
         assert backend.calls[-1].params.temperature == 0.2
         assert backend.calls[-1].params.stop == ("END", "\n\n")
         assert len(backend.calls[-1].history) == 3  # the conversation was kept
-    saved = json.loads(remembered_settings_file().read_text())
-    assert saved["generation"]["temperature"] == 0.2
+    saved = json.loads(remembered_settings_file().read_text())["fields"]
+    assert saved["temperature"] == {"value": 0.2}
+    assert saved["stop"] == {"value": ["END", "\n\n"]}
+    assert set(saved) == {"temperature", "stop"}  # only what the user changed
 
 
 async def test_reset_to_defaults() -> None:
@@ -133,3 +145,102 @@ async def test_presets_from_the_panel_and_set_preset() -> None:
         assert not backend.calls[-1].params.do_sample
         await send(pilot, "/set preset wild")
         assert not app.params.do_sample  # unknown preset: nothing changed
+
+
+# -- closing with an invalid value; what is remembered; overrides of config.toml -------------
+
+
+@pytest.mark.parametrize("key", ["f2", "ctrl+o", "escape"])
+async def test_closing_with_an_invalid_value_puts_the_value_in_use_back_and_says_so(
+    key: str,
+) -> None:
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f2")
+        await pilot.press(*"abc")  # replaces the temperature
+        app.panel.set_field("top_p", "0.5")  # valid, but held back while temperature is not
+        await pilot.pause()
+        assert app.params.top_p == 0.9
+        await pilot.press(key)
+        assert not app.show_settings
+        assert "temperature: 'abc' must be a number; kept 0.6" in shown_text(app)
+        assert (app.params.temperature, app.params.top_p) == (0.6, 0.5)
+        await pilot.press("f2")  # reopened: the value in use, no error
+        assert app.panel.query_one("#sp-temperature", Input).value == "0.6"
+        assert not app.panel.has_class("-invalid")
+    assert set(_stored()) == {"top_p"}
+
+
+def _stored() -> dict[str, dict[str, object]]:
+    data = json.loads(remembered_settings_file().read_text())
+    assert data["version"] == 2
+    fields: dict[str, dict[str, object]] = data["fields"]
+    return fields
+
+
+async def test_flag_and_session_values_are_never_remembered() -> None:
+    app = make_app(FakeBackend(), params=GenerationParams(temperature=0.9),
+                   system_prompt="Flag prompt.",
+                   sources={"temperature": "flag", "system_prompt": "flag"})
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        app.conversation.settings = {"top_k": 7, "max_new_tokens": 99}  # as if resumed
+        await send(pilot, "/set session")
+        assert (app.params.top_k, app.params.max_new_tokens) == (7, 99)
+        await send(pilot, "/set top_p 0.5")
+        await pilot.press("f2")
+        app.panel.set_field("min_p", "0.1")  # the panel posts every field; only min_p changed
+        await pilot.pause()
+        await pilot.press("f2")
+        assert app.system_prompt == "Flag prompt." and app.params.temperature == 0.9
+    assert _stored() == {"top_p": {"value": 0.5}, "min_p": {"value": 0.1}}
+
+
+def _launch(config: str) -> LlamaTuiApp:
+    from llama_tui import locations
+
+    locations.config_file().parent.mkdir(parents=True, exist_ok=True)
+    locations.config_file().write_text('model = "fake"\n' + config)
+    loaded = load_settings(environ={}, cwd=locations.config_file().parent)
+    return create_app(loaded, backend_factory=FakeFactory(fake=FakeBackend()))
+
+
+async def test_remembered_value_over_config_is_shown_and_can_be_forgotten() -> None:
+    _launch("[generation]\ntop_p = 0.8\n")  # the file as it was when the user changed top_p
+    files = config_file_values(None)
+    update_remembered({"top_p": base_entry("top_p", 0.95, files)}, files)
+    app = _launch("[generation]\ntop_p = 0.8\n")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        assert app.params.top_p == 0.95
+        assert "top_p 0.95 (config.toml: 0.8)" in shown_text(app)  # the startup notice
+        await pilot.press("f2")
+        assert app.panel.query_one("#sp-row-top_p").has_class("-override")
+        why = str(app.panel.query_one("#sp-why-top_p", Static).render())
+        assert "yours over config.toml's 0.8" in why and "/set forget top_p" in why
+        await pilot.press("f2")
+        await send(pilot, "/set")
+        assert "top_p = 0.95  (yours; config.toml: 0.8; /set forget top_p)" in shown_text(app)
+        await send(pilot, "/set forget top_p")
+        assert app.params.top_p == 0.8
+        assert _stored() == {}
+        await pilot.press("f2")
+        why = str(app.panel.query_one("#sp-why-top_p", Static).render())
+        assert "yours" not in why
+
+
+async def test_config_edit_since_the_change_wins_and_is_announced_once() -> None:
+    _launch("[generation]\ntop_p = 0.8\n")
+    files = config_file_values(None)
+    update_remembered({"top_p": base_entry("top_p", 0.95, files)}, files)
+    app = _launch("[generation]\ntop_p = 0.85\n")  # edited after the change
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        assert app.params.top_p == 0.85
+        assert "top_p is now 0.85" in shown_text(app)
+    assert _stored() == {}  # the stale entry is gone: the next launch says nothing
+    app = _launch("[generation]\ntop_p = 0.85\n")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        assert "top_p" not in shown_text(app)

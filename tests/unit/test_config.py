@@ -13,13 +13,16 @@ from hypothesis import strategies as st
 
 from llama_tui import locations
 from llama_tui.config import (
+    Entry,
     LoadedSettings,
     Settings,
+    base_entry,
+    config_file_values,
     endpoint_warning,
     forget_remembered,
     load_settings,
-    remember_generation,
     remembered_settings_file,
+    update_remembered,
 )
 from llama_tui.engine.base import GenerationParams, LoadOptions
 
@@ -42,6 +45,12 @@ def cwd(tmp_path: Path) -> Path:
     d = tmp_path / "work"
     d.mkdir()
     return d
+
+
+def remember(**fields: object) -> Path:
+    """What the app writes when the user changes `fields` in the panel or with /set."""
+    files = config_file_values(None)
+    return update_remembered({k: base_entry(k, v, files) for k, v in fields.items()}, files)
 
 
 def _load(cwd: Path, environ: dict[str, str] | None = None, **kw: object) -> LoadedSettings:
@@ -93,10 +102,8 @@ def test_precedence_across_all_layers(cfg_dir: Path, cwd: Path) -> None:
         'model = "from-config"\n[generation]\ntop_k = 1\ntop_p = 0.1\nmin_p = 0.1\n'
         "max_new_tokens = 11\ntemperature = 0.11\n",
     )
-    remember_generation(
-        GenerationParams(top_k=2, top_p=0.2, min_p=0.2, max_new_tokens=22, temperature=0.22),
-        system_prompt="remembered prompt",
-    )
+    remember(top_k=2, top_p=0.2, min_p=0.2, max_new_tokens=22, temperature=0.22,
+             system_prompt="remembered prompt")
     _write(
         cwd / ".env",
         "LLAMA_TUI_TOP_P=0.3\nLLAMA_TUI_MIN_P=0.3\n"
@@ -383,7 +390,8 @@ def test_apply_env_exports_does_not_override(cwd: Path) -> None:
 
 def test_remember_round_trip_and_mode(cwd: Path, cfg_dir: Path) -> None:
     params = GenerationParams(temperature=0.3, top_k=7, seed=4, stop=("###",), do_sample=True)
-    path = remember_generation(params, "You are terse.")
+    path = remember(temperature=0.3, top_k=7, seed=4, stop=("###",),
+                    system_prompt="You are terse.")
     assert path == remembered_settings_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -391,14 +399,17 @@ def test_remember_round_trip_and_mode(cwd: Path, cfg_dir: Path) -> None:
     loaded = _load(cwd)
     assert loaded.settings.params == params
     assert loaded.settings.system_prompt == "You are terse."
-    assert [p.name for p in cfg_dir.iterdir()] == [path.name]  # no temp file left
+    # No temp file left; the lock file that serialises writers stays.
+    assert sorted(p.name for p in cfg_dir.iterdir()) == [path.name, "remembered.lock"]
     forget_remembered()
     assert _load(cwd).settings == Settings()
 
 
-def test_remember_refuses_invalid_params() -> None:
+def test_remember_refuses_values_of_the_wrong_kind() -> None:
     with pytest.raises(ValueError, match="top_p"):
-        remember_generation(GenerationParams(top_p=3.0), "")
+        update_remembered({"top_p": Entry("high")}, {})
+    with pytest.raises(ValueError, match="model"):
+        update_remembered({"model": Entry("x")}, {})
     assert not remembered_settings_file().exists()
 
 
@@ -413,14 +424,15 @@ def test_corrupt_remembered_is_kept_aside(cfg_dir: Path, cwd: Path) -> None:
     path = _write(remembered_settings_file(), "{not json")
     loaded = _load(cwd)
     assert loaded.settings == Settings() and str(path) in loaded.warnings[0]
-    remember_generation(GenerationParams(), "")
+    remember(top_k=3)
     assert (cfg_dir / "remembered.json.bad").read_text() == "{not json"
+    assert _load(cwd).settings.params.top_k == 3
 
 
 def test_remember_write_failure_keeps_previous(
     cfg_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = remember_generation(GenerationParams(top_k=1), "first")
+    path = remember(top_k=1, system_prompt="first")
     before = path.read_bytes()
 
     def boom(fd: int, data: bytes) -> int:
@@ -428,10 +440,10 @@ def test_remember_write_failure_keeps_previous(
 
     monkeypatch.setattr(os, "write", boom)
     with pytest.raises(OSError):
-        remember_generation(GenerationParams(top_k=2), "second")
+        remember(top_k=2, system_prompt="second")
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert sorted(p.name for p in cfg_dir.iterdir()) == [path.name]
+    assert sorted(p.name for p in cfg_dir.iterdir()) == [path.name, "remembered.lock"]
 
 
 # --- endpoint and robustness -----------------------------------------------------------------

@@ -4,12 +4,16 @@ It starts from the model's own defaults (`Backend.default_params()`) plus the us
 overrides; fields that differ from the model defaults are highlighted and show the default.
 Each change is parsed and checked with `GenerationParams.problems`; only a fully valid set is
 posted (`SettingsPanel.Applied`), so the app never uses or remembers an invalid value.
-Changes apply from the next reply; the conversation is kept.
+Changes apply from the next reply; the conversation is kept. A field whose value is the
+user's own (remembered, or changed here) over a different config.toml value says so, with
+the command that goes back to the file's value. Closing the panel with an invalid field puts
+the value in use back (`revert_invalid`); the app tells the user which.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -21,6 +25,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 from llama_tui.engine.base import GenerationParams
 from llama_tui.text import clean
 from llama_tui.ui.params_form import (
+    FIELD_BY_NAME,
     FIELDS,
     PRESETS,
     build_params,
@@ -52,8 +57,11 @@ class SettingsPanel(VerticalScroll):
         self.defaults = GenerationParams()
         self.params = GenerationParams()
         self.system_prompt = ""
+        self.shown_system = ("", "")  # (the text shown, the prompt it stands for)
         self.context_length: int | None = None
         self.problems: dict[str, str] = {}
+        self.file_values: dict[str, Any] = {}  # config.toml's values
+        self.yours: set[str] = set()  # fields holding the user's own value
         self.built = False
 
     def compose(self) -> ComposeResult:
@@ -84,6 +92,7 @@ class SettingsPanel(VerticalScroll):
             widgets.append(Static("", markup=False, classes="sp-reason", id=f"sp-why-{f.name}"))
         widgets += [
             Label("System prompt", classes="sp-label sp-system-label"),
+            Static("", markup=False, classes="sp-reason", id="sp-why-system_prompt"),
             TextArea(id="sp-system", compact=True, soft_wrap=True, tab_behavior="focus"),
             Button("Reset to model defaults", id="sp-reset", compact=True),
         ]
@@ -100,6 +109,7 @@ class SettingsPanel(VerticalScroll):
         """Show `params` (not re-posted: the app already uses them)."""
         self.params, self.defaults = params, defaults
         self.system_prompt, self.context_length = system_prompt, context_length
+        self.shown_system = (clean(system_prompt), system_prompt)
         self.problems = {}
         if not self.built:
             return
@@ -109,8 +119,32 @@ class SettingsPanel(VerticalScroll):
                 self.query_one(f"#sp-{f.name}", Input).value = format_value(
                     f.name, getattr(params, f.name)
                 )
-            self.query_one("#sp-system", TextArea).load_text(clean(system_prompt))
+            self.query_one("#sp-system", TextArea).load_text(self.shown_system[0])
         self._show_marks()
+
+    def show_origins(self, file_values: dict[str, Any], yours: set[str]) -> None:
+        """Which fields hold the user's own value, and config.toml's values (for the marks)."""
+        self.file_values, self.yours = dict(file_values), set(yours)
+        if self.built:
+            self._show_marks()
+
+    def revert_invalid(self) -> list[str]:
+        """Put the values in use back into invalid fields; one line per field put back."""
+        if not self.built or not self.problems:
+            return []
+        texts, lines = self.texts(), []
+        with self.prevent(Input.Changed):
+            for name, reason in self.problems.items():
+                if name not in FIELD_BY_NAME:
+                    lines.append(f"{name} {reason}")
+                    continue
+                kept = format_value(name, getattr(self.params, name))
+                lines.append(f"{name}: {clean(texts[name])!r} {reason}; kept {kept or 'none'}")
+                self.set_field(name, kept)
+        self.validate_now()
+        if self.problems:  # a problem between fields: everything back to the values in use
+            self.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        return lines
 
     def texts(self) -> dict[str, str]:
         return {f.name: self.query_one(f"#sp-{f.name}", Input).value for f in FIELDS}
@@ -129,7 +163,9 @@ class SettingsPanel(VerticalScroll):
     def validate_now(self) -> None:
         do_sample = not self.query_one("#sp-greedy", Checkbox).value
         params, problems = build_params(self.params, self.texts(), do_sample, self.context_length)
-        system = self.query_one("#sp-system", TextArea).text
+        text = self.query_one("#sp-system", TextArea).text
+        # The prompt shown is sanitised: unless edited, it stands for the prompt in use.
+        system = self.shown_system[1] if text == self.shown_system[0] else text
         self.problems = problems
         if params is not None:
             changed = params != self.params or system != self.system_prompt
@@ -158,26 +194,38 @@ class SettingsPanel(VerticalScroll):
         self.post_message(self.Applied(self.defaults, self.system_prompt))
 
     def _show_marks(self) -> None:
-        # Reasons for invalid fields; "default X" for overridden ones; nothing otherwise.
+        # Reasons for invalid fields; the user's own value over config.toml's, or "model
+        # default X" for overridden ones; nothing otherwise.
         changed = overrides(self.params, self.defaults)
+        over_file = {k for k in self.yours if k in self.file_values
+                     and self.file_values[k] != self._value(k)}
         self.set_class(bool(self.problems), "-invalid")
         greedy = self.query_one("#sp-greedy", Checkbox)
-        greedy.set_class("do_sample" in changed, "-override")
+        greedy.set_class("do_sample" in changed or "do_sample" in over_file, "-override")
         # The compact checkbox shows its state only in colour; say it in words too.
         greedy.label = f"Greedy: {'on' if greedy.value else 'off (sampling)'}"
         for f in FIELDS:
             row = self.query_one(f"#sp-row-{f.name}", Horizontal)
             why = self.query_one(f"#sp-why-{f.name}", Static)
             reason = self.problems.get(f.name)
-            is_override = f.name in changed and not reason
+            is_override = (f.name in changed or f.name in over_file) and not reason
             row.set_class(bool(reason), "-invalid")
             row.set_class(is_override, "-override")
             why.set_class(bool(reason), "-invalid")
             if reason:
                 why.update(f"✗ {reason}")
+            elif f.name in over_file:
+                file = format_value(f.name, self.file_values[f.name]) or "none"
+                why.update(f"yours over config.toml's {file} · /set forget {f.name}")
             elif is_override:
                 default = format_value(f.name, getattr(self.defaults, f.name)) or "none"
                 why.update(f"model default: {default}")
             else:
                 why.update("")
             why.display = bool(reason or is_override)
+        why = self.query_one("#sp-why-system_prompt", Static)
+        why.update("yours over config.toml's · /set forget system_prompt")
+        why.display = "system_prompt" in over_file
+
+    def _value(self, key: str) -> Any:
+        return self.system_prompt if key == "system_prompt" else getattr(self.params, key, None)
