@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Flags that are not settings: they steer this run only.
-_RUN_KEYS = ("prompt", "config", "resume", "save", "list_models")
+_RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--list-models", action="store_true", help="list cached Hugging Face models and exit"
     )
+    r.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every effective setting and where it came from (secrets hidden), and exit",
+    )
     return p
 
 
@@ -201,6 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err(f"llama-tui: error: {problem}")
         return EXIT_USAGE
 
+    if args.get("show_config"):
+        from llama_tui.show_config import config_lines
+
+        for w in loaded.warnings:
+            _err(f"llama-tui: warning: {w}")
+        sys.stdout.write("".join(line + "\n" for line in config_lines(loaded)))
+        sys.stdout.flush()
+        return EXIT_OK
     if args.get("list_models"):
         return _list_models()
 

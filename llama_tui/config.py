@@ -160,6 +160,9 @@ class LoadedSettings:
     errors: list[str] = field(default_factory=list)
     env_exports: dict[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    # Where each non-default value was read: "PATH line 3", "PATH line 2 (LLAMA_TUI_X)",
+    # "LLAMA_TUI_X", "--top-k" (for --show-config).
+    where: dict[str, str] = field(default_factory=dict)
     file_values: dict[str, Any] = field(default_factory=dict)
     remembered: Remembered = field(default_factory=Remembered)
     notes: list[str] = field(default_factory=list)
@@ -364,6 +367,7 @@ def load_settings(
         errors=errors + resolver.errors,
         env_exports=exports,
         config_path=path,
+        where=resolver.where,
         file_values=file_values,
         remembered=remembered,
         notes=remembered_notes(remembered, file_values, in_force),
