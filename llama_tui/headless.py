@@ -4,8 +4,9 @@ Output contract: stdout carries the reply and nothing else (so it pipes), stream
 generated and ended with a newline. It is always sanitised with `StreamCleaner`, tty or not:
 the reply is untrusted and a pipe usually ends in a terminal or a file someone will `cat`.
 Everything else (progress when stderr is a terminal, errors with their cause and fix) goes
-to stderr, redacted; library logging goes to the log file. With ``--resume`` the reply
-continues a saved session; with ``--save`` the conversation is written out.
+to stderr, redacted; library logging goes to the log file. Every run is journaled like a
+TUI turn (a new session, or with ``--resume`` the same one), so a later ``--resume`` shows
+it; with ``--save`` the conversation is also written out.
 
 `run_headless` returns the exit code (`llama_tui.console`): 0 done, 1 error, 2 usage error,
 130 interrupted (what was printed stays), 141 stdout closed early. torch, transformers and
@@ -92,8 +93,6 @@ def _store() -> Any:
 
 def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
     """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code."""
-    from llama_tui.engine.base import StopReason
-    from llama_tui.engine.factory import make_backend
     from llama_tui.session.transcript import Conversation
 
     settings = loaded.settings
@@ -111,7 +110,6 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
         store = _store()
         if store is None:
             return EXIT_ERROR
-
     if resume is not None:
         try:
             target = resume or store.latest_session_id()
@@ -125,10 +123,12 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
                 f"{describe_error(e)}"
             )
             return EXIT_ERROR
+        system_prompt = conv.system_prompt
         if loaded.sources.get("system_prompt") not in (None, "default"):
-            conv.system_prompt = settings.system_prompt
+            system_prompt = settings.system_prompt
     else:
         conv = Conversation(system_prompt=settings.system_prompt)
+        system_prompt = settings.system_prompt
 
     if settings.server is None and looks_like_token(settings.model):
         err(
@@ -142,65 +142,19 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
     if demo and isatty(sys.stderr):
         err("llama-tui: using the bundled demo model (choose another with --model)")
 
-    cancel = threading.Event()
-    backend: Any = None
-    stdout = sys.stdout
-    cleaner = StreamCleaner()
-    parts: list[str] = []
-    status = "complete"
-    code = EXIT_OK
-    error: str | None = None
+    # Journaled like a TUI turn, so the next --resume (TUI or headless) shows it. Made before
+    # anything changes `conv`: an existing journal is then appended to as it is.
+    from llama_tui.session.recorder import SessionRecorder, install_signal_flush
+
+    recorder = SessionRecorder(conv, on_error=lambda t: err(f"llama-tui: warning: {t}"))
+    restore_signals = install_signal_flush(lambda: recorder)
     try:
-        backend = make_backend(settings)
-        info = backend.load(_progress_printer())
-        conv.model = asdict(info)
-        conv.settings = settings.params.to_dict()
-        conv.add("user", prompt)
-        generation = backend.stream(conv.history(), settings.params, cancel)
-        for chunk in generation:
-            parts.append(chunk)
-            out = cleaner.feed(chunk)
-            if out:
-                stdout.write(out)
-                stdout.flush()
-        stdout.write(cleaner.flush() + "\n")
-        stdout.flush()
-        stats = generation.stats
-        if stats is not None:
-            if stats.stop_reason is StopReason.CANCELLED:
-                status = "stopped"
-            conv.messages.append(_assistant(conv, "".join(parts), status, stats.to_dict()))
-        else:
-            conv.messages.append(_assistant(conv, "".join(parts), status, None))
-    except KeyboardInterrupt:
-        cancel.set()
-        _finish_line(stdout, cleaner, parts)
-        err("llama-tui: interrupted")
-        status, code = "stopped", EXIT_INTERRUPTED
-        if conv.messages and conv.messages[-1].role == "user":
-            conv.messages.append(_assistant(conv, "".join(parts), status, None))
-    except BrokenPipeError:
-        cancel.set()
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
-    except Exception as e:
-        cancel.set()
-        if parts:
-            _finish_line(stdout, cleaner, parts)
-        log.exception("headless run failed")
-        error = describe_error(e)
-        err(f"llama-tui: error: {error}")
-        status, code = "error", EXIT_ERROR
-        if conv.messages and conv.messages[-1].role == "user":
-            msg = _assistant(conv, "".join(parts), status, None)
-            msg.error = redact(clean(error))
-            conv.messages.append(msg)
+        code = _answer(conv, prompt, settings, system_prompt, recorder)
     finally:
-        if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # closing must not hide the real outcome
-                log.exception("closing the backend failed")
+        recorder.close()
+        restore_signals()
+    if code == EXIT_BROKEN_PIPE:
+        return code
 
     if save is not None and conv.messages:
         path = Path(save).expanduser()
@@ -216,18 +170,83 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
     return code
 
 
-def _assistant(conv: Any, content: str, status: str, stats: dict[str, Any] | None) -> Any:
-    from llama_tui.session.transcript import Message
+def _answer(conv: Any, prompt: str, settings: Any, system_prompt: str, recorder: Any) -> int:
+    """Load the model, stream one reply to stdout and journal the turn; the exit code."""
+    from llama_tui.engine.base import StopReason
+    from llama_tui.engine.factory import make_backend
 
-    msg = Message(role="assistant", content=content, status=status)  # type: ignore[arg-type]
-    msg.stats = stats
-    return msg
+    cancel = threading.Event()
+    backend: Any = None
+    stdout = sys.stdout
+    cleaner = StreamCleaner()
+    reply: Any = None
+    asked = False
+    code = EXIT_OK
+    try:
+        backend = make_backend(settings)
+        info = backend.load(_progress_printer())
+        recorder.model_changed(asdict(info))
+        recorder.settings_changed(settings.params.to_dict(), system_prompt)
+        recorder.user_message(conv.add("user", prompt))  # fsynced before generating
+        asked = True
+        generation = backend.stream(conv.history(), settings.params, cancel)
+        reply = conv.add("assistant", "", status="streaming")
+        recorder.assistant_started(reply)
+        for chunk in generation:
+            reply.content += chunk
+            recorder.assistant_progress(reply)
+            out = cleaner.feed(chunk)
+            if out:
+                stdout.write(out)
+                stdout.flush()
+        stdout.write(cleaner.flush() + "\n")
+        stdout.flush()
+        stats = generation.stats
+        reply.status = "complete"
+        if stats is not None:
+            reply.stats = stats.to_dict()
+            if stats.stop_reason is StopReason.CANCELLED:
+                reply.status = "stopped"
+    except KeyboardInterrupt:
+        cancel.set()
+        _finish_line(stdout, cleaner, reply)
+        err("llama-tui: interrupted")
+        code = EXIT_INTERRUPTED
+        if reply is not None:
+            reply.status = "stopped"
+    except BrokenPipeError:
+        cancel.set()
+        _silence_stdout()
+        code = EXIT_BROKEN_PIPE
+        if reply is not None:
+            reply.status = "stopped"
+    except Exception as e:
+        cancel.set()
+        if reply is not None and reply.content:
+            _finish_line(stdout, cleaner, reply)
+        log.exception("headless run failed")
+        error = describe_error(e)
+        err(f"llama-tui: error: {error}")
+        code = EXIT_ERROR
+        if reply is None and asked:
+            reply = conv.add("assistant", "")
+        if reply is not None:
+            reply.status, reply.error = "error", redact(clean(error))
+    finally:
+        if reply is not None:
+            recorder.assistant_finished(reply)
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:  # closing must not hide the real outcome
+                log.exception("closing the backend failed")
+    return code
 
 
-def _finish_line(stdout: IO[str], cleaner: StreamCleaner, parts: list[str]) -> None:
+def _finish_line(stdout: IO[str], cleaner: StreamCleaner, reply: Any) -> None:
     """End the partial reply with a newline, keeping what was printed."""
     try:
-        stdout.write(cleaner.flush() + ("\n" if parts else ""))
+        stdout.write(cleaner.flush() + ("\n" if reply is not None and reply.content else ""))
         stdout.flush()
     except (OSError, ValueError):
         pass

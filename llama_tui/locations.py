@@ -64,3 +64,10 @@ def log_dir() -> Path:
 
 def log_file() -> Path:
     return log_dir() / "llama_tui.log"
+
+
+def save_dir() -> Path:
+    """Where Ctrl+S, `/save NAME` and `/copy file` write: the user's documents folder's
+    `llama-tui` (e.g. ~/Documents/llama-tui), or `$LLAMA_TUI_HOME/saved`. Never the working
+    directory, which is often a git checkout."""
+    return _home_override("saved") or Path(_dirs().user_documents_dir) / "llama-tui"

@@ -18,12 +18,14 @@ the exact text; see `journal.py`). All writes are atomic and never overwrite wit
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import time
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from llama_tui.session.journal import (
     set_aside,
 )
 from llama_tui.session.transcript import Conversation, Message
-from llama_tui.text import redact, safe_filename, show_bidi, visible_controls
+from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_controls
 
 EXPORT_FORMAT = "llama-tui-conversation"
 EXPORT_VERSION = 1
@@ -61,9 +63,23 @@ def _safe_user_path(target: Path) -> Path:
     return Path(*(_NAME_UNSAFE.sub("_", part) for part in target.parts))
 
 
+# Every export names these versions (TUI and headless alike), read from the installed
+# distributions' metadata: importing torch just to ask would take seconds.
+VERSIONED = ("transformers", "torch", "textual")
+
+
+def library_versions() -> dict[str, str]:
+    """llama-tui's version and those of `VERSIONED` that are installed."""
+    versions = {"llama-tui": __version__}
+    for dist in VERSIONED:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions
+
+
 def default_meta() -> dict[str, Any]:
-    """The metadata we know without importing torch: our version and the export time."""
-    return {"versions": {"llama-tui": __version__}, "exported": time.time()}
+    """The metadata we know without importing torch: versions and the export time."""
+    return {"versions": library_versions(), "exported": time.time()}
 
 
 def _meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -100,10 +116,13 @@ def _utc(ts: object) -> str:
 def to_markdown(conv: Conversation, meta: Mapping[str, Any] | None = None) -> str:
     """The conversation as Markdown, with a header of everything needed to reproduce it.
 
-    `meta` adds `versions` ({"transformers": ..., "torch": ...}: the caller knows them, we
-    never import torch here), `exported` (a timestamp) and any other key: value to show.
+    The header's settings and system prompt are those of the first reply; a reply made
+    with other ones says so above its text. `meta` adds `versions` ({"transformers": ...}),
+    `exported` (a timestamp) and any other key: value to show.
     """
     m = _meta(meta)
+    settings, prompt = _first_reply_context(conv)
+    body, changed = _turns(conv, settings, prompt)
     model = conv.model
     out = [f"# {_line(conv.title) or 'Conversation'}", ""]
     out.append(f"- **Date:** {_utc(conv.created)} (exported {_utc(m['exported'])})")
@@ -119,22 +138,59 @@ def to_markdown(conv: Conversation, meta: Mapping[str, Any] | None = None) -> st
             f"- **Device:** {_line(model.get('device', 'unknown'))}, "
             f"**dtype:** {_line(model.get('dtype', 'unknown'))}"
         )
-    if conv.settings:
-        settings = ", ".join(f"{_line(k)}={_line(v)}" for k, v in conv.settings.items())
-        out.append(f"- **Settings:** {settings}")
+    if settings:
+        note = " (of the first reply; later changes are marked at the replies)" if changed else ""
+        out.append(f"- **Settings:** {_settings_text(settings)}{note}")
     versions = ", ".join(f"{_line(k)} {_line(v)}" for k, v in m["versions"].items() if v)
     out.append(f"- **Versions:** {versions}")
     for key, value in m.items():
         if key not in ("versions", "exported") and value not in (None, "", {}, []):
             out.append(f"- **{_line(key)}:** {_line(value)}")
-    if conv.system_prompt:
-        out += ["", "## System prompt", "", _md(conv.system_prompt)]
+    if prompt:
+        out += ["", "## System prompt", "", _md(prompt)]
+    out += body
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _first_reply_context(conv: Conversation) -> tuple[dict[str, Any], str]:
+    """The settings and system prompt of the first reply that recorded them, else the
+    conversation's (files from before replies recorded their own)."""
+    replies = [msg for msg in conv.messages if msg.role == "assistant"]
+    settings = next((r.settings for r in replies if r.settings is not None), conv.settings)
+    prompt = next((r.system_prompt for r in replies if r.system_prompt is not None),
+                  conv.system_prompt)
+    return settings, prompt
+
+
+def _turns(
+    conv: Conversation, settings: dict[str, Any], prompt: str
+) -> tuple[list[str], bool]:
+    """The `## User` / `## Assistant` sections; True when some reply changed settings."""
+    out: list[str] = []
+    changed = False
     for msg in conv.messages:
-        out += ["", f"## {msg.role.capitalize()}", "", _md(msg.content)]
+        out += ["", f"## {msg.role.capitalize()}", ""]
+        if msg.role == "assistant":
+            if msg.settings is not None and msg.settings != settings:
+                diff = {k: v for k, v in msg.settings.items() if settings.get(k) != v}
+                out += [f"*[settings for this reply: {_settings_text(diff) or 'defaults'}]*", ""]
+                settings, changed = msg.settings, True
+            if msg.system_prompt is not None and msg.system_prompt != prompt:
+                prompt, changed = msg.system_prompt, True
+                if prompt:
+                    quoted = "\n".join(f"> {ln}" for ln in _md(prompt).splitlines())
+                    out += ["*[system prompt for this reply:]*", "", quoted, ""]
+                else:
+                    out += ["*[no system prompt for this reply]*", ""]
+        out.append(_md(msg.content))
         marker = _marker(msg)
         if marker:
             out += ["", marker]
-    return "\n".join(out).rstrip("\n") + "\n"
+    return out, changed
+
+
+def _settings_text(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{_line(k)}={_line(v)}" for k, v in settings.items())
 
 
 def _marker(msg: Message) -> str:
@@ -146,6 +202,8 @@ def _marker(msg: Message) -> str:
         return f"*[error: {_line(msg.error or 'generation failed')}]*"
     if msg.status == "streaming":
         return "*[incomplete]*"
+    if msg.role == "assistant" and (msg.stats or {}).get("stop_reason") == "length":
+        return "*[cut off at the length limit (max_new_tokens)]*"
     return ""
 
 
@@ -218,19 +276,31 @@ def _same_dir(a: Path, b: Path) -> bool:
         return False
 
 
+def slug(text: str, limit: int = 60) -> str:
+    """`text` as a file-name part: lower-case words joined by hyphens, no spaces or
+    punctuation, secrets redacted; "" when nothing is left."""
+    words = re.findall(r"[^\W_]+", redact(clean(text)).lower())
+    return "-".join(words)[:limit].strip("-")
+
+
+def export_name(conv: Conversation, ext: str = ".md", when: float | None = None) -> str:
+    """`2026-11-29-what-is-the-capital-of-france.md`: the local date, then the title's slug."""
+    date = time.strftime("%Y-%m-%d", time.localtime(time.time() if when is None else when))
+    stem = safe_filename(f"{date}-{slug(conv.title) or 'conversation'}")[:MAX_STEM]
+    return f"{stem.rstrip('. ') or date}{ext}"
+
+
 def default_export_path(
     conv: Conversation, directory: Path | str, ext: str = ".md", *, unique: bool = True
 ) -> Path:
-    """A file in `directory` named after the title (sanitised), never outside it.
+    """`export_name` in `directory`, never outside it.
 
-    With `unique`, the first name that does not exist yet (`title.md`, `title-2.md`...).
+    With `unique`, the first name that does not exist yet (`name.md`, `name-2.md`...).
     """
     directory = Path(directory)
-    stem = safe_filename(redact(conv.title), default=f"conversation-{conv.id}")[:MAX_STEM]
-    stem = stem.rstrip(". ")
-    if not stem or stem in (".", "..") or "/" in stem or os.sep in stem or "\0" in stem:
-        stem = safe_filename(f"conversation-{conv.id}")  # belt and braces: never escape
-    candidate = directory / f"{stem}{ext}"
+    name = export_name(conv, ext)
+    stem = name.removesuffix(ext)
+    candidate = directory / name
     n = 2
     while unique and os.path.lexists(candidate) and n < 10_000:
         candidate = directory / f"{stem}-{n}{ext}"

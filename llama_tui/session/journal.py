@@ -77,6 +77,7 @@ def redact_tree(value: Any) -> Any:
 def message_record(msg: Message) -> dict[str, Any]:
     d = msg.to_dict()
     d["stats"] = redact_tree(d["stats"])
+    d["settings"] = redact_tree(d["settings"])
     d["error"] = redact(d["error"]) if d["error"] else d["error"]
     return d
 

@@ -59,7 +59,9 @@ class Message:
     """One turn. Assistant messages may be partial: status streaming / stopped / error.
 
     `interrupted` marks a reply that was being generated when the process died (restored
-    from the journal's last checkpoint, status "stopped").
+    from the journal's last checkpoint, status "stopped"). A reply also keeps the generation
+    `settings` and `system_prompt` it was made with (None when unknown: older files), so an
+    export can say which replies used other settings.
     """
 
     role: Role
@@ -70,6 +72,8 @@ class Message:
     stats: dict[str, Any] | None = None
     error: str | None = None
     interrupted: bool = False
+    settings: dict[str, Any] | None = None
+    system_prompt: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +85,8 @@ class Message:
             "stats": self.stats,
             "error": self.error,
             "interrupted": self.interrupted,
+            "settings": self.settings,
+            "system_prompt": self.system_prompt,
         }
 
     @classmethod
@@ -100,6 +106,7 @@ class Message:
         stats = d.get("stats")
         error = d.get("error")
         msg_id = d.get("id")
+        settings, system_prompt = d.get("settings"), d.get("system_prompt")
         return cls(
             role=role,
             content=content,
@@ -109,6 +116,8 @@ class Message:
             stats=stats if isinstance(stats, dict) else None,
             error=error if isinstance(error, str) and error else None,
             interrupted=d.get("interrupted") is True,
+            settings=settings if isinstance(settings, dict) else None,
+            system_prompt=system_prompt if isinstance(system_prompt, str) else None,
         )
 
 
@@ -147,7 +156,12 @@ class Conversation:
         return tuple(out)
 
     def add(self, role: Role, content: str, status: MessageStatus = "complete") -> Message:
+        """Append a message; a reply is stamped with the settings and system prompt in
+        effect now (the caller updates `settings` before asking for a reply)."""
         msg = Message(role=role, content=content, status=status)
+        if role == "assistant":
+            msg.settings = dict(self.settings) if self.settings else None
+            msg.system_prompt = self.system_prompt
         self.messages.append(msg)
         if not self.title and role == "user":
             self.title = " ".join(content.split())[:60]

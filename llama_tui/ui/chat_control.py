@@ -259,9 +259,16 @@ class ChatControl(ChatAppBase):
         """Extend the last reply (stopped, or cut off at the length limit)."""
         if self._busy():
             return
-        last = self.conversation.last()
-        if last is None or last.role != "assistant" or not last.content:
+        msgs = self.conversation.messages
+        last = msgs[-1] if msgs else None
+        if last is None or last.role != "assistant":
             self.say("Nothing to continue: the last message is not a reply.")
+            return
+        if not last.content:
+            # Stopped before its first word: nothing to extend, so generate it afresh (the
+            # footer offered Ctrl+G, and that offer must hold).
+            await self.remove_messages_from(len(msgs) - 1)
+            await self.start_turn()
             return
         await self.start_turn(continuing=True)
 
@@ -297,5 +304,7 @@ class ChatControl(ChatAppBase):
         if current != self.recorded_settings:
             self.recorded_settings = current
             self.record("settings_changed", self.params.to_dict(), self.system_prompt)
+            # The reply about to be added is stamped with these (also without a journal).
+            self.conversation.settings = self.params.to_dict()
             self.conversation.system_prompt = self.system_prompt
             self.remember_settings()

@@ -34,8 +34,10 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("retry", "/retry", "generate the last reply again", "Ctrl+R"),
     SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", "Ctrl+G"),
     SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", "Ctrl+B"),
-    SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json)", "Ctrl+S"),
-    SlashCommand("copy", "/copy [N]", "copy the last reply, or its code block N", "Ctrl+Y"),
+    SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json); no PATH "
+                 "asks where", "Ctrl+S"),
+    SlashCommand("copy", "/copy [N] [file]", "copy the last reply, or its code block N; "
+                 "file: write it to a file instead", "Ctrl+Y"),
     SlashCommand("settings", "/settings", "show or hide the settings panel", "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits"),

@@ -1,26 +1,40 @@
-"""Saving the conversation and copying text out of the app (OSC 52 or a file).
+"""Saving the conversation and copying text out of the app (clipboard or a file).
 
-Saves run off the UI thread (`asyncio.to_thread` on a deep copy of the conversation), never
-overwrite without asking, and report failures with the path and the cause while the
-conversation stays as it is. Copies carry only sanitised text; inside tmux / screen the
-OSC 52 sequence is wrapped so it reaches the user's own terminal.
+Saves go to `locations.save_dir()` unless the user names an absolute path: Ctrl+S (and a
+bare `/save`) open a dialog prefilled with `<save dir>/<date>-<title slug>.md`; `/save PATH`
+saves at once, a relative PATH inside the save directory. Saves run off the UI thread
+(`asyncio.to_thread` on a deep copy of the conversation), never overwrite without asking,
+report the absolute path written, and on failure name the path and the cause while the
+conversation stays as it is. Copies carry only sanitised text; how they reach the
+clipboard (OSC 52, tmux, screen) is `clipboard.py`'s business.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Any
 
 from llama_tui import locations
 from llama_tui.text import clean
 from llama_tui.ui.base import ChatAppBase
-from llama_tui.ui.clipboard import clipboard_sequence, code_blocks, write_copy_file
+from llama_tui.ui.clipboard import copy_text, write_copy_file
+from llama_tui.ui.code_blocks import code_blocks
 from llama_tui.ui.screens.code_picker import CodePickerScreen
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.save_dialog import SaveDialog
+
+COPY_USAGE = ("Usage: /copy [N] [file]: the last reply, or its code block N; "
+              "file writes it to a file instead of the clipboard.")
+
+
+def resolve_save_path(text: str) -> str:
+    """A path the user typed: `~` expanded; a relative one taken inside the save directory
+    (never the working directory, often a git checkout). A str, not a Path: a trailing
+    slash ("notes/") means "a folder" and Path would drop it."""
+    path = os.path.expanduser(text.strip())
+    return path if os.path.isabs(path) else os.path.join(locations.save_dir(), path)
 
 
 class CopySaveControl(ChatAppBase):
@@ -28,29 +42,40 @@ class CopySaveControl(ChatAppBase):
 
     # -- save ----------------------------------------------------------------------------------
 
-    async def cmd_save(self, arg: str, *, overwrite: bool = False) -> None:
-        from llama_tui.session.export import default_export_path, save_conversation
-
-        conv = self.conversation
-        if not conv.messages:
+    async def cmd_save(self, arg: str) -> None:
+        """`/save PATH` saves there; a bare `/save` (and Ctrl+S) asks where first."""
+        if not self.conversation.messages:
             self.say("Nothing to save yet.")
             return
-        # A str, not a Path: Path("newdir/") drops the trailing slash that says "a folder".
-        path: Path | str = (
-            os.path.expanduser(arg) if arg else default_export_path(conv, Path.cwd())
-        )
-        snapshot = copy.deepcopy(conv)  # the worker thread must not see later changes
+        if arg.strip():
+            await self.save_to(resolve_save_path(arg))
+            return
+        from llama_tui.session.export import default_export_path
+
+        default = default_export_path(self.conversation, locations.save_dir())
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.run_worker(self.save_to(resolve_save_path(path)), exit_on_error=False)
+
+        self.push_screen(SaveDialog(str(default)), chosen)
+
+    async def save_to(self, path: str, *, overwrite: bool = False) -> None:
+        """Save to `path` (already resolved); an existing file is replaced only if confirmed."""
+        from llama_tui.session.export import save_conversation
+
+        snapshot = copy.deepcopy(self.conversation)  # the worker thread must not see changes
         try:
-            written = await asyncio.to_thread(
-                save_conversation, snapshot, path, self.export_meta(), overwrite=overwrite
-            )
-        except FileExistsError:
+            written = await asyncio.to_thread(save_conversation, snapshot, path,
+                                              overwrite=overwrite)
+        except FileExistsError as e:
+            existing = e.filename or path
+
             def answer(yes: bool | None) -> None:
                 if yes:
-                    self.run_worker(self.cmd_save(str(path), overwrite=True),
-                                    exit_on_error=False)
+                    self.run_worker(self.save_to(path, overwrite=True), exit_on_error=False)
 
-            self.push_screen(ConfirmScreen(f"{path} already exists. Replace it?",
+            self.push_screen(ConfirmScreen(f"{existing} already exists. Replace it?",
                                            yes="Replace", no="Keep it"), answer)
             return
         except (OSError, ValueError) as e:
@@ -58,37 +83,35 @@ class CopySaveControl(ChatAppBase):
             self.say(f"Could not save to {path}: {why}. The conversation is unchanged; "
                      "try another path.", severity="error", timeout=10)
             return
-        self.say(f"Saved {written}")
-
-    def export_meta(self) -> dict[str, Any]:
-        from importlib import metadata
-
-        versions = {}
-        for dist in ("transformers", "torch", "textual"):
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                versions[dist] = metadata.version(dist)
-        return {"versions": versions}
+        self.say(f"Saved to {Path(written).absolute()}", timeout=10)
 
     # -- copy ----------------------------------------------------------------------------------
 
     async def cmd_copy(self, arg: str) -> None:
         """`/copy` last reply, `/copy N` code block N, `... file` to write a file instead."""
         words = arg.split()
-        to_file = "file" in words
         numbers = [w for w in words if w.isdigit()]
+        unknown = [w for w in words if w != "file" and not w.isdigit()]
+        if unknown or len(numbers) > 1 or words.count("file") > 1:
+            bad = unknown[0] if unknown else arg.strip()
+            self.say(f"/copy does not understand {bad!r}. {COPY_USAGE}", severity="warning",
+                     timeout=8)
+            return
+        to_file = "file" in words
         reply = self.conversation.last("assistant")
         if reply is None or not reply.content:
             self.say("No reply to copy yet.")
             return
-        if numbers:
-            blocks = code_blocks(reply.content)
-            n = int(numbers[0])
-            if not 1 <= n <= len(blocks):
-                self.say(f"The last reply has {len(blocks)} code block(s).", severity="warning")
-                return
-            self.deliver(blocks[n - 1].code, f"code block {n}", to_file)
-        else:
-            self.deliver(reply.content, "the last reply", to_file)
+        if not numbers:
+            await self.deliver(reply.content, "the last reply", to_file, "reply.md")
+            return
+        blocks = code_blocks(reply.content)
+        n = int(numbers[0])
+        if not 1 <= n <= len(blocks):
+            self.say(f"The last reply has {len(blocks)} code block(s).", severity="warning")
+            return
+        block = blocks[n - 1]
+        await self.deliver(block.code, f"code block {n}", to_file, f"code-{n}.{block.extension}")
 
     def copy_code_block(self) -> None:
         reply = self.conversation.last("assistant")
@@ -100,25 +123,38 @@ class CopySaveControl(ChatAppBase):
         def chosen(choice: tuple[int, str] | None) -> None:
             if choice is not None:
                 index, how = choice
-                self.deliver(blocks[index].code, f"code block {index + 1}", how == "file")
+                block = blocks[index]
+                self.run_worker(
+                    self.deliver(block.code, f"code block {index + 1}", how == "file",
+                                 f"code-{index + 1}.{block.extension}"),
+                    exit_on_error=False)
 
         self.push_screen(CodePickerScreen(blocks), chosen)
 
-    def deliver(self, text: str, what: str, to_file: bool) -> None:
+    async def deliver(self, text: str, what: str, to_file: bool, name: str) -> None:
+        """Copy `text` to the clipboard, or write it to `<save dir>/<date>-<slug>-<name>`."""
         text = clean(text)  # only sanitised text ever leaves the app
         if to_file:
+            from llama_tui.session.export import export_name
+
+            stem = export_name(self.conversation, "")
             try:
-                path = write_copy_file(text, locations.data_dir() / "copies", what)
+                path = await asyncio.to_thread(write_copy_file, text, locations.save_dir(),
+                                               f"{stem}-{name}")
             except OSError as e:
                 self.say(f"Could not write the file: {e}", severity="error")
                 return
-            self.say(f"Wrote {what} to {path}", timeout=10)
+            self.say(f"Wrote {what} to {path.absolute()}", timeout=10)
             return
-        seq = clipboard_sequence(text)
-        self.clipboard_writes.append(seq)
+        if os.environ.get("TMUX"):  # asks tmux a few questions: not on the UI thread
+            outcome = await asyncio.to_thread(copy_text, text, what)
+        else:
+            outcome = copy_text(text, what)
         self._clipboard = text  # what `App.clipboard` reports
-        if self._driver is not None:
-            # copy_to_clipboard would write a bare OSC 52 that tmux / screen swallow.
-            self._driver.write(seq)
-        self.say(f"Copied {what} ({len(text)} characters) with OSC 52. Nothing arrived? "
-                 "Your terminal may not support it: /copy file writes it to a file.")
+        if outcome.sequence:
+            self.clipboard_writes.append(outcome.sequence)
+            if self._driver is not None:
+                # Not copy_to_clipboard: it writes a bare OSC 52 that tmux / screen swallow.
+                self._driver.write(outcome.sequence)
+        self.say(outcome.message, severity="warning" if outcome.warning else "information",
+                 timeout=15 if outcome.warning else 5)

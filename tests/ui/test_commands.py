@@ -139,7 +139,9 @@ async def test_save_error_names_path_and_keeps_conversation(tmp_path: Path) -> N
 async def test_copy_last_reply_and_code_block_osc52(monkeypatch: pytest.MonkeyPatch) -> None:
     import base64
 
-    monkeypatch.setenv("TMUX", "/tmp/tmux-1/default,1,0")
+    # Outside tmux (its decisions: tests/unit/test_clipboard.py and the real-terminal e2e).
+    monkeypatch.delenv("TMUX", raising=False)
+    monkeypatch.delenv("STY", raising=False)
     reply = "Here:\n```sh\necho \x1b]52;c;SGFja2Vk\x07 hi\n```\n"
     app = make_app(FakeBackend(replies=[[reply]]))
     async with app.run_test(size=(80, 24)) as pilot:
@@ -148,7 +150,7 @@ async def test_copy_last_reply_and_code_block_osc52(monkeypatch: pytest.MonkeyPa
         await reply_done(pilot)
         await pilot.press("ctrl+y")
         seq = app.clipboard_writes[-1]
-        assert seq.startswith("\x1bPtmux;\x1b\x1b]52;c;") and seq.endswith("\x1b\\")
+        assert seq.startswith("\x1b]52;c;") and seq.endswith("\x07")
         payload = seq.split(";c;")[1].split("\x07")[0]
         copied = base64.b64decode(payload).decode()
         assert "\x1b" not in copied and "echo" in copied

@@ -134,11 +134,9 @@ def test_json_exact_text_escaped_and_versioned() -> None:
     text = to_json(conv, META)
     doc = json.loads(text)
     assert (doc["format"], doc["version"]) == (EXPORT_FORMAT, 1)
-    assert doc["meta"]["versions"] == {
-        "llama-tui": "0.1.0",
-        "transformers": "5.24.0",
-        "torch": "2.13.0",
-    }
+    versions = doc["meta"]["versions"]
+    assert versions["transformers"] == "5.24.0" and versions["torch"] == "2.13.0"
+    assert versions["llama-tui"] == "0.1.0" and "textual" in versions
     assert doc["conversation"]["messages"][2]["content"] == f"escape test {HOSTILE}"
     assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e]", text.replace("\n", ""))
     assert "中文 🙂" in text  # readable, not \u-escaped
@@ -269,7 +267,7 @@ def test_save_into_directory_uses_sanitised_title(tmp_path: Path) -> None:
     conv.title = "../../etc/passwd"
     p = save_conversation(conv, tmp_path)
     assert p.parent == tmp_path and p.suffix == ".md"
-    assert p.name.endswith("etc_passwd.md") and not p.name.startswith(".")
+    assert p.name.endswith("-etc-passwd.md") and not p.name.startswith(".")
     p2 = save_conversation(conv, str(tmp_path) + os.sep)
     assert p2 == tmp_path / (p.name.removesuffix(".md") + "-2.md")
 
@@ -359,3 +357,67 @@ def test_permission_error_during_save(tmp_path: Path, monkeypatch: pytest.Monkey
     assert os.listdir(p.parent) == ["chat.md"]
     save_conversation(conv, p, overwrite=True)
     assert "one more" in p.read_text()
+
+
+# -- per-reply settings, length cuts, versions, default names --------------------------------
+
+
+def _two_settings() -> Conversation:
+    """Two replies made with different settings and system prompts, journaled and reloaded."""
+    conv = Conversation(title="Settings change")
+    rec = SessionRecorder(conv)
+    rec.settings_changed({"temperature": 0.7, "max_new_tokens": 5}, "Be brief.")
+    rec.user_message(conv.add("user", "first"))
+    a = conv.add("assistant", "One two three four five")
+    a.stats = {"generated_tokens": 5, "stop_reason": "length"}
+    rec.assistant_finished(a)
+    rec.settings_changed({"temperature": 0.2, "max_new_tokens": 5}, "Be verbose.")
+    rec.user_message(conv.add("user", "second"))
+    rec.assistant_finished(conv.add("assistant", "Done."))
+    rec.settings_changed({"temperature": 0.9, "max_new_tokens": 5}, "")
+    rec.close()
+    return load_journal(rec.path)
+
+
+def test_markdown_records_per_reply_settings_and_system_prompt() -> None:
+    conv = _two_settings()
+    assert conv.settings["temperature"] == 0.9  # the latest: what the header used to show
+    md = to_markdown(conv, META)
+    header, _, turns = md.partition("## User")
+    assert "temperature=0.7" in header and "of the first reply" in header
+    assert "temperature=0.9" not in md
+    assert "## System prompt\n\nBe brief." in header
+    second = turns.split("## Assistant")[2]
+    assert second.startswith("\n\n*[settings for this reply: temperature=0.2]*")
+    assert "*[system prompt for this reply:]*\n\n> Be verbose.\n\nDone." in second
+    assert "settings for this reply" not in turns.split("## Assistant")[1]
+
+
+def test_markdown_without_changes_has_no_per_reply_notes() -> None:
+    md = to_markdown(sample(), META)
+    assert "for this reply" not in md and "of the first reply" not in md
+
+
+def test_markdown_marks_replies_cut_at_the_length_limit() -> None:
+    md = to_markdown(_two_settings(), META)
+    first = md.split("## Assistant")[1]
+    assert "One two three four five\n\n*[cut off at the length limit (max_new_tokens)]*" in first
+    assert md.count("cut off at the length limit") == 1
+
+
+def test_every_export_lists_the_same_library_versions() -> None:
+    # Headless saves pass no versions of their own; the TUI passes none either now.
+    md = to_markdown(sample())
+    line = next(ln for ln in md.splitlines() if ln.startswith("- **Versions:**"))
+    for dist in ("llama-tui", "transformers", "torch", "textual"):
+        assert f"{dist} " in line
+
+
+def test_export_name_is_date_and_slug(tmp_path: Path) -> None:
+    from llama_tui.session.export import export_name
+
+    conv = Conversation(title="What is the capital of France?")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d-what-is-the-capital-of-france\.md", export_name(conv))
+    assert export_name(Conversation(title="  ?? ")).endswith("-conversation.md")
+    assert " " not in export_name(Conversation(title=f"a b {TOKEN} c"))
+    assert TOKEN not in export_name(Conversation(title=f"a {TOKEN}"))

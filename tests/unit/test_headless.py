@@ -122,3 +122,43 @@ def test_demo_model_names_paris() -> None:
     assert r.returncode == 0, r.stderr
     assert "Paris" in r.stdout
     _assert_quiet(r.stderr)
+
+
+def _sessions() -> list[Path]:
+    from llama_tui import locations
+
+    return sorted(locations.sessions_dir().glob("*.jsonl"))
+
+
+def test_headless_runs_are_journaled_and_resume_appends(tiny_model_dir: Path) -> None:
+    from llama_tui.session.store import latest_session_id, load_conversation
+
+    common = ("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "4")
+    first = _run(*common, "--prompt", "Once upon a time")
+    assert first.returncode == 0, first.stderr
+    [journal] = _sessions()
+    conv = load_conversation(journal.stem)
+    assert [m.role for m in conv.messages] == ["user", "assistant"]
+    assert conv.messages[1].content.strip() == first.stdout.strip()
+    assert conv.messages[1].status == "complete" and conv.messages[1].stats
+
+    second = _run(*common, "--resume", "--prompt", "And then?")
+    assert second.returncode == 0, second.stderr
+    assert _sessions() == [journal]  # the same session, not a new one
+    # What a following `--resume` (TUI or headless) opens: the latest session, with the turn.
+    assert latest_session_id() == journal.stem
+    resumed = load_conversation(latest_session_id() or "")
+    assert [m.content for m in resumed.messages[:3]] == [
+        "Once upon a time", conv.messages[1].content, "And then?"]
+    assert resumed.messages[3].content.strip() == second.stdout.strip()
+
+
+def test_headless_save_lists_the_same_versions_as_the_tui(tiny_model_dir: Path,
+                                                         tmp_path: Path) -> None:
+    out = tmp_path / "out.md"
+    r = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "3",
+             "--prompt", "hi", "--save", str(out))
+    assert r.returncode == 0, r.stderr
+    versions = next(ln for ln in out.read_text().splitlines() if ln.startswith("- **Versions:**"))
+    for dist in ("llama-tui", "transformers", "torch", "textual"):
+        assert f"{dist} " in versions

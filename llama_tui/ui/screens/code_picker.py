@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from llama_tui.ui.clipboard import CodeBlock
+from llama_tui.ui.code_blocks import CodeBlock
 
 
 class CodePickerScreen(ModalScreen[tuple[int, str] | None]):

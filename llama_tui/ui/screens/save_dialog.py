@@ -1,0 +1,51 @@
+"""Ctrl+S: where to save the conversation, prefilled with a full path the user can edit.
+
+The prefill is `<save dir>/<date>-<title slug>.md`; `.json` instead saves JSON. Enter saves
+(an existing file is confirmed by the caller), Esc cancels. The path is shown as plain
+text: it holds the conversation's title, which came from untrusted input.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+from llama_tui.text import clean
+
+
+class SaveDialog(ModalScreen[str | None]):
+    """Dismisses with the path typed (stripped; never empty), or None when cancelled."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, default_path: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.default_path = clean(default_path)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog picker") as box:
+            box.border_title = "Save the conversation"
+            yield Static("Enter: save · Esc: cancel · .md for Markdown, .json for JSON. "
+                         "A relative path is taken inside the default folder.",
+                         markup=False, classes="dialog-text")
+            yield Input(self.default_path, id="save-path", select_on_focus=False)
+
+    def on_mount(self) -> None:
+        field = self.query_one("#save-path", Input)
+        field.focus()
+        field.cursor_position = len(field.value)
+
+    @on(Input.Submitted, "#save-path")
+    def _submitted(self, event: Input.Submitted) -> None:
+        path = event.value.strip()
+        if path:
+            self.dismiss(path)
+        else:
+            self.notify("Type a file name, or press Esc to cancel.", severity="warning",
+                        markup=False)
