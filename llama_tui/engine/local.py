@@ -17,9 +17,11 @@ cheap; see ARCHITECTURE.md.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import queue
+import sys
 import threading
 import time
 import traceback
@@ -60,6 +62,27 @@ from llama_tui.engine.streaming import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def release_host_memory() -> bool:
+    """Hand freed heap memory back to the OS (glibc only); True when it was asked to.
+
+    A model's weights are freed into glibc's arenas (one per loading thread), which keep
+    the pages: without this every reload of a model grew the process by a part of the
+    model's size until the arenas happened to be reused.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: nothing to trim
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
 
 # How long `stream()` waits for a previous generate thread (cancelled, still finishing its
 # prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
@@ -270,6 +293,7 @@ class LocalBackend:
         if had_model:
             gc.collect()
             free_device_memory(device_type)
+            release_host_memory()
 
     # -- streaming ---------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual import events
 from textual.actions import SkipAction
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
@@ -45,6 +45,10 @@ from llama_tui.ui.widgets.status_bar import StatusBar
 from llama_tui.ui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from textual.command import Provider
+
     from llama_tui.config import LoadedSettings
 
 log = logging.getLogger(__name__)
@@ -60,7 +64,8 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
 
     CSS_PATH = "app.tcss"
     TITLE = "llama-tui"
-    COMMANDS = App.COMMANDS | {palette_provider}
+    # Ours only, no Textual system entries: see palette.py.
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {palette_provider}
     # Priority where the focused TextArea / Input would otherwise eat the key (ctrl+y is
     # TextArea's redo, ctrl+c its copy). Esc is not priority so dialogs can close with it.
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -191,7 +196,7 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
     async def action_interrupt(self) -> None:
         """Ctrl+C never loses the session: stop the reply, or ask before quitting."""
         if await self.stop_generation():
-            self.say("Stopped. Press Ctrl+C again to quit.")
+            self.say("Stopped; the partial reply is kept. Ctrl+C again asks to quit.")
             return
         if isinstance(self.screen, ConfirmScreen) and self.screen.kind == "-quit":
             self.exit()

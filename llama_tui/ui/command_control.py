@@ -51,6 +51,9 @@ class CommandControl(SettingsControl):
         if name == "system" or name == "set":
             self.show_settings = True
             return
+        if name == "quit":  # like Ctrl+Q: asks while a reply is being generated
+            self.call_later(self.run_action, "quit_app")
+            return
         self.run_worker(self.run_command(name, ""), group="palette", exit_on_error=False)
 
     async def cmd_help(self, arg: str) -> None:
@@ -106,9 +109,17 @@ class CommandControl(SettingsControl):
         self.recorded_settings = None
         await self.transcript.clear_all()
         self.transcript.show_welcome(True)
-        self.status.update_facts(ttft_s=None, tokens_per_s=None)
+        self.reset_status()
         self.refresh_meters()
         self.say("New conversation. The previous one is kept in the session journal.")
+
+    def reset_status(self) -> None:
+        """Another conversation is shown: the last reply's state and speed belong to the old."""
+        facts: dict[str, Any] = {"ttft_s": None, "tokens_per_s": None, "detail": ""}
+        if self.backend is not None:
+            self.state = "ready"
+            facts["state"] = "ready"
+        self.status.update_facts(**facts)
 
     async def cmd_sessions(self, arg: str) -> None:
         from llama_tui.ui.screens.sessions import SessionsScreen
@@ -136,7 +147,8 @@ class CommandControl(SettingsControl):
         try:
             conv = await asyncio.to_thread(load_conversation, session_id)
         except SessionLoadError as e:
-            self.say(f"Could not open the session: {e}", severity="error", timeout=10)
+            self.say(f"Could not open the session: {e.reason}. F5 lists the saved sessions.",
+                     severity="error", timeout=10)
             return
         if self.recorder is not None:
             self.recorder.close()
@@ -147,6 +159,7 @@ class CommandControl(SettingsControl):
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
         await self.transcript.clear_all()
         await self.show_conversation()
+        self.reset_status()
         self.refresh_meters()
 
     async def show_conversation(self) -> None:

@@ -64,10 +64,25 @@ def unescape_prompt(text: str) -> str:
     return stripped[1:] if stripped.startswith("//") else text
 
 
+def suggestions(name: str) -> list[str]:
+    """Commands the user may have meant by `/name`: those it is a prefix of (all of them,
+    when several), else the closest spelling."""
+    extended = [c.name for c in COMMANDS if c.name.startswith(name)] if name else []
+    if extended:
+        return extended
+    return difflib.get_close_matches(name, list(COMMAND_BY_NAME), n=1)
+
+
 def unknown_command_text(name: str) -> str:
     """A helpful message for `/name` that is not a command."""
-    close = difflib.get_close_matches(name, list(COMMAND_BY_NAME), n=1)
-    hint = f"Did you mean /{close[0]}? " if close else ""
+    close = suggestions(name)
+    if len(close) == 1:
+        hint = f"Did you mean /{close[0]}? "
+    elif close:
+        *rest, last = ["/" + c for c in close]
+        hint = f"Did you mean {', '.join(rest)} or {last}? "
+    else:
+        hint = ""
     listing = " ".join(f"/{c.name}" for c in COMMANDS)
     return (
         f"Unknown command /{name}. {hint}Nothing was sent to the model.\n"

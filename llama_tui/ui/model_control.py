@@ -23,6 +23,7 @@ from llama_tui.engine.base import (
     GenerationParams,
     LlamaTuiError,
     LoadProgress,
+    LoadStage,
     ReportsOptimising,
 )
 from llama_tui.text import clean, redact
@@ -69,7 +70,10 @@ class ModelControl(ChatAppBase):
             settings = dataclasses.replace(self.settings, model=spec)
         if self.backend is None:
             self.state = "loading"
-        self.status.update_facts(detail=f"{spec}…" if self.backend is None else "")
+            # The model piece names what is loading; the state piece gets the stages.
+            self.status.update_facts(state="loading", detail="", model=spec)
+        else:
+            self.status.update_facts(detail="")
         if self.backend is not None:
             self.say(f"Loading {spec}; {self.info.name if self.info else 'the current model'} "
                      "stays in use until it is ready.")
@@ -101,8 +105,10 @@ class ModelControl(ChatAppBase):
         if message.load_id != self.load_id:
             return
         p = message.progress
+        if p.stage is LoadStage.READY:
+            return  # ModelLoaded follows at once and says "ready" itself
         pct = f" {p.fraction:.0%}" if p.fraction is not None else ""
-        detail = f"{p.stage.value}{pct}: {p.message}" if p.message else f"{p.stage.value}{pct}"
+        detail = f"{p.message or p.stage.value}{pct}"
         if self.backend is None:
             self.status.update_facts(state="loading", detail=detail)
         else:

@@ -1,8 +1,13 @@
-"""The command palette's chat entries (Ctrl+P): every slash command, by name and help."""
+"""The command palette (Ctrl+P): every slash command by name and help, and the theme picker.
+
+It is the app's only palette provider: Textual's generic entries are left out (its Quit
+would exit mid-reply without asking; its Keys panel and Screenshot duplicate or clutter
+F1), and our Quit goes through the same confirmation as Ctrl+Q.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Protocol, cast
 
@@ -16,24 +21,27 @@ class CommandRunner(Protocol):
 
     def run_palette_command(self, name: str) -> None: ...
 
+    def action_change_theme(self) -> None: ...
+
 
 class ChatCommands(Provider):
-    """Command-palette entries for every chat command."""
+    """Command-palette entries: the chat commands and "Theme"."""
 
-    def _runner(self) -> Callable[[str], None]:
-        return cast("CommandRunner", self.app).run_palette_command
+    def _entries(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
+        """(shown name, help, callback) for each entry."""
+        app = cast("CommandRunner", self.app)
+        for c in COMMANDS:
+            yield c.usage, c.help, partial(app.run_palette_command, c.name)
+        yield "Theme", "change the colour theme", app.action_change_theme
 
     async def discover(self) -> Hits:
-        run = self._runner()
-        for c in COMMANDS:
-            yield DiscoveryHit(c.usage, partial(run, c.name), help=c.help)
+        for name, help_text, callback in self._entries():
+            yield DiscoveryHit(name, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        run = self._runner()
-        for c in COMMANDS:
-            text = f"{c.usage} {c.help}"
-            score = matcher.match(text)
+        for name, help_text, callback in self._entries():
+            # Matched on name and help; the help is shown once, on its own line.
+            score = max(matcher.match(name), matcher.match(f"{name} {help_text}") * 0.5)
             if score > 0:
-                yield Hit(score, matcher.highlight(text), partial(run, c.name), help=c.help)
-
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.console import Group
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -35,20 +39,29 @@ KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def help_text() -> str:
-    width = max(len(k) for k, _ in KEYS) + 2
-    lines = ["Keys", ""]
-    lines += [f"  {k.ljust(width)}{v}" for k, v in KEYS]
-    lines += ["", "Commands (type them in the input; also in Ctrl+P)", ""]
-    rows = help_lines()
-    uw = max(len(u) for u, _, _ in rows) + 2
-    lines += [f"  {u.ljust(uw)}{h}" for u, _, h in rows]
-    lines += [
-        "",
-        "Settings apply from the next reply and are remembered for the next launch.",
-        "Every message is journaled as it happens; /save writes a copy you choose.",
-    ]
-    return "\n".join(lines)
+def _table(rows: list[tuple[str, str]]) -> Table:
+    """Two columns: a long help text wraps within its own column, never under the key."""
+    table = Table.grid(padding=(0, 2), pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(ratio=1)
+    for key, text in rows:
+        table.add_row(Text(key), Text(text))
+    return table
+
+
+def help_content() -> Group:
+    """Keys, commands and two notes; plain `Text` throughout (no markup is parsed)."""
+    commands = [(u, h) for u, _, h in help_lines()]
+    return Group(
+        Text("Keys\n"),
+        Padding(_table(list(KEYS)), (0, 0, 0, 2)),
+        Text("\nCommands (type them in the input; also in Ctrl+P)\n"),
+        Padding(_table(commands), (0, 0, 0, 2)),
+        Text(
+            "\nSettings apply from the next reply and are remembered for the next launch.\n"
+            "Every message is journaled as it happens; /save writes a copy you choose."
+        ),
+    )
 
 
 class HelpScreen(ModalScreen[None]):
@@ -62,4 +75,4 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="dialog help") as scroll:
             scroll.border_title = "llama-tui help"
-            yield Static(help_text(), markup=False)
+            yield Static(help_content())

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.cells import cell_len, set_cell_size
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -25,6 +26,9 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.widgets.status_bar import crop_cells
+
+MODEL_COLUMN = 18  # cells for the model name in a row; longer names end in "…"
 
 
 class RenameScreen(ModalScreen[str | None]):
@@ -89,17 +93,23 @@ class SessionsScreen(ModalScreen[str | None]):
     def _load(self) -> None:
         from llama_tui.session.store import list_sessions
 
+        sessions = list_sessions()
+        model_width = min(MODEL_COLUMN, max((cell_len(clean(s.model or "?")) for s in sessions
+                                             if not s.error), default=1))
         rows = []
         titles = {}
-        for s in list_sessions():
+        for s in sessions:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))
+            # A fixed-width mark column keeps the open session's row aligned with the others.
+            mark = "* " if s.id == self.current_id else "  "
             if s.error:
-                text = f"{when}  (unreadable: {s.error})"
+                text = f"{mark}{when}  (unreadable: {clean(s.error)})"
             else:
                 titles[s.id] = s.title or s.first_prompt
-                mark = "* " if s.id == self.current_id else ""
-                text = f"{mark}{when}  {s.model or '?'}  {s.title or s.first_prompt or '(empty)'}"
-            rows.append((s.id, clean(text)[:200]))
+                model = set_cell_size(crop_cells(clean(s.model or "?"), model_width), model_width)
+                title = clean(s.title or s.first_prompt or "(empty)")
+                text = f"{mark}{when}  {model}  {title}"
+            rows.append((s.id, text[:200]))
         self.app.call_from_thread(self._show, rows, titles)  # once, not per token
 
     def _show(self, rows: list[tuple[str, str]], titles: dict[str, str]) -> None:
@@ -155,7 +165,10 @@ class SessionsScreen(ModalScreen[str | None]):
                     self.rename_current(title)  # its recorder writes the journal
                 else:
                     rename_session(sid, title)
-            except (OSError, ValueError, SessionLoadError) as e:
+            except SessionLoadError as e:
+                self.app.notify(clean(f"Could not rename: {e.reason}."), severity="error",
+                                markup=False)
+            except (OSError, ValueError) as e:
                 self.app.notify(clean(f"Could not rename: {e}"), severity="error", markup=False)
             self._keep = sid
             self._load()
@@ -178,9 +191,16 @@ class SessionsScreen(ModalScreen[str | None]):
 
             try:
                 delete_session(sid)
-            except (OSError, SessionLoadError) as e:
+            except SessionLoadError as e:  # deleted meanwhile, elsewhere
+                self.app.notify(clean(f"Could not delete: {e.reason}."), severity="error",
+                                markup=False)
+            except OSError as e:
                 self.app.notify(clean(f"Could not delete: {e}"), severity="error", markup=False)
             self._load()
 
-        self.app.push_screen(ConfirmScreen(f"Delete session {sid}? This cannot be undone.",
-                                           yes="Delete", no="Keep"), answer)
+        if sid in self.titles:
+            title = crop_cells(clean(self.titles[sid]) or "(empty)", 60)
+            question = f"Delete the session “{title}”? This cannot be undone."
+        else:
+            question = f"Delete the unreadable session {sid}? This cannot be undone."
+        self.app.push_screen(ConfirmScreen(question, yes="Delete", no="Keep"), answer)

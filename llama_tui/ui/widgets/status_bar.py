@@ -5,7 +5,8 @@ context reading); it repaints at most on a timer. Nothing here runs per token: d
 the app only updates the elapsed time from its timer.
 
 All values are untrusted strings (model names, error kinds) rendered as plain `Content`,
-never markup.
+never markup. Widths are terminal cells (`rich.cells.cell_len`), not characters: a CJK or
+emoji model name takes two cells a character.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from rich.cells import cell_len, set_cell_size
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
@@ -59,6 +61,16 @@ class StatusFacts:
     optimising: bool = False  # the engine compiles a faster decode path in the background
 
 
+def crop_cells(text: str, width: int) -> str:
+    """`text` cut to at most `width` terminal cells, ending in "…" when cut."""
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    # set_cell_size pads with a space where it has to split a wide character.
+    return set_cell_size(text, width - 1).rstrip() + "…"
+
+
 class StatusBar(Horizontal):
     """One line of facts; pieces hide themselves on narrow terminals (CSS, `-narrow`)."""
 
@@ -94,7 +106,10 @@ class StatusBar(Horizontal):
 
     def _render_facts(self) -> None:
         f = self.facts
-        label = f.state + (f" {f.detail}" if f.detail else "")
+        if f.state == "loading" and f.detail:
+            label = f.detail  # the load stage says it all: "Converting demo.gguf… 35%"
+        else:
+            label = f.state + (f" {f.detail}" if f.detail else "")
         if f.optimising:
             label += " · optimising"
         where = " ".join(x for x in (f.device, short_dtype(f.dtype)) if x)
@@ -131,28 +146,35 @@ class StatusBar(Horizontal):
         Done by hand because the pieces are plain text of known width: the state, context
         and speed matter most on a small terminal.
         """
-        texts = self._texts
         width = self.size.width
-        if not texts or not width:
+        if not self._texts or not width:
             return
+        texts = dict(self._texts)
         shown = {k: bool(v) for k, v in texts.items()}
         min_model = 12
 
         def need() -> int:
-            return sum(len(texts[k]) + 1 for k in texts if k != "sb-model" and shown[k])
+            return sum(cell_len(texts[k]) + 1 for k in texts if k != "sb-model" and shown[k])
 
         for drop in ("sb-memory", "sb-speed"):
             if width - need() < min_model:
                 shown[drop] = False
+        over = need() + min_model - width
+        if over > 0:  # a long load stage: cut it rather than push the rest off the line
+            label = texts["sb-state"]
+            texts["sb-state"] = crop_cells(label, max(8, cell_len(label) - over))
+        self.query_one("#sb-state", Static).update(texts["sb-state"])
         for key, visible in shown.items():
             self.query_one(f"#{key}", Static).display = visible or key == "sb-model"
         model = self.query_one("#sb-model", Static)
-        room = max(min_model, min(len(texts["sb-model"]) + 1, width - need()))
-        model.styles.width = room
         text, where = texts["sb-model"], self._where
-        if len(text) + 1 > room and where and text.endswith(where):
-            # Shorten the model name and keep " · cpu bf16": the device matters more.
-            name_room = room - 1 - len(where)
-            if name_room >= 6:
-                text = text[: len(text) - len(where)][: name_room - 1] + "…" + where
+        room = max(min_model, min(cell_len(text) + 1, width - need()))
+        model.styles.width = room
+        if cell_len(text) + 1 > room:
+            if where and text.endswith(where) and room - 1 - cell_len(where) >= 6:
+                # Shorten the model name and keep " · cpu bf16": the device matters more.
+                name = text[: len(text) - len(where)]
+                text = crop_cells(name, room - 1 - cell_len(where)) + where
+            else:
+                text = crop_cells(text, room - 1)  # the piece's left padding takes one cell
         model.update(text)
