@@ -156,6 +156,8 @@ class LocalBackend:
         self._warmup()
         if self._fast is not None:
             self._fast.warm_up(self.default_params())  # CUDA: compile while the user types
+        # Loading leaves freed buffers (file reads, conversions) in this thread's arena.
+        release_host_memory()
         if progress is not None:
             progress(LoadProgress(LoadStage.READY, f"{info.name} ready on {info.device}"))
         return info
