@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--save", metavar="PATH", help="headless: save the conversation (.md/.json)")
     r.add_argument(
+        "--json",
+        action="store_true",
+        help="headless: print one JSON object (reply, model, stats; or the error) instead",
+    )
+    r.add_argument(
         "--list-models", action="store_true", help="list cached Hugging Face models and exit"
     )
     r.add_argument(
@@ -184,6 +189,14 @@ def _list_models() -> int:
     return EXIT_OK
 
 
+def _json_usage_error(problem: str) -> None:
+    import json
+
+    error = {"kind": "usage", "cause": redact(clean(problem)), "fix": "Fix the flag's value."}
+    sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
@@ -204,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if loaded.errors:
         for problem in loaded.errors:
             _err(f"llama-tui: error: {problem}")
+        if args.get("json"):
+            _json_usage_error(loaded.errors[0])
         return EXIT_USAGE
 
     if args.get("show_config"):
@@ -220,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     headless = "prompt" in args
     if not headless and "save" in args:
         _err("llama-tui: error: --save needs --prompt (in the TUI, use /save)")
+        return EXIT_USAGE
+    if not headless and args.get("json"):
+        _err("llama-tui: error: --json needs --prompt (it describes one headless reply)")
         return EXIT_USAGE
 
     notes = startup_warnings()
@@ -246,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for w in loaded.warnings:
             log.warning("%s", w)
         try:
+            if args.get("json"):
+                from llama_tui.headless_json import run_json
+
+                return run_json(loaded, args)
             return run_headless(loaded, args)
         except KeyboardInterrupt:
             _err("llama-tui: interrupted")

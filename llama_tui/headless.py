@@ -91,8 +91,12 @@ def _store() -> Any:
     return store
 
 
-def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
-    """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code."""
+def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = None) -> int:
+    """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code.
+
+    `report` (``--json``: `llama_tui.headless_json.JsonReport`) is told of an exception
+    (`failed`) and of the finished turn (`finished`).
+    """
     from llama_tui.session.transcript import Conversation
 
     settings = loaded.settings
@@ -149,10 +153,12 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
     recorder = SessionRecorder(conv, on_error=lambda t: err(f"llama-tui: warning: {t}"))
     restore_signals = install_signal_flush(lambda: recorder)
     try:
-        code = _answer(conv, prompt, settings, system_prompt, recorder)
+        code = _answer(conv, prompt, settings, system_prompt, recorder, report)
     finally:
         recorder.close()
         restore_signals()
+    if report is not None:
+        report.finished(conv, recorder)
     if code == EXIT_BROKEN_PIPE:
         return code
 
@@ -170,7 +176,9 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any]) -> int:
     return code
 
 
-def _answer(conv: Any, prompt: str, settings: Any, system_prompt: str, recorder: Any) -> int:
+def _answer(
+    conv: Any, prompt: str, settings: Any, system_prompt: str, recorder: Any, report: Any
+) -> int:
     """Load the model, stream one reply to stdout and journal the turn; the exit code."""
     from llama_tui.engine.base import StopReason
     from llama_tui.engine.factory import make_backend
@@ -225,6 +233,8 @@ def _answer(conv: Any, prompt: str, settings: Any, system_prompt: str, recorder:
         if reply is not None and reply.content:
             _finish_line(stdout, cleaner, reply)
         log.exception("headless run failed")
+        if report is not None:
+            report.failed(e)
         error = describe_error(e)
         err(f"llama-tui: error: {error}")
         code = EXIT_ERROR
