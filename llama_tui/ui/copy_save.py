@@ -52,13 +52,14 @@ class CopySaveControl(ChatAppBase):
             return
         from llama_tui.session.export import default_export_path
 
-        default = default_export_path(self.conversation, locations.save_dir())
+        folder = locations.save_dir()
+        default = default_export_path(self.conversation, folder)
 
         def chosen(path: str | None) -> None:
             if path:
                 self.run_worker(self.save_to(resolve_save_path(path)), exit_on_error=False)
 
-        self.push_screen(SaveDialog(str(default)), chosen)
+        self.push_screen(SaveDialog(str(default), str(folder)), chosen)
 
     async def save_to(self, path: str, *, overwrite: bool = False) -> None:
         """Save to `path` (already resolved); an existing file is replaced only if confirmed."""

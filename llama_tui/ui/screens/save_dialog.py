@@ -24,21 +24,30 @@ class SaveDialog(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
-    def __init__(self, default_path: str) -> None:
+    def __init__(self, default_path: str, folder: str) -> None:
         super().__init__(classes="dialog-screen")
         self.default_path = clean(default_path)
+        self.folder = clean(folder)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker") as box:
             box.border_title = "Save the conversation"
-            yield Static("Enter: save · Esc: cancel · .md for Markdown, .json for JSON. "
-                         "A relative path is taken inside the default folder.",
+            box.styles.width = 100  # paths are long; max-width still keeps it on screen
+            yield Static(f"Default folder: {self.folder}\nA relative path is taken inside it; "
+                         ".md saves Markdown, .json JSON. Enter: save · Esc: cancel",
                          markup=False, classes="dialog-text")
             yield Input(self.default_path, id="save-path", select_on_focus=False)
 
     def on_mount(self) -> None:
         field = self.query_one("#save-path", Input)
         field.focus()
+        self.call_after_refresh(self._show_end)
+
+    def _show_end(self) -> None:
+        # The file name is what one edits: scroll a long path to its end. The Input keeps
+        # the start in view until the cursor moves, so move it there and back.
+        field = self.query_one("#save-path", Input)
+        field.cursor_position = 0
         field.cursor_position = len(field.value)
 
     @on(Input.Submitted, "#save-path")
