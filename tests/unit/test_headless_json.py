@@ -147,3 +147,23 @@ def test_saved_session_is_named(
     code, obj, _ = _run(["--prompt", "hi", "--json", "--save", str(path)], capsys)
     assert code == 1 and "saved_to" not in obj["session"]
     assert "exists" in obj["error"]["cause"]
+
+
+def test_remote_server_without_server_model(capsys: pytest.CaptureFixture[str]) -> None:
+    # Headless with only --server: the server's (only) model answers, streamed as SSE.
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.engine.remote_server import Received, ScriptedServer, sse_chunk, start_sse
+    from tests.engine.test_remote import _chat
+
+    def script(srv: ScriptedServer, h: BaseHTTPRequestHandler, req: Received) -> None:
+        start_sse(h)
+        h.wfile.write(sse_chunk("Par") + b"event: ping\n\n" + sse_chunk("is", finish="stop"))
+        h.wfile.write(b"data: [DONE]\n\n")
+
+    with ScriptedServer(_chat(script)) as srv:
+        code, obj, err = _run(["--prompt", "Capital?", "--server", srv.url, "--json"], capsys)
+    assert code == 0, err
+    assert obj["reply"] == "Paris" and obj["device"].startswith("remote ")
+    assert obj["model"] == "m" and obj["model_spec"] == srv.url  # the server's only model
+    assert obj["stats"]["stop_reason"] == "eos"
