@@ -14,6 +14,10 @@ What `clean` removes:
   ``\\t``. ``\\r\\n`` becomes ``\\n``; a lone ``\\r`` and backspace are removed, so neither can
   move the cursor back to hide text.
 
+`clean_paste` (and its incremental form `PasteCleaner`) is `clean` for pasted text: terminals
+and tmux's `paste-buffer` send a paste's line ends as ``\r``, which `clean` would drop (joining
+the lines), so ``\r\n`` and a lone ``\r`` become ``\n`` first.
+
 `StreamCleaner` gives exactly the same result on any split of the text into chunks: it
 holds back an incomplete sequence until it ends. The hold-back is bounded (`MAX_PENDING`
 characters): a stray ESC that starts a string sequence which never ends is dropped, and the
@@ -32,8 +36,10 @@ import unicodedata
 
 __all__ = [
     "MAX_PENDING",
+    "PasteCleaner",
     "StreamCleaner",
     "clean",
+    "clean_paste",
     "has_controls",
     "redact",
     "safe_filename",
@@ -202,6 +208,34 @@ def clean(s: str) -> str:
     if not _CONTROL.search(s):
         return s
     c = StreamCleaner()
+    return c.feed(s) + c.flush()
+
+
+class PasteCleaner:
+    """Incremental `clean_paste`, for a paste that arrives in pieces (any split, same result)."""
+
+    def __init__(self) -> None:
+        self._cleaner = StreamCleaner()
+        self._after_cr = False  # the last piece ended in \r: a leading \n is its CRLF's half
+
+    def feed(self, chunk: str) -> str:
+        """Clean `chunk`, line ends as ``\n``; a trailing incomplete sequence is held back."""
+        if not chunk:
+            return ""
+        if self._after_cr and chunk[0] == "\n":
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith("\r")
+        return self._cleaner.feed(chunk.replace("\r\n", "\n").replace("\r", "\n"))
+
+    def flush(self) -> str:
+        """End of the paste: drop an unfinished sequence and reset."""
+        self._after_cr = False
+        return self._cleaner.flush()
+
+
+def clean_paste(s: str) -> str:
+    """`clean` for pasted text: ``\r\n`` and a lone ``\r`` (a terminal's line end) become ``\n``."""
+    c = PasteCleaner()
     return c.feed(s) + c.flush()
 
 

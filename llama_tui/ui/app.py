@@ -6,8 +6,9 @@ CLI calls: logging to a file first (a handler on stderr would draw over the scre
 in a worker after the first paint.
 
 Behaviour lives in the controller mixins: `model_control.py` (load, switch, meters),
-`chat_control.py` (one turn, stop, retry, edit, continue) and `command_control.py`
-(slash commands, palette, save, copy, links, editor).
+`chat_control.py` (one turn, stop, retry, edit, continue), `command_control.py`
+(slash commands, palette, save, copy, links, editor) and `key_control.py` (edit-last,
+transcript scrolling, the keys chosen to survive tmux and screen; more bindings there).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from llama_tui.ui.chat_control import footer_for
 from llama_tui.ui.command_control import CommandControl
 from llama_tui.ui.commands import palette_provider, parse_command, unescape_prompt
 from llama_tui.ui.copy_save import CopySaveControl
+from llama_tui.ui.key_control import KeyControl
 from llama_tui.ui.model_control import ModelControl
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
@@ -59,7 +61,7 @@ SIGNAL_EXIT_S = 5.0  # after SIGHUP / SIGTERM (journal flushed), the longest a s
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
-class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
+class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
     """Chat with a local (or remote) LLaMA-family model."""
 
     CSS_PATH = "app.tcss"
@@ -77,7 +79,6 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
         Binding("ctrl+q", "quit_app", "Quit", priority=True),
         Binding("ctrl+c", "interrupt", "Stop / quit", show=False, priority=True),
         Binding("ctrl+g", "continue_reply", "Continue", show=False, priority=True),
-        Binding("ctrl+b", "edit_last", "Edit last prompt", show=False, priority=True),
         Binding("ctrl+s", "save", "Save", show=False, priority=True),
         Binding("f3", "copy_code", "Copy code block", show=False),
         Binding("f4", "pick_model", "Load model", show=False),
@@ -228,10 +229,6 @@ class LlamaTuiApp(CommandControl, CopySaveControl, ModelControl):
     async def action_continue_reply(self) -> None:
         """Continue a stopped or cut-off reply."""
         await self.continue_reply()
-
-    async def action_edit_last(self) -> None:
-        """Put the last prompt back in the input."""
-        await self.edit_last()
 
     async def action_copy_reply(self) -> None:
         """Copy the last reply to the local clipboard (OSC 52)."""

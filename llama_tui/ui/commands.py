@@ -33,7 +33,7 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)", "F4"),
     SlashCommand("retry", "/retry", "generate the last reply again", "Ctrl+R"),
     SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", "Ctrl+G"),
-    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", "Ctrl+B"),
+    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", "Ctrl+T"),
     SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json); no PATH "
                  "asks where", "Ctrl+S"),
     SlashCommand("copy", "/copy [N] [file]", "copy the last reply, or its code block N; "

@@ -129,8 +129,8 @@ async def test_edit_last_prompt_puts_it_back() -> None:
         await reply_done(pilot)
         await send(pilot, "q2 with typo")
         await reply_done(pilot)
-        await pilot.press("ctrl+b")
-        assert app.prompt.text == "q2 with typo"
+        await pilot.press("ctrl+t", "y")  # Ctrl+T asks first (tests/ui/test_keys.py)
+        await until(pilot, lambda: app.prompt.text == "q2 with typo")
         assert [m.content for m in app.conversation.messages] == ["q1", "a1"]
         assert "q2 with typo" not in shown_text(app)
 

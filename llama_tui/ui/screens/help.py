@@ -26,7 +26,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Ctrl+Q", "quit (asks while a reply is generated)"),
     ("Ctrl+R", "retry the last reply"),
     ("Ctrl+G", "continue a stopped or cut-off reply"),
-    ("Ctrl+B", "edit the last prompt (removes the last exchange)"),
+    ("Ctrl+T", "edit the last prompt (asks first: removes the last exchange)"),
     ("Ctrl+Y", "copy the last reply (OSC 52, tmux/screen aware)"),
     ("F3", "copy a code block, or write it to a file"),
     ("Ctrl+S", "save the conversation as Markdown"),
@@ -34,7 +34,10 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("F4", "load another model"),
     ("F5", "saved sessions"),
     ("Ctrl+P", "command palette"),
-    ("Tab / Shift+Tab", "move focus; PgUp / PgDn scroll the transcript"),
+    ("PgUp / PgDn", "scroll the transcript, also while typing (Ctrl+Home / Ctrl+End: ends)"),
+    ("Tab / Shift+Tab", "move focus"),
+    ("tmux / screen", "Ctrl+B / Ctrl+A are their prefixes: llama-tui uses neither"),
+    ("Terminal keys", "if the terminal takes Alt+Enter or F1, use Ctrl+J or /help"),
     ("F1", "this help"),
 )
 

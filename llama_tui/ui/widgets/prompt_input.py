@@ -1,7 +1,9 @@
 """The multi-line prompt input: Enter sends, Ctrl+J / Alt+Enter insert a newline.
 
 A `TextArea` inserts a newline on Enter; we turn Enter into "send" and keep newlines on the
-keys terminals can actually tell apart (Shift+Enter usually arrives as plain Enter).
+keys terminals can actually tell apart (Shift+Enter usually arrives as plain Enter; Alt+Enter
+arrives as ESC CR, which `llama_tui.ui.terminal_input` names `alt+enter`). PgUp / PgDn are
+left to the app, which scrolls the transcript with them.
 Up / Down on the first / last line walk through earlier prompts, like a shell. Ctrl+E opens
 `$EDITOR` on the current text (the app suspends itself while the editor runs).
 Bracketed paste is sanitised (`clean`) and then inserted like TextArea does, newlines kept.
@@ -13,11 +15,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from textual import events
+from textual.actions import SkipAction
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.widgets import TextArea
 
-from llama_tui.text import clean
+from llama_tui.text import clean, clean_paste
 
 NEWLINE_KEYS = frozenset({"ctrl+j", "alt+enter", "shift+enter"})
 
@@ -30,6 +33,7 @@ class PromptInput(TextArea):
             "ctrl+e", "external_editor", "Editor", show=False, tooltip="Edit in $EDITOR"
         ),
         Binding("ctrl+j", "newline", "New line", show=False),
+        Binding("pageup,pagedown", "pass_key", show=False),
     ]
 
     @dataclass
@@ -92,20 +96,25 @@ class PromptInput(TextArea):
         """Insert a bracketed paste, sanitised.
 
         Text copied from a web page or a log can carry escape sequences and C1 controls;
-        TextArea would draw them to the terminal as they are. `prevent_default` keeps
-        TextArea's own handler from inserting the raw text as well.
+        TextArea would draw them to the terminal as they are. Terminals and tmux send a
+        paste's line ends as CR, which `clean_paste` keeps as new lines. `prevent_default`
+        keeps TextArea's own handler from inserting the raw text as well.
         """
         event.prevent_default()
         event.stop()
         if self.read_only:
             return
-        if result := self._replace_via_keyboard(clean(event.text), *self.selection):
+        if result := self._replace_via_keyboard(clean_paste(event.text), *self.selection):
             self.move_cursor(result.end_location)
             self.focus()
 
     def action_newline(self) -> None:
         """Insert a newline at the cursor."""
         self.insert("\n")
+
+    def action_pass_key(self) -> None:
+        """PgUp / PgDn scroll the transcript (an app binding), not this input's cursor."""
+        raise SkipAction()
 
     def action_external_editor(self) -> None:
         """Ask the app to open $EDITOR on the current text."""
