@@ -23,6 +23,7 @@ from llama_tui.engine.base import (
     InvalidModelSpecError,
     StopReason,
 )
+from llama_tui.engine.streaming import REPLACEMENT
 
 # Server messages are untrusted and sometimes huge (HTML error pages, stack traces).
 MAX_SERVER_MESSAGE_CHARS = 300
@@ -161,6 +162,11 @@ class StopFilter:
 
     The end of the text that could still grow into a stop string is held back until it
     cannot (at most the longest stop string minus one character) or until `flush()`.
+
+    Also U+FFFD at the end: a server whose reply stops inside a multi-byte character (the
+    token limit) sends that character's bytes decoded as U+FFFD in its last chunk. A trailing
+    run is held until more text follows (then it was really in the reply) and dropped by
+    `flush()`, so an incomplete tail is never shown or saved, as with the local backend.
     """
 
     def __init__(self, stops: Sequence[str]) -> None:
@@ -171,15 +177,13 @@ class StopFilter:
     def push(self, text: str) -> str:
         if self.stopped or not text:
             return ""
-        if not self._stops:
-            return text
         buf = self._held + text
         hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
         if hits:
             self.stopped = True
             self._held = ""
             return buf[: min(hits)]
-        keep = 0
+        keep = len(buf) - len(buf.rstrip(REPLACEMENT))
         for s in self._stops:
             for n in range(min(len(s) - 1, len(buf)), keep, -1):
                 if buf.endswith(s[:n]):
@@ -190,7 +194,7 @@ class StopFilter:
 
     def flush(self) -> str:
         held, self._held = self._held, ""
-        return "" if self.stopped else held
+        return "" if self.stopped else held.rstrip(REPLACEMENT)
 
 
 def server_message(body: bytes, content_type: str = "") -> tuple[str, str | None]:

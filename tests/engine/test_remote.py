@@ -769,6 +769,29 @@ def test_stop_filter_holds_back_possible_prefixes() -> None:
     assert StopFilter(()).push("anything") == "anything"
 
 
+@pytest.mark.parametrize("stops", [(), ("END",)])
+def test_stop_filter_drops_an_incomplete_character_at_the_end(stops: tuple[str, ...]) -> None:
+    f = StopFilter(stops)
+    assert f.push("經過\ufffd") == "經過"  # held: it may be the cut end of the reply
+    assert f.push("\ufffdok") == "\ufffd\ufffdok"  # more text: it was in the reply after all
+    assert f.push("努\ufffd\ufffd") == "努"
+    assert f.flush() == ""  # the reply ended inside a character: never shown
+
+
+def test_reply_cut_inside_a_character_by_the_server() -> None:
+    # transformers serve's streamer flushes the cut bytes as U+FFFD in the last chunk.
+    def script(srv: ScriptedServer, h: BaseHTTPRequestHandler, req: Received) -> None:
+        start_sse(h)
+        h.wfile.write(sse_chunk("經過") + sse_chunk("努\ufffd") + sse_chunk(finish="length"))
+        h.wfile.write(b"data: [DONE]\n\n")
+
+    with ScriptedServer(_chat(script)) as srv:
+        gen = _loaded(srv).stream(HI, GREEDY, threading.Event())
+        chunks, err = collect(gen)
+    assert err is None and "".join(chunks) == "經過努"
+    assert gen.stats is not None and gen.stats.stop_reason is StopReason.LENGTH
+
+
 def test_urls() -> None:
     assert normalize_base_url("localhost:8000/v1/") == "http://localhost:8000"
     assert normalize_base_url("https://h.example/api/v1") == "https://h.example/api"
