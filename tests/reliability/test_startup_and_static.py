@@ -27,7 +27,7 @@ REPO = ROOT.parent
     [
         ("transformers", "5.2.9", "CVE-2026-4372"),
         ("transformers", "4.57.1", "CVE-2026-4372"),
-        ("transformers", "5.3.0rc1", None),  # 5.3 pre-release: at the floor
+        ("transformers", "5.3.0rc1", "CVE-2026-4372"),  # a pre-release comes before the fix
         ("torch", "2.5.1+cu121", "CVE-2025-32434"),
         ("torch", "2.6.0", None),
         ("transformers", "5.24.0", None),
