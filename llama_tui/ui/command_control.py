@@ -154,7 +154,9 @@ class CommandControl(SettingsControl):
             self.recorder.close()
         self.conversation = conv
         self.recorder = self.new_recorder(conv)
-        self.system_prompt = conv.system_prompt
+        # The user's own changes are written first; the session's prompt is not theirs.
+        self.remember_settings()
+        self.apply_params(self.params, conv.system_prompt, remember=False)
         self.recorded_settings = None
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
         await self.transcript.clear_all()

@@ -206,14 +206,18 @@ class SettingsControl(ChatControl):
         from llama_tui.config import config_file_values, update_remembered
 
         loaded = self.loaded
-        notes = list(loaded.notes)
+        if self.system_prompt != loaded.settings.system_prompt:
+            self.yours.discard("system_prompt")  # a resumed conversation's own prompt
+        # Warnings are toasts too (app.py); here they stay in view with the notes.
+        notes = [*loaded.warnings, *loaded.notes]
         if loaded.remembered.needs_write:
             try:
                 update_remembered({}, config_file_values(loaded.config_path))
             except (OSError, ValueError) as e:
                 notes.append(f"Could not update the remembered settings: {e}")
         if notes:
-            await self.note("\n".join(notes), title="settings")
+            variant = "warning" if loaded.warnings or loaded.remembered.stale else "info"
+            await self.note("\n".join(notes), title="settings", variant=variant)
         self._show_origins()
 
     # -- helpers -------------------------------------------------------------------------

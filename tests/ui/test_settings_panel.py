@@ -244,3 +244,31 @@ async def test_config_edit_since_the_change_wins_and_is_announced_once() -> None
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         assert "top_p" not in shown_text(app)
+
+
+async def test_opening_a_session_keeps_the_users_prompt_and_never_remembers_the_sessions() -> None:
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.session.transcript import Conversation
+
+    other = Conversation(system_prompt="Session prompt.")
+    rec = SessionRecorder(other)
+    rec.user_message(other.add("user", "hi"))
+    rec.assistant_finished(other.add("assistant", "hello"))
+    rec.close()
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/system Mine.")
+        await app.open_session(other.id)
+        assert app.system_prompt == "Session prompt."
+        await send(pilot, "/set top_p 0.5")
+        await pilot.press("f2")
+        await pilot.press("f2")
+    assert _stored() == {"system_prompt": {"value": "Mine."}, "top_p": {"value": 0.5}}
+
+
+async def test_settings_warnings_stay_in_the_transcript() -> None:
+    app = _launch("[generation]\ntop_k = -3\n")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        assert "top_k" in shown_text(app) and "line 3" in shown_text(app)
