@@ -79,7 +79,9 @@ class SettingsControl(ChatControl):
             if not changed:
                 self.say("The settings already match the session's.")
                 return
-            # The session's values are for this conversation: used, never remembered.
+            # The session's values are for this conversation: used, never remembered. The
+            # user's own pending changes are written first, before these replace them.
+            self.remember_settings()
             self.apply_params(new, self.system_prompt, remember=False)
             self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
             self.say(f"Using the session's {', '.join(changed)} from the next reply.")
@@ -93,7 +95,10 @@ class SettingsControl(ChatControl):
         try:
             new = apply_setting(self.params, key, value, self.context_length)
         except ParseError as e:
-            await self.note(f"/set {key}: {e}. Nothing was changed.", variant="warning")
+            # "top_p must be in (0, 1]" names the key already; "must be a number" does not.
+            reason = str(e)
+            said = reason if reason.startswith(f"{key.lower()} ") else f"{key}: {reason}"
+            await self.note(f"/set {said}. Nothing was changed.", variant="warning")
             return
         self.apply_params(new, self.system_prompt)
         self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)

@@ -185,6 +185,7 @@ async def test_flag_and_session_values_are_never_remembered() -> None:
                    sources={"temperature": "flag", "system_prompt": "flag"})
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
+        await send(pilot, "/set top_k 9")  # the user's own, then the session's over it
         app.conversation.settings = {"top_k": 7, "max_new_tokens": 99}  # as if resumed
         await send(pilot, "/set session")
         assert (app.params.top_k, app.params.max_new_tokens) == (7, 99)
@@ -194,7 +195,8 @@ async def test_flag_and_session_values_are_never_remembered() -> None:
         await pilot.pause()
         await pilot.press("f2")
         assert app.system_prompt == "Flag prompt." and app.params.temperature == 0.9
-    assert _stored() == {"top_p": {"value": 0.5}, "min_p": {"value": 0.1}}
+    assert _stored() == {"top_k": {"value": 9}, "top_p": {"value": 0.5},
+                         "min_p": {"value": 0.1}}
 
 
 def _launch(config: str) -> LlamaTuiApp:
