@@ -149,9 +149,8 @@ class LoadedSettings:
     user typed (the CLI refuses to start on those: exit 2). `env_exports`: HF_* variables
     from a .env file that are not set in the environment; `apply_env_exports` puts them in
     ``os.environ`` (before huggingface_hub is imported, which reads them at import time).
-    `file_values`: config.toml's values for the remembered keys (what a remembered value
-    overrides). `remembered`: the remembered entries read; `notes`: lines about them for the
-    user (which remembered values override config.toml, which are stale).
+    `file_values`: config.toml's values for the remembered keys; `remembered`: the entries
+    read; `notes`: lines for the user (remembered values over config.toml, stale ones).
     """
 
     settings: Settings
@@ -332,7 +331,7 @@ def load_settings(
     layer = _config_layer(path, warnings)
     if layer:
         resolver.apply(layer)
-    file_values = _file_values(resolver)
+    file_values = config_file_values(path)
     remembered = read_remembered(remembered_settings_file(), file_values, warnings)
     resolver.apply(remembered.layer())
 
@@ -374,19 +373,14 @@ def load_settings(
     )
 
 
-def _file_values(resolver: _Resolver) -> dict[str, Any]:
-    """The remembered keys' values that the config file set (after validation)."""
-    return {k: resolver.values[k] for k in REMEMBERED_KEYS
-            if resolver.sources[k].startswith("config:")}
-
-
 def config_file_values(path: Path | None) -> dict[str, Any]:
     """config.toml's current values for the remembered keys, read afresh (no warnings)."""
     resolver = _Resolver()
     layer = _config_layer(locations.config_file() if path is None else path, [])
     if layer:
         resolver.apply(layer)
-    return _file_values(resolver)
+    return {k: resolver.values[k] for k in REMEMBERED_KEYS
+            if resolver.sources[k].startswith("config:")}
 
 
 def describe_sources(loaded: LoadedSettings) -> list[str]:
