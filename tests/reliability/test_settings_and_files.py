@@ -18,6 +18,7 @@ import pytest
 from llama_tui import locations
 from llama_tui.config import load_settings, remembered_settings_file
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.save_dialog import SaveDialog
 from tests.ui.fakes import FakeBackend
 from tests.ui.helpers import make_app, notes, ready, reply_done, send, shown_text, until
 
@@ -255,11 +256,15 @@ async def test_export_name_from_title_stays_in_directory(
         await reply_done(pilot)
         app.conversation.title = title
         (tmp_path / "outdir").mkdir()
-        await send(pilot, "/save")
-        await until(pilot, lambda: any(p.is_file() for p in work.iterdir()))
+        saved = locations.save_dir()
+        await send(pilot, "/save")  # asks where, prefilled with a name in the save folder
+        await until(pilot, lambda: isinstance(app.screen, SaveDialog))
+        await pilot.press("enter")
+        await until(pilot, lambda: saved.is_dir() and any(p.is_file() for p in saved.iterdir()))
         await send(pilot, f"/save {tmp_path / 'outdir'}/")
         await until(pilot, lambda: any((tmp_path / "outdir").iterdir()))
-    for d in (work, tmp_path / "outdir"):
+    assert not any(work.iterdir())  # never the working directory
+    for d in (saved, tmp_path / "outdir"):
         files = list(d.iterdir())
         assert len(files) == 1, files
         name = files[0].name
