@@ -230,6 +230,17 @@ async def test_remembered_value_over_config_is_shown_and_can_be_forgotten() -> N
         await pilot.press("f2")
         why = str(app.panel.query_one("#sp-why-top_p", Static).render())
         assert "yours" not in why
+        await pilot.press("f2")
+        await send(pilot, "/set temperature 0.3")
+        await send(pilot, "/set min_p 0.1")
+        await send(pilot, "/settings")
+        await send(pilot, "/settings")  # closing the panel writes them
+        assert set(_stored()) == {"temperature", "min_p"}
+        await send(pilot, "/set forget all")
+        assert (app.params.temperature, app.params.min_p) == (0.6, 0.0)  # the model's
+        assert _stored() == {}
+        await send(pilot, "/set forget nonsense")
+        assert "unknown setting 'nonsense'" in shown_text(app)
 
 
 async def test_config_edit_since_the_change_wins_and_is_announced_once() -> None:
