@@ -279,12 +279,15 @@ async def test_60_columns_footer_help_and_status() -> None:
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         await pilot.pause()
         # The dialog's text: what lies between its left border and its right edge.
-        lines = [line[line.index("│") + 1:].rstrip(" │▄▃▁▇╮╯")
-                 for line in screen_text(app).splitlines() if "│" in line]
+        screen = screen_text(app).splitlines()
+        left = next(line.index("╭─ llama-tui help") for line in screen if "llama-tui help" in line)
+        lines = [line[left + 1:].rstrip(" │▄▃▂▁▇█╮╯") for line in screen
+                 if line[left:left + 1] == "│"]
         column = next(line.index("send the message") for line in lines
                       if "send the message" in line)
-        body = lines[lines.index(" Keys") + 2: next(i for i, line in enumerate(lines)
-                                                     if "Ctrl+B" in line)]
+        start = lines.index(" Keys") + 2
+        end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+        body = lines[start:end]
         for line in body:  # a key in column 3, or wrapped help text under the help column
             indent = len(line) - len(line.lstrip())
             assert indent in (3, column), (line, lines)
@@ -335,3 +338,15 @@ async def test_reloading_frees_each_old_model(
             assert models[-1]() is None
             assert trims and trims[-1], trims
         assert [ref() is None for ref in models] == [True, True, True]
+
+
+async def test_set_errors_name_the_key_once() -> None:
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/set temperature -1")
+        await send(pilot, "/set top_k lots")
+        lines = [line for line in shown_text(app).splitlines() if line.startswith("/set")]
+        assert lines[0].startswith("/set temperature must be"), lines
+        assert lines[0].count("temperature") == 1, lines
+        assert lines[1].startswith("/set top_k: must be a whole number"), lines
