@@ -43,7 +43,10 @@ async def test_ctrl_s_prefills_dated_slug_in_save_dir_and_enter_saves() -> None:
         assert not Path.cwd().joinpath(expected.name).exists()
         await pilot.press("enter")
         await until(pilot, expected.exists)
-        assert "## Assistant\n\nParis." in expected.read_text()
+        saved = expected.read_text()
+        assert "## Assistant\n\nParis." in saved
+        versions = next(ln for ln in saved.splitlines() if ln.startswith("- **Versions:**"))
+        assert all(f"{d} " in versions for d in ("llama-tui", "transformers", "torch", "textual"))
         await until(pilot, lambda: f"Saved to {expected}" in notes(app))
         # The next Ctrl+S proposes a name that does not exist yet.
         await pilot.press("ctrl+s")
