@@ -86,7 +86,10 @@ class ModelControl(ChatAppBase):
         backend: Backend | None = None
 
         def progress(p: LoadProgress) -> None:
-            self.post_message(LoadProgressed(load_id, p))
+            # "ready" is ModelLoaded's to say; posted, it would also replace (coalesce) the
+            # last real stage still queued.
+            if p.stage is not LoadStage.READY:
+                self.post_message(LoadProgressed(load_id, p))
 
         try:
             backend = self.backend_factory(settings)
@@ -105,8 +108,6 @@ class ModelControl(ChatAppBase):
         if message.load_id != self.load_id:
             return
         p = message.progress
-        if p.stage is LoadStage.READY:
-            return  # ModelLoaded follows at once and says "ready" itself
         pct = f" {p.fraction:.0%}" if p.fraction is not None else ""
         detail = f"{p.message or p.stage.value}{pct}"
         if self.backend is None:
