@@ -294,21 +294,6 @@ async def test_60_columns_footer_help_and_status() -> None:
         assert any(len(line) - len(line.lstrip()) == column for line in body), lines
 
 
-def test_60_columns_snapshot(snap_compare: Any) -> None:
-    async def run_before(pilot: Pilot[int]) -> None:
-        await ready(pilot)
-        for widget in pilot.app.query("TextArea, Input"):
-            widget.cursor_blink = False  # type: ignore[attr-defined]
-        await send(pilot, "Say hello.")
-        await reply_done(pilot)
-        for widget in pilot.app.query("TextArea, Input"):
-            widget.cursor_blink = False  # type: ignore[attr-defined]
-        await pilot.pause()
-
-    app = make_app(FakeBackend(replies=[["Hello! How can I help you today?"]]))
-    assert snap_compare(app, run_before=run_before, terminal_size=(60, 24))
-
-
 # -- reloading frees the old model -------------------------------------------------------------
 
 
