@@ -235,13 +235,15 @@ async def test_session_rows_align_and_delete_names_the_title() -> None:
     current = session("the open one", "Llama-3.2-1B-Instruct")
     session("short model", "tiny")
     doomed = session("about llamas", "通义千问-模型")
+    session("a title far too long for one row of a sixty-column terminal, whose end", "x")
     app = make_app(FakeBackend(), resume=current.id)
     async with app.run_test(size=(60, 24)) as pilot:
         await ready(pilot)
         await pilot.press("f5")
         await until(pilot, lambda: isinstance(app.screen, SessionsScreen)
-                    and len(app.screen.titles) == 3)
+                    and len(app.screen.titles) == 4)
         await pilot.pause()
+        assert "long for one row" not in screen_text(app)  # cut with "…", not wrapped
         options = app.screen.query_one("#sessions")
         texts = {o.id: str(o.prompt) for o in options._options}  # type: ignore[attr-defined]
         starts = {sid: cell_len(t[: t.index(p)]) for sid, t in texts.items()
