@@ -337,3 +337,28 @@ async def test_set_errors_name_the_key_once() -> None:
         assert lines[0].startswith("/set temperature must be"), lines
         assert lines[0].count("temperature") == 1, lines
         assert lines[1].startswith("/set top_k: must be a whole number"), lines
+
+
+async def test_a_long_load_stage_is_cut_and_the_model_stays_visible() -> None:
+    stage = "Converting SmolLM2-135M-Instruct-Q8_0.gguf to safetensors (once)"
+    backend = StagedBackend(stages=(LoadProgress(LoadStage.CONVERT, stage, 0.35),))
+    app = make_app(backend, spec="demo")
+    async with app.run_test(size=(60, 24)) as pilot:
+        await until(pilot, lambda: "Converting" in app.status.facts.detail)
+        await pilot.pause()
+        line = status_line(app)
+        assert line.lstrip().startswith("Converting") and "…" in line, line
+        assert line.rstrip().endswith("demo"), line
+        backend.gate.set()
+        await ready(pilot)
+        assert status_line(app).split()[:2] == ["ready", "Fake-Llama-1B"]
+
+
+async def test_palette_theme_entry_opens_the_theme_picker() -> None:
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 30)) as pilot:
+        await ready(pilot)
+        found = await palette_prompts(pilot, "theme")
+        assert str(found[0].hit.text) == "Theme"
+        await pilot.press("enter")
+        await until(pilot, lambda: "textual-dark" in screen_text(app))
