@@ -17,11 +17,9 @@ cheap; see ARCHITECTURE.md.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import queue
-import sys
 import threading
 import time
 import traceback
@@ -44,6 +42,7 @@ from llama_tui.engine.base import (
 from llama_tui.engine.chat_format import ChatFormatter
 from llama_tui.engine.fast_glue import FastPath, FastPathMode
 from llama_tui.engine.fastpath import common_prefix_length
+from llama_tui.engine.host_memory import release_host_memory
 from llama_tui.engine.sampling import (
     SAMPLING_FIELDS,
     generate_sampling_kwargs,
@@ -62,26 +61,6 @@ from llama_tui.engine.streaming import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def release_host_memory() -> bool:
-    """Hand freed heap memory back to the OS (glibc only); True when it was asked to.
-
-    A model's weights are freed into glibc's arenas (one per loading thread), which keep
-    the pages: without this every reload of a model grew the process by a part of the
-    model's size until the arenas happened to be reused.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # musl and others: nothing to trim
-        return False
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    trim(0)
-    return True
 
 
 # How long `stream()` waits for a previous generate thread (cancelled, still finishing its
