@@ -293,8 +293,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except LlamaTuiError as e:  # --resume of a session that cannot be read
-        _err(
-            f"llama-tui: error: cannot resume {loaded.resume or 'the last session'}: "
-            f"{_describe_error(e)}"
-        )
+        _err(f"llama-tui: error: {_describe_error(e)}")  # its cause names the session
         return EXIT_ERROR

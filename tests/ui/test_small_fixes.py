@@ -362,3 +362,11 @@ async def test_palette_theme_entry_opens_the_theme_picker() -> None:
         assert str(found[0].hit.text) == "Theme"
         await pilot.press("enter")
         await until(pilot, lambda: "textual-dark" in screen_text(app))
+
+
+async def test_resuming_a_missing_session_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from llama_tui import cli
+
+    assert cli.main(["--resume", "20200101-000000-deadbeef"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("20200101-000000-deadbeef") == 1 and err.count("no such session") == 1, err
