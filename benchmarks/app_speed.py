@@ -145,7 +145,8 @@ def app_reply(app: PtyApp, tokens: int) -> float:
 
 def bare_rates(backend: Any, tokens: int) -> tuple[float, float]:
     """(LocalBackend.stream decode tok/s, bare model.generate end-to-end tok/s)."""
-    from llama_tui.engine.base import ChatMessage, GenerationParams
+    from llama_tui.core.backend import ChatMessage
+    from llama_tui.core.params import GenerationParams
 
     history = [ChatMessage("user", PROMPT)]
     params = GenerationParams(do_sample=False, max_new_tokens=tokens)
@@ -169,8 +170,9 @@ def headless_ratio(runs: int, tokens: int) -> tuple[list[float], list[float]]:
     """
     import asyncio
 
-    from llama_tui.config import load_settings
-    from llama_tui.engine.base import ChatMessage, GenerationParams
+    from llama_tui.config.settings import load_settings
+    from llama_tui.core.backend import ChatMessage
+    from llama_tui.core.params import GenerationParams
     from llama_tui.ui.app import create_app
 
     loaded = load_settings(cli={"model": "demo", "do_sample": False, "max_new_tokens": tokens})
@@ -257,8 +259,8 @@ def main() -> None:
 
 
 def run(home: Path, args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    from llama_tui.config import load_settings
-    from llama_tui.engine.local import LocalBackend
+    from llama_tui.config.settings import load_settings
+    from llama_tui.engine.local.backend import LocalBackend
 
     print("first paint...", flush=True)
     first_paint(home)  # warm the page cache and the model conversion

@@ -233,8 +233,8 @@ def multi_turn(
     """
     import torch
 
-    from llama_tui.engine.base import GenerationParams
-    from llama_tui.engine.fastpath import FastDecoder
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.fast.decoder import FastDecoder
 
     torch.set_num_threads(threads)
     params = GenerationParams(do_sample=False, max_new_tokens=reply)
@@ -306,8 +306,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llama_tui.engine.base import GenerationParams
-    from llama_tui.engine.fastpath import FastDecoder
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.fast.decoder import FastDecoder
 
     gguf = args.gguf or demo_gguf()
     folder = converted_dir(args.model_dir, gguf)

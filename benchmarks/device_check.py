@@ -208,8 +208,9 @@ class RunResult:
 
 def load_and_generate(folder: Path, options: Any) -> RunResult:
     """Load through LocalBackend (hence load_model), read memory, generate NEW_TOKENS greedily."""
-    from llama_tui.engine.base import ChatMessage, GenerationParams, LoadProgress
-    from llama_tui.engine.local import LocalBackend
+    from llama_tui.core.backend import ChatMessage, LoadProgress
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.local.backend import LocalBackend
 
     messages: list[str] = []
 
@@ -271,7 +272,7 @@ def describe(r: RunResult) -> str:
 def run_checks(cpu: bool) -> list[Row]:
     import torch
 
-    from llama_tui.engine.base import LoadOptions
+    from llama_tui.core.backend import LoadOptions
 
     rows: list[Row] = []
     cuda = torch.cuda.is_available() and not cpu

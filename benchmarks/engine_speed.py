@@ -10,7 +10,7 @@ engine alternated `--runs` times in the same process after one warm-up of each; 
 their ratio (target >= 0.97, PERFORMANCE.md). Part 2: a `--turns`-turn greedy conversation run
 with the KV cache reused and without; time to first token of turn 1 and of the last turn, and
 whether the replies were identical. The engine decodes through `generate` or the FastDecoder
-as `llama_tui.engine.fast_glue` decides (`--fast-path` overrides the device policy, like
+as `llama_tui.engine.fast.glue` decides (`--fast-path` overrides the device policy, like
 LocalBackend's `fast_path`); the table says which. Not part of the test suite.
 """
 
@@ -22,8 +22,9 @@ import threading
 import time
 from typing import Any
 
-from llama_tui.engine.base import ChatMessage, GenerationParams, LoadOptions
-from llama_tui.engine.local import LocalBackend
+from llama_tui.core.backend import ChatMessage, LoadOptions
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.local.backend import LocalBackend
 
 PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
 # About 70 tokens per user turn, like TECH_NOTES §3's measurement.

@@ -174,8 +174,8 @@ def main() -> int:
     import torch
     import transformers
 
-    from llama_tui.engine.base import GenerationParams
-    from llama_tui.engine.fastpath import FastDecoder, configure_compile_cache
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.fast.decoder import FastDecoder, configure_compile_cache
 
     dev = torch.device("cpu" if tiny else "cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -60,8 +60,10 @@ def main() -> int:
         return 0
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from llama_tui.engine.base import ChatMessage, GenerationError, GenerationParams, LoadOptions
-    from llama_tui.engine.local import LocalBackend
+    from llama_tui.core.backend import ChatMessage, LoadOptions
+    from llama_tui.core.errors import GenerationError
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.local.backend import LocalBackend
     from tests.tiny_model import build_tiny_llama
 
     lines: list[str] = []

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from llama_tui.config import LoadedSettings, Settings
+from llama_tui.config.settings import LoadedSettings, Settings
 from llama_tui.ui.app import create_app
 
 

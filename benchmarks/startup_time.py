@@ -45,8 +45,8 @@ def phases(model: str) -> None:
     import transformers  # noqa: F401
 
     t2 = time.perf_counter()
-    from llama_tui.config import load_settings
-    from llama_tui.engine.local import LocalBackend
+    from llama_tui.config.settings import load_settings
+    from llama_tui.engine.local.backend import LocalBackend
 
     settings = load_settings(cli={"model": model}).settings
     backend = LocalBackend(settings.model, settings.load_options())

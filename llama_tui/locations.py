@@ -54,7 +54,7 @@ def cache_dir() -> Path:
 
 
 def converted_models_dir() -> Path:
-    """GGUF files converted once to safetensors live here (see engine/models.py)."""
+    """GGUF files converted once to safetensors live here (see engine/loading/models.py)."""
     return cache_dir() / "converted"
 
 

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llama_tui.config_values import DTYPE_ALIASES
-from llama_tui.engine.base import MemoryReading, ModelError
+from llama_tui.config.values import DTYPE_ALIASES
+from llama_tui.core.backend import MemoryReading
+from llama_tui.core.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llama_tui.config import Settings
-    from llama_tui.engine.base import Backend
+    from llama_tui.config.settings import Settings
+    from llama_tui.core.backend import Backend
 
 __all__ = ["make_backend"]
 
@@ -23,7 +23,7 @@ def make_backend(settings: Settings) -> Backend:
     """
     backend: Backend
     if settings.server:
-        from llama_tui.engine.remote import RemoteBackend
+        from llama_tui.engine.remote.backend import RemoteBackend
 
         backend = RemoteBackend(
             settings.server,
@@ -32,7 +32,7 @@ def make_backend(settings: Settings) -> Backend:
             verify_tls=settings.verify_tls,
         )
         return backend
-    from llama_tui.engine.local import LocalBackend
+    from llama_tui.engine.local.backend import LocalBackend
 
     backend = LocalBackend(settings.model, settings.load_options(), raw=settings.raw)
     return backend

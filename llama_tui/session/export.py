@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_tui import __version__, locations
-from llama_tui.session.atomic import atomic_write, make_private_dirs
+from llama_tui.atomic import atomic_write, make_private_dirs
 from llama_tui.session.journal import (
     SUFFIX,
     SessionLoadError,

@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_tui import locations
-from llama_tui.engine.base import LlamaTuiError
-from llama_tui.session.atomic import write_all
+from llama_tui.atomic import write_all
+from llama_tui.core.errors import LlamaTuiError
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
 from llama_tui.text import redact
 

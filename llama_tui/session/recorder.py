@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 from llama_tui import locations
-from llama_tui.session.atomic import FILE_MODE, fsync_dir, make_private_dirs, write_all
+from llama_tui.atomic import FILE_MODE, fsync_dir, make_private_dirs, write_all
 from llama_tui.session.journal import (
     DEFAULT_CHECKPOINT_INTERVAL,
     FORMAT_VERSION,

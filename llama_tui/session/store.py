@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llama_tui import locations
-from llama_tui.session.atomic import atomic_write, fsync_dir, make_private_dirs
+from llama_tui.atomic import atomic_write, fsync_dir, make_private_dirs
 from llama_tui.session.export import (
     default_export_path,
     from_json,

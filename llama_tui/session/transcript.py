@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llama_tui.engine.base import ChatMessage, Role
+from llama_tui.core.backend import ChatMessage, Role
 
 MessageStatus = Literal["complete", "streaming", "stopped", "error"]
 

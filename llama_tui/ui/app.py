@@ -29,7 +29,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Footer
 
-from llama_tui.engine.base import GenerationStats
+from llama_tui.core.backend import GenerationStats
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean
 from llama_tui.ui.base import BackendFactory
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from textual.command import Provider
 
-    from llama_tui.config import LoadedSettings
+    from llama_tui.config.settings import LoadedSettings
 
 log = logging.getLogger(__name__)
 

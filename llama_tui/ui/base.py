@@ -19,7 +19,8 @@ from textual.app import App
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from llama_tui.engine.base import Backend, GenerationParams, ModelInfo
+from llama_tui.core.backend import Backend, ModelInfo
+from llama_tui.core.params import GenerationParams
 from llama_tui.session.transcript import Conversation, Message
 from llama_tui.text import clean, redact
 from llama_tui.ui.widgets.prompt_input import PromptInput
@@ -28,7 +29,7 @@ from llama_tui.ui.widgets.status_bar import StatusBar
 from llama_tui.ui.widgets.transcript import AssistantTurn, Transcript
 
 if TYPE_CHECKING:
-    from llama_tui.config import LoadedSettings, Settings
+    from llama_tui.config.settings import LoadedSettings, Settings
     from llama_tui.session.recorder import SessionRecorder
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,8 @@ import time
 
 from textual import work
 
-from llama_tui.engine.base import (
-    Backend,
-    ChatMessage,
-    GenerationParams,
-    GenerationStats,
-    StopReason,
-)
+from llama_tui.core.backend import Backend, ChatMessage, GenerationStats, StopReason
+from llama_tui.core.params import GenerationParams
 from llama_tui.session.transcript import Message, MessageStatus
 from llama_tui.ui.base import ChatAppBase, Turn
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from llama_tui.engine.base import (
+    from llama_tui.core.backend import (
         Backend,
-        GenerationParams,
         GenerationStats,
         LoadProgress,
         MemoryReading,
         ModelInfo,
     )
+    from llama_tui.core.params import GenerationParams
 
 
 class LoadProgressed(Message):

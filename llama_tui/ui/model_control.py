@@ -18,14 +18,9 @@ from typing import TYPE_CHECKING
 from textual import work
 
 from llama_tui import locations
-from llama_tui.engine.base import (
-    Backend,
-    GenerationParams,
-    LlamaTuiError,
-    LoadProgress,
-    LoadStage,
-    ReportsOptimising,
-)
+from llama_tui.core.backend import Backend, LoadProgress, LoadStage, ReportsOptimising
+from llama_tui.core.errors import LlamaTuiError
+from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean, redact
 from llama_tui.ui.base import ChatAppBase
 from llama_tui.ui.messages import (
@@ -39,7 +34,7 @@ from llama_tui.ui.params_form import FIELD_BY_NAME
 from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
-    from llama_tui.config import Settings
+    from llama_tui.config.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 
 Kind = Literal["float", "int", "optional_int", "stops", "bool"]
 

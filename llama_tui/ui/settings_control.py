@@ -14,7 +14,7 @@ from typing import Any
 
 from textual import on
 
-from llama_tui.config_values import show
+from llama_tui.config.values import show
 from llama_tui.text import clean
 from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.params_form import (
@@ -122,7 +122,7 @@ class SettingsControl(ChatControl):
 
     async def forget_settings(self, what: str) -> None:
         """`/set forget KEY|all`: drop remembered values; use what the files and flags give."""
-        from llama_tui.config import REMEMBERED_KEYS, config_file_values, update_remembered
+        from llama_tui.config.settings import REMEMBERED_KEYS, config_file_values, update_remembered
 
         name = ALIASES.get(what.lower(), what.lower())
         name = "do_sample" if name == "greedy" else name
@@ -178,7 +178,7 @@ class SettingsControl(ChatControl):
         """Write the fields the user changed since the last write (valid values only)."""
         if not self.unsaved or self.params.problems(self.context_length):
             return  # nothing new, or never persist an invalid value
-        from llama_tui.config import base_entry, config_file_values, update_remembered
+        from llama_tui.config.settings import base_entry, config_file_values, update_remembered
 
         done = set(self.unsaved)
         try:
@@ -208,7 +208,7 @@ class SettingsControl(ChatControl):
 
     async def settings_startup(self) -> None:
         """Once at startup: notes about remembered settings; drop stale ones, convert old files."""
-        from llama_tui.config import config_file_values, update_remembered
+        from llama_tui.config.settings import config_file_values, update_remembered
 
         loaded = self.loaded
         if self.system_prompt != loaded.settings.system_prompt:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine.base import ChatMessage, ContextOverflowError, GenerationError
-from llama_tui.engine.chat_format import WORD_JOINER, ChatFormatter
+from llama_tui.core.backend import ChatMessage
+from llama_tui.core.errors import ContextOverflowError, GenerationError
+from llama_tui.engine.local.chat_format import WORD_JOINER, ChatFormatter
 
 S, U, A = "system", "user", "assistant"
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine import conversion
-from llama_tui.engine.base import LoadOptions, LoadProgress, LoadStage
+from llama_tui.core.backend import LoadOptions, LoadProgress, LoadStage
 from llama_tui.engine.device import dtype_name
-from llama_tui.engine.models import DEMO_NAME, LoadedModel, load_model
+from llama_tui.engine.loading import conversion
+from llama_tui.engine.loading.models import DEMO_NAME, LoadedModel, load_model
 
 pytestmark = pytest.mark.demo
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from llama_tui.core.errors import ModelError
 from llama_tui.engine import device as dev
-from llama_tui.engine.base import ModelError
 from llama_tui.engine.device import DeviceCaps
 
 CPU_ONLY = DeviceCaps()

@@ -15,14 +15,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llama_tui.engine.base import GenerationParams, StopReason  # noqa: E402
-from llama_tui.engine.fastpath import (  # noqa: E402
+from llama_tui.core.backend import StopReason  # noqa: E402
+from llama_tui.core.params import GenerationParams  # noqa: E402
+from llama_tui.engine.fast.decoder import (  # noqa: E402
     FastDecoder,
     bucket_for,
     common_prefix_length,
     unsupported_reason,
 )
-from llama_tui.engine.sampling import SamplingBuffers, exponential_noise, select_token  # noqa: E402
+from llama_tui.engine.local.sampling import SamplingBuffers, exponential_noise, select_token  # noqa: E402
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24)
 

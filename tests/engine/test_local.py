@@ -20,19 +20,15 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine.base import (
-    Backend,
-    ChatMessage,
+from llama_tui.core.backend import Backend, ChatMessage, LoadOptions, MemoryReading, StopReason
+from llama_tui.core.errors import (
     ContextOverflowError,
     GenerationError,
-    GenerationParams,
-    LoadOptions,
-    MemoryReading,
     NonFiniteError,
     OutOfMemoryError,
-    StopReason,
 )
-from llama_tui.engine.local import LocalBackend
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.local.backend import LocalBackend
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24)
 S, U, A = "system", "user", "assistant"
@@ -118,7 +114,7 @@ def test_load_through_models(tiny_model_dir: Path) -> None:
 def test_load_without_accelerate(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A hand-made install without accelerate: transformers refuses every device_map, so the
     model loads on the CPU and is moved (it used to fail with "needs accelerate")."""
-    from llama_tui.engine import models
+    from llama_tui.engine.loading import models
 
     monkeypatch.setattr(models, "have_accelerate", lambda: False)
     b = LocalBackend(str(tiny_model_dir), LoadOptions(device=DEVICE, dtype="float32"))
@@ -778,7 +774,7 @@ def test_fast_path_seeded_sampling_is_reproducible(fast: LocalBackend) -> None:
 
 
 def test_fast_path_policy() -> None:
-    from llama_tui.engine.fast_glue import choose_fast_path
+    from llama_tui.engine.fast.glue import choose_fast_path
 
     def pick(
         device: str, dtype: str, compile: bool = True, mode: Any = "auto"
@@ -803,8 +799,8 @@ def test_no_compile_turns_the_fast_path_off(
     shared: LocalBackend, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     """`--no-compile` reaches LoadOptions.compile, and then replies always use generate."""
-    from llama_tui import cli
-    from llama_tui.config import load_settings
+    from llama_tui.cli import main as cli
+    from llama_tui.config.settings import load_settings
     from llama_tui.engine.factory import make_backend
 
     args = vars(cli.build_parser().parse_args(["-m", str(tiny_model_dir), "--no-compile"]))
@@ -848,10 +844,10 @@ def test_auto_policy_on_cpu_float16(shared: LocalBackend, tiny_model_dir: Path) 
 def test_unsupported_model_falls_back_to_generate(
     shared: LocalBackend, tiny_model_dir: Path, monkeypatch: Any, caplog: Any
 ) -> None:
-    from llama_tui.engine import fast_glue
+    from llama_tui.engine.fast import glue as fast_glue
 
     monkeypatch.setattr(fast_glue, "unsupported_reason", lambda model: "sliding-window layers")
-    with caplog.at_level(logging.INFO, logger="llama_tui.engine.fast_glue"):
+    with caplog.at_level(logging.INFO, logger="llama_tui.engine.fast.glue"):
         b = attached(shared, tiny_model_dir)
     try:
         assert not b.fast_path_active
@@ -869,7 +865,7 @@ def test_reply_the_decoder_cannot_serve_uses_generate(fast: LocalBackend, caplog
     assert fast._fast is not None
     before = decoder_stats(fast)
     fast._fast.decoder.max_context = 30  # as if the decoder's context were shorter
-    with caplog.at_level(logging.INFO, logger="llama_tui.engine.local"):
+    with caplog.at_level(logging.INFO, logger="llama_tui.engine.local.backend"):
         gen = fast.stream(history, GREEDY, threading.Event())
         text = gen.text()
     assert text == reference(fast, history, GREEDY.max_new_tokens)
@@ -879,8 +875,8 @@ def test_reply_the_decoder_cannot_serve_uses_generate(fast: LocalBackend, caplog
 
 
 def test_optimising_flag(fast: LocalBackend, backend: LocalBackend, monkeypatch: Any) -> None:
-    from llama_tui.engine.base import ReportsOptimising
-    from llama_tui.engine.fastpath import FastDecoder
+    from llama_tui.core.backend import ReportsOptimising
+    from llama_tui.engine.fast.decoder import FastDecoder
 
     assert isinstance(fast, ReportsOptimising) and isinstance(backend, ReportsOptimising)
     assert not fast.optimising and not backend.optimising  # eager: nothing compiles

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from llama_tui.engine.base import ChatMessage, GenerationParams, LoadOptions, StopReason
-from llama_tui.engine.local import LocalBackend
+from llama_tui.core.backend import ChatMessage, LoadOptions, StopReason
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.local.backend import LocalBackend
 
 pytestmark = pytest.mark.demo
 

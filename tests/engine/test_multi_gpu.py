@@ -19,17 +19,12 @@ from typing import Any
 
 import pytest
 
+from llama_tui.core.backend import LoadOptions, LoadProgress
+from llama_tui.core.errors import DependencyMissingError, ModelError, ModelNotCachedError
 from llama_tui.engine import device as devices
-from llama_tui.engine import models
-from llama_tui.engine.base import (
-    DependencyMissingError,
-    LoadOptions,
-    LoadProgress,
-    ModelError,
-    ModelNotCachedError,
-)
 from llama_tui.engine.device import DeviceCaps
-from llama_tui.engine.models import load_model
+from llama_tui.engine.loading import models
+from llama_tui.engine.loading.models import load_model
 
 GIB = 1024**3
 TWO_GPUS = DeviceCaps(cuda_count=2, cuda_bf16=True, cuda_names=("Fake GPU A", "Fake GPU B"))

@@ -24,19 +24,11 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from llama_tui.engine import remote_stream
-from llama_tui.engine.base import (
-    Backend,
-    ChatMessage,
-    Generation,
-    GenerationError,
-    GenerationParams,
-    InvalidModelSpecError,
-    ModelError,
-    RemoteError,
-    StopReason,
-)
-from llama_tui.engine.remote import (
+from llama_tui.core.backend import Backend, ChatMessage, Generation, StopReason
+from llama_tui.core.errors import GenerationError, InvalidModelSpecError, ModelError, RemoteError
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.remote import stream as remote_stream
+from llama_tui.engine.remote.backend import (
     RemoteBackend,
     RemoteParameterError,
     StopFilter,
@@ -48,7 +40,7 @@ from llama_tui.engine.remote import (
     rejected_settings,
     server_message,
 )
-from llama_tui.engine.remote_stream import _RunState, iter_events
+from llama_tui.engine.remote.stream import _RunState, iter_events
 from tests.engine.remote_server import (
     LOOPBACK,
     Received,

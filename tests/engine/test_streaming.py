@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine.base import (
+from llama_tui.core.errors import (
     DeviceFatalError,
     GenerationError,
     NonFiniteError,
     OutOfMemoryError,
 )
-from llama_tui.engine.streaming import (
+from llama_tui.engine.local.streaming import (
     REPLACEMENT,
     IncrementalDecoder,
     StopFlags,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from textual import events
 
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 from llama_tui.session.journal import load_journal
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from tests.reliability.terminal import audit, record_terminal, screen_of

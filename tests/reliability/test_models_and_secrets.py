@@ -20,8 +20,9 @@ import pytest
 from rich.console import Console
 
 from llama_tui import locations
-from llama_tui.config import LoadedSettings, Settings
-from llama_tui.engine.base import GenerationError, GenerationParams, ModelError
+from llama_tui.config.settings import LoadedSettings, Settings
+from llama_tui.core.errors import GenerationError, ModelError
+from llama_tui.core.params import GenerationParams
 from llama_tui.ui.app import create_app
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from tests.reliability.terminal import record_terminal, screen_of
@@ -61,7 +62,7 @@ def _gated(status: int) -> Any:
     def setup(tiny: Path, tmp: Path, mp: pytest.MonkeyPatch) -> str:
         from huggingface_hub.errors import GatedRepoError as HfGated
 
-        from llama_tui.engine import models
+        from llama_tui.engine.loading import models
         from tests.engine.test_models import as_transformers_would, hub_http_error
 
         def raise_gated(*a: Any, **k: Any) -> Any:
@@ -104,7 +105,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
     spec: Any, expect: tuple[str, ...], tiny_model_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llama_tui.engine import models
+    from llama_tui.engine.loading import models
 
     app = real_app(tiny_model_dir, GREEDY)
     out = record_terminal(app)
@@ -141,7 +142,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
 
 async def test_token_shaped_id_at_startup_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model from the config / command line is token-shaped: refused, never shown."""
-    from llama_tui.engine import models
+    from llama_tui.engine.loading import models
 
     def no_request(*a: Any, **k: Any) -> Any:
         raise AssertionError("a token-shaped spec reached the Hub resolver")

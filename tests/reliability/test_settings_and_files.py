@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from llama_tui import locations
-from llama_tui.config import load_settings, remembered_settings_file
+from llama_tui.config.settings import load_settings, remembered_settings_file
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.save_dialog import SaveDialog
 from tests.ui.fakes import FakeBackend
@@ -151,7 +151,7 @@ async def test_malformed_config_and_remembered_files(content: bytes) -> None:
 async def test_malformed_journal_resume_app_and_cli(
     content: bytes, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from llama_tui import cli
+    from llama_tui.cli import main as cli
     from llama_tui.session.journal import SessionLoadError
 
     sessions = locations.data_dir() / "sessions"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import llama_tui
-from llama_tui import cli
-from llama_tui.config import load_settings
+from llama_tui.cli import main as cli
+from llama_tui.config.settings import load_settings
 
 ROOT = Path(llama_tui.__file__).parent
 REPO = ROOT.parent
@@ -65,7 +65,7 @@ def test_old_versions_warn_naming_the_cve(
 def test_non_default_hf_endpoint_is_shown_before_any_request(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from llama_tui.engine import models
+    from llama_tui.engine.loading import models
 
     monkeypatch.setenv("HF_ENDPOINT", "https://mirror.evil.example")
     order: list[str] = []
@@ -158,7 +158,7 @@ def test_dotenv_rules(line: str, trusted_only: bool, tmp_path: Path) -> None:
 
 # -- static checks ---------------------------------------------------------------------------
 
-CORE = ("engine", "session", "config.py", "text.py", "logs.py", "locations.py")
+CORE = ("engine", "session", "config/settings.py", "text.py", "logs.py", "locations.py")
 
 
 def _imports(path: Path) -> list[tuple[int, str]]:

@@ -16,7 +16,7 @@ import pytest
 from textual import events
 from textual.pilot import Pilot
 
-from llama_tui.engine.base import GenerationError
+from llama_tui.core.errors import GenerationError
 from llama_tui.ui.app import LlamaTuiApp
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.prompt_input import PromptInput

@@ -13,20 +13,19 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from llama_tui.engine.base import (
+from llama_tui.core.backend import (
     ChatMessage,
     Generation,
-    GenerationError,
-    GenerationParams,
     GenerationStats,
     LoadProgress,
     LoadStage,
     MemoryReading,
-    ModelError,
     ModelInfo,
     ProgressCallback,
     StopReason,
 )
+from llama_tui.core.errors import GenerationError, ModelError
+from llama_tui.core.params import GenerationParams
 
 FAKE_INFO = ModelInfo(
     name="Fake-Llama-1B",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from llama_tui.config import LoadedSettings, Settings
-from llama_tui.engine.base import GenerationParams
+from llama_tui.config.settings import LoadedSettings, Settings
+from llama_tui.core.params import GenerationParams
 from llama_tui.ui.app import LlamaTuiApp, create_app
 from tests.ui.fakes import FakeBackend, FakeFactory
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from llama_tui.engine.base import StopReason
+from llama_tui.core.backend import StopReason
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.transcript import AssistantTurn
 from tests.ui.fakes import FakeBackend

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 from llama_tui.ui.commands import parse_command
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
@@ -259,7 +259,7 @@ async def test_resumed_complete_reply_keeps_its_stats_footer() -> None:
 async def test_memory_command_shows_each_gpu_and_the_placement() -> None:
     import dataclasses
 
-    from llama_tui.engine.base import MemoryReading
+    from llama_tui.core.backend import MemoryReading
 
     backend = FakeBackend()
     gib = 1024**3

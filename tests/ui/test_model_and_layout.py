@@ -7,7 +7,8 @@ import threading
 import pytest
 from textual.widgets import Markdown
 
-from llama_tui.engine.base import ModelInfo, ModelNotCachedError
+from llama_tui.core.backend import ModelInfo
+from llama_tui.core.errors import ModelNotCachedError
 from llama_tui.ui.app import LlamaTuiApp
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from tests.ui.fakes import FAKE_INFO, FakeBackend, FakeFactory

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 from tests.ui.helpers import ready, real_app, reply_done, send, until
 
 pytestmark = pytest.mark.asyncio

@@ -10,14 +10,14 @@ import json
 import pytest
 from textual.widgets import Button, Input, Static
 
-from llama_tui.config import (
+from llama_tui.config.settings import (
     base_entry,
     config_file_values,
     load_settings,
     remembered_settings_file,
     update_remembered,
 )
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 from llama_tui.ui.app import LlamaTuiApp, create_app
 from tests.ui.fakes import FAKE_DEFAULTS, FakeBackend, FakeFactory
 from tests.ui.helpers import make_app, ready, reply_done, send, shown_text

@@ -13,8 +13,9 @@ import pytest
 from rich.cells import cell_len
 from textual.pilot import Pilot
 
-from llama_tui.engine import local
-from llama_tui.engine.base import GenerationParams, LoadProgress, LoadStage, ProgressCallback
+from llama_tui.core.backend import LoadProgress, LoadStage, ProgressCallback
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.local import backend as local
 from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.transcript import Conversation
 from llama_tui.ui.app import LlamaTuiApp
@@ -365,7 +366,7 @@ async def test_palette_theme_entry_opens_the_theme_picker() -> None:
 
 
 async def test_resuming_a_missing_session_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
-    from llama_tui import cli
+    from llama_tui.cli import main as cli
 
     assert cli.main(["--resume", "20200101-000000-deadbeef"]) != 0
     err = capsys.readouterr().err

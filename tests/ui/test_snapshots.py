@@ -10,7 +10,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from llama_tui.engine.base import ModelNotCachedError
+from llama_tui.core.errors import ModelNotCachedError
 from tests.ui.fakes import FakeBackend, FakeFactory
 from tests.ui.helpers import make_app, ready, reply_done, send
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_tui.session import atomic
-from llama_tui.session.atomic import atomic_write, make_private_dirs
+from llama_tui import atomic
+from llama_tui.atomic import atomic_write, make_private_dirs
 
 OLD = b"old contents\n"
 

@@ -13,16 +13,11 @@ from typing import Any
 
 import pytest
 
-from llama_tui import cli, logs
-from llama_tui.engine.base import (
-    ChatMessage,
-    Generation,
-    GenerationParams,
-    GenerationStats,
-    ModelInfo,
-    OutOfMemoryError,
-    StopReason,
-)
+from llama_tui import logs
+from llama_tui.cli import main as cli
+from llama_tui.core.backend import ChatMessage, Generation, GenerationStats, ModelInfo, StopReason
+from llama_tui.core.errors import OutOfMemoryError
+from llama_tui.core.params import GenerationParams
 
 TOKEN = "hf_" + "Zq9" * 12
 
@@ -73,7 +68,7 @@ def test_only_typed_flags_are_present() -> None:
 
 
 def test_every_settings_flag_maps_to_a_setting() -> None:
-    from llama_tui.config import ALL_KINDS
+    from llama_tui.config.settings import ALL_KINDS
 
     p = cli.build_parser()
     dests = {a.dest for a in p._actions} - {"help", "version"}
@@ -145,7 +140,7 @@ def test_versions_above_the_floor_pass() -> None:
 def test_help_and_version_import_nothing_heavy() -> None:
     code = (
         "import sys\n"
-        "from llama_tui.cli import main\n"
+        "from llama_tui.cli.main import main\n"
         "for argv in (['--help'], ['--version']):\n"
         "    assert main(argv) == 0\n"
         "heavy = [m for m in ('torch', 'transformers', 'textual', 'huggingface_hub', 'rich')"
@@ -319,8 +314,8 @@ def test_headless_ctrl_c_exits_130_keeping_output(
 def test_headless_load_error_is_classified(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from llama_tui.core.errors import LocalPathMissingError
     from llama_tui.engine import factory
-    from llama_tui.engine.base import LocalPathMissingError
 
     class Failing(FakeBackend):
         def load(self, progress: Any = None) -> ModelInfo:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_tui import locations
-from llama_tui.config import (
+from llama_tui.config.settings import (
     Entry,
     LoadedSettings,
     Settings,
@@ -24,7 +24,8 @@ from llama_tui.config import (
     remembered_settings_file,
     update_remembered,
 )
-from llama_tui.engine.base import GenerationParams, LoadOptions
+from llama_tui.core.backend import LoadOptions
+from llama_tui.core.params import GenerationParams
 
 TOKEN = "hf_" + "Zq9" * 12
 
@@ -535,7 +536,7 @@ def test_remembered_json_never_crashes(cfg_dir: Path, cwd: Path, gen: dict[str, 
 def test_env_example_documents_every_variable() -> None:
     import re
 
-    from llama_tui.config import ENV_KEYS, ENV_ONLY_KEYS, HF_DOTENV_KEYS
+    from llama_tui.config.settings import ENV_KEYS, ENV_ONLY_KEYS, HF_DOTENV_KEYS
 
     text = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     documented = set(re.findall(r"^# ?((?:LLAMA_TUI|HF)_[A-Z0-9_]+)=", text, re.M))

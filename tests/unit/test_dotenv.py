@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_tui.config_values import ALL_KINDS, parse_str
-from llama_tui.dotenv import read_dotenv
+from llama_tui.config.dotenv import read_dotenv
+from llama_tui.config.values import ALL_KINDS, parse_str
 
 TOKEN = "hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
 

@@ -10,16 +10,10 @@ from typing import Any
 
 import pytest
 
-from llama_tui import cli
-from llama_tui.engine.base import (
-    ChatMessage,
-    Generation,
-    GenerationParams,
-    GenerationStats,
-    ModelNotCachedError,
-    OutOfMemoryError,
-    StopReason,
-)
+from llama_tui.cli import main as cli
+from llama_tui.core.backend import ChatMessage, Generation, GenerationStats, StopReason
+from llama_tui.core.errors import ModelNotCachedError, OutOfMemoryError
+from llama_tui.core.params import GenerationParams
 from tests.unit.test_cli import TOKEN, Factory, FakeBackend, _use, fake
 
 __all__ = ["fake"]

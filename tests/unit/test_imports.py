@@ -64,11 +64,12 @@ def _run(prefixes: list[str], excluded: list[str], forbidden: list[str]) -> dict
 
 
 CORE = [
+    "llama_tui.core",
     "llama_tui.engine",
     "llama_tui.session",
-    "llama_tui.config",
+    "llama_tui.config.settings",
     "llama_tui.text",
-    "llama_tui.cli",
+    "llama_tui.cli.main",
     "llama_tui.logs",
     "llama_tui.locations",
 ]
@@ -79,7 +80,8 @@ def test_core_never_imports_textual() -> None:
     assert result["offender"] is None, result["offender"]
     checked = result["checked"]
     assert isinstance(checked, list)
-    for must in ("llama_tui.config", "llama_tui.text", "llama_tui.cli", "llama_tui.engine.base"):
+    for must in ("llama_tui.config.settings", "llama_tui.text", "llama_tui.cli.main",
+                 "llama_tui.core.backend"):
         assert must in checked, result["skipped"]
 
 
@@ -87,7 +89,7 @@ def test_nothing_outside_engine_imports_torch_or_transformers() -> None:
     result = _run([], ["llama_tui.engine."], ["torch", "transformers"])
     assert result["offender"] is None, result["offender"]
     checked = result["checked"]
-    assert isinstance(checked, list) and "llama_tui.cli" in checked
+    assert isinstance(checked, list) and "llama_tui.cli.main" in checked
 
 
 def test_engine_modules_import_torch_lazily() -> None:
@@ -97,7 +99,8 @@ def test_engine_modules_import_torch_lazily() -> None:
 
 def test_package_import_is_light() -> None:
     code = (
-        "import sys, llama_tui, llama_tui.cli, llama_tui.config, llama_tui.engine.factory\n"
+        "import sys, llama_tui, llama_tui.cli.main, llama_tui.config.settings\n"
+        "import llama_tui.engine.factory\n"
         "print([m for m in ('torch','transformers','textual','huggingface_hub') "
         "if m in sys.modules])"
     )

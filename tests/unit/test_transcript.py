@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llama_tui.engine.base import ChatMessage
+from llama_tui.core.backend import ChatMessage
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
 
 

@@ -22,7 +22,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
-from llama_tui.engine.base import GenerationParams
+from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean
 from llama_tui.ui.params_form import (
     FIELD_BY_NAME,

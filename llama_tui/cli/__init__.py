@@ -1,0 +1,1 @@
+"""The command line: argument parsing, headless runs, console output, --show-config."""

@@ -1,0 +1,58 @@
+"""Exit codes and stderr messages, shared by the command line and headless mode.
+
+Everything here writes to stderr only (stdout carries the headless reply and nothing else),
+sanitised and redacted. Imports nothing heavy: the engine's error class is imported only
+when an error is described.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from llama_tui.text import clean, redact
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "describe_error",
+    "err",
+    "isatty",
+]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+def err(msg: str) -> None:
+    """One message to stderr, sanitised and redacted."""
+    try:
+        sys.stderr.write(redact(clean(msg)).rstrip("\n") + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def isatty(stream: IO[str] | Any) -> bool:
+    """Whether `stream` is a terminal; False for anything that cannot say."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def describe_error(exc: BaseException) -> str:
+    """The classified cause and fix for our errors; type and message for anything else."""
+    from llama_tui.core.errors import LlamaTuiError
+
+    if isinstance(exc, LlamaTuiError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return f"unexpected error: {type(exc).__name__}: {exc}"

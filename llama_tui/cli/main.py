@@ -1,0 +1,297 @@
+"""Command line: argument parsing, then headless mode, --list-models or the TUI.
+
+``llama-tui`` with no ``--prompt`` starts the TUI (`llama_tui.ui.app.run_app`);
+``llama-tui --prompt TEXT`` (or ``--prompt -`` for stdin) prints one reply and exits.
+
+Only the flags the user typed override the other settings layers (every option defaults to
+`argparse.SUPPRESS`). ``--help`` and ``--version`` import nothing heavy: torch, transformers,
+textual and huggingface_hub are imported only inside the functions that need them.
+
+Headless mode lives in `llama_tui.cli.headless` (its output contract is documented there: stdout
+carries the reply and nothing else, sanitised); the startup checks in `llama_tui.startup`;
+exit codes and stderr messages in `llama_tui.cli.console`. Warnings go to stderr in headless
+mode, to the UI otherwise; library logging goes to the log file.
+
+Exit codes: 0 done, 1 error, 2 usage error, 130 interrupted (Ctrl+C; what was printed
+stays), 141 stdout closed early (like a process killed by SIGPIPE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_tui import __version__
+from llama_tui.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from llama_tui.cli.console import describe_error as _describe_error
+from llama_tui.cli.console import err as _err
+from llama_tui.cli.console import isatty as _isatty
+from llama_tui.cli.headless import run_headless
+from llama_tui.config.settings import load_settings
+from llama_tui.startup import endpoint_warning, startup_warnings
+from llama_tui.text import clean, redact
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "build_parser",
+    "endpoint_warning",
+    "main",
+    "startup_warnings",
+]
+
+log = logging.getLogger(__name__)
+
+# Flags that are not settings: they steer this run only.
+_RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser. Every option defaults to SUPPRESS: absent means "not typed"."""
+    p = argparse.ArgumentParser(
+        prog="llama-tui",
+        description="A terminal chat app for LLaMA-family models. Without --prompt, starts "
+        "the TUI; with --prompt, prints one reply to stdout and exits.",
+        epilog="Settings come from defaults < config.toml < remembered panel settings < .env "
+        "< LLAMA_TUI_* environment variables < these flags. See .env.example for every "
+        "variable.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("--version", action="version", version=f"llama-tui {__version__}")
+
+    m = p.add_argument_group("model")
+    m.add_argument(
+        "--model",
+        "-m",
+        metavar="SPEC",
+        help="hub repo id[@revision], local folder, .gguf file, or 'demo' (default: demo)",
+    )
+    m.add_argument("--server", metavar="URL", help="use an OpenAI-compatible server instead")
+    m.add_argument("--server-model", metavar="NAME", help="model name to ask the server for")
+    m.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="name of the environment variable holding the server's API key "
+        "(default: LLAMA_TUI_API_KEY)",
+    )
+    m.add_argument(
+        "--no-verify-tls",
+        dest="verify_tls",
+        action="store_false",
+        help="do not verify the server's TLS certificate",
+    )
+    m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
+    m.add_argument("--dtype", metavar="TYPE", help="auto, float32, bfloat16 or float16")
+    m.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    m.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow the model's own Python code to run (only for models you trust)",
+    )
+    m.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load pickle (.bin/.pt) weights when no safetensors exist",
+    )
+    m.add_argument(
+        "--no-compile", dest="compile", action="store_false", help="no compiled decode path"
+    )
+    m.add_argument(
+        "--no-kv-reuse",
+        dest="kv_reuse",
+        action="store_false",
+        help="re-encode the whole history every turn",
+    )
+    m.add_argument("--device-map", metavar="MAP", help="e.g. auto: spread over all GPUs")
+    m.add_argument("--load-in-4bit", action="store_true", help="4-bit weights (bitsandbytes)")
+    m.add_argument("--load-in-8bit", action="store_true", help="8-bit weights (bitsandbytes)")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--system", dest="system_prompt", metavar="TEXT", help="system prompt")
+    g.add_argument("--max-new-tokens", type=int, metavar="N")
+    g.add_argument("--temperature", type=float, metavar="T")
+    g.add_argument("--top-p", type=float, metavar="P")
+    g.add_argument("--top-k", type=int, metavar="K", help="0 means off")
+    g.add_argument("--min-p", type=float, metavar="P", help="0 means off")
+    g.add_argument("--repetition-penalty", type=float, metavar="R", help="1.0 means off")
+    g.add_argument("--seed", type=int, metavar="N")
+    g.add_argument(
+        "--greedy", dest="do_sample", action="store_false", help="greedy decoding (no sampling)"
+    )
+    g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    g.add_argument(
+        "--raw", action="store_true", help="no chat template: the prompt is sent as typed"
+    )
+
+    r = p.add_argument_group("run")
+    r.add_argument(
+        "--prompt",
+        metavar="TEXT",
+        help="headless: print one reply to stdout and exit ('-' reads stdin)",
+    )
+    r.add_argument("--config", metavar="PATH", help="config file instead of config.toml")
+    r.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="ID|PATH",
+        help="continue a saved session (the last one without an argument)",
+    )
+    r.add_argument("--save", metavar="PATH", help="headless: save the conversation (.md/.json)")
+    r.add_argument(
+        "--json",
+        action="store_true",
+        help="headless: print one JSON object (reply, model, stats; or the error) instead",
+    )
+    r.add_argument(
+        "--list-models", action="store_true", help="list cached Hugging Face models and exit"
+    )
+    r.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every effective setting and where it came from (secrets hidden), and exit",
+    )
+    return p
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _settings_cli(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k not in _RUN_KEYS}
+
+
+def _list_models() -> int:
+    """Print the bundled demo model and every model in the Hugging Face cache."""
+    lines = ["demo\tbundled SmolLM2-135M-Instruct (Q4_1 GGUF)"]
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+        for repo in sorted(info.repos, key=lambda r: r.repo_id):
+            if repo.repo_type != "model":
+                continue
+            lines.append(f"{repo.repo_id}\t{repo.size_on_disk_str}")
+    except Exception as e:  # no cache yet, unreadable cache: just say so
+        name = type(e).__name__
+        if name != "CacheNotFound":
+            _err(f"llama-tui: warning: could not read the Hugging Face cache: {e}")
+    for line in lines:
+        sys.stdout.write(redact(clean(line)) + "\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _json_usage_error(problem: str) -> None:
+    import json
+
+    error = {"kind": "usage", "cause": redact(clean(problem)), "fix": "Fix the flag's value."}
+    sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run llama-tui with `argv` (default: sys.argv[1:]); return the exit code."""
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:  # --help, --version (0) and usage errors (2)
+        return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    args = vars(ns)
+
+    config_path = Path(args["config"]).expanduser() if "config" in args else None
+    loaded = load_settings(cli=_settings_cli(args), config_path=config_path)
+    loaded.resume = args.get("resume")
+    # HF_HOME / HF_HUB_OFFLINE / HF_ENDPOINT from .env, before huggingface_hub is imported.
+    loaded.apply_env_exports()
+    if loaded.errors:
+        for problem in loaded.errors:
+            _err(f"llama-tui: error: {problem}")
+        if args.get("json"):
+            _json_usage_error(loaded.errors[0])
+        return EXIT_USAGE
+
+    if args.get("show_config"):
+        from llama_tui.cli.show_config import config_lines
+
+        for w in loaded.warnings:
+            _err(f"llama-tui: warning: {w}")
+        sys.stdout.write("".join(line + "\n" for line in config_lines(loaded)))
+        sys.stdout.flush()
+        return EXIT_OK
+    if args.get("list_models"):
+        return _list_models()
+
+    headless = "prompt" in args
+    if not headless and "save" in args:
+        _err("llama-tui: error: --save needs --prompt (in the TUI, use /save)")
+        return EXIT_USAGE
+    if not headless and args.get("json"):
+        _err("llama-tui: error: --json needs --prompt (it describes one headless reply)")
+        return EXIT_USAGE
+
+    notes = startup_warnings()
+    ep = endpoint_warning()
+    if ep:
+        notes.append(ep)
+
+    from llama_tui import logs
+
+    if headless:
+        # stdout is for the reply only: keep hub progress bars off a non-terminal stderr.
+        # (TQDM_DISABLE also covers bars libraries draw with plain tqdm, like transformers'
+        # GGUF conversion.)
+        if not _isatty(sys.stderr):
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+            os.environ.setdefault("TQDM_DISABLE", "1")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        try:
+            logs.setup_logging()
+        except OSError as e:
+            _err(f"llama-tui: warning: cannot write the log file: {e}")
+        for w in loaded.warnings + notes:
+            _err(f"llama-tui: warning: {w}")
+        for w in loaded.warnings:
+            log.warning("%s", w)
+        try:
+            if args.get("json"):
+                from llama_tui.cli.headless_json import run_json
+
+                return run_json(loaded, args)
+            return run_headless(loaded, args)
+        except KeyboardInterrupt:
+            _err("llama-tui: interrupted")
+            return EXIT_INTERRUPTED
+
+    try:
+        logs.setup_logging()
+    except OSError as e:
+        _err(f"llama-tui: warning: cannot write the log file: {e}")
+    # The UI shows these; they would vanish behind the full-screen app on stderr.
+    loaded.warnings.extend(notes)
+    for w in loaded.warnings:
+        log.warning("%s", w)
+    try:
+        from llama_tui.ui.app import run_app
+    except ImportError as e:
+        _err(f"llama-tui: error: the TUI could not start ({e}); --prompt still works")
+        return EXIT_ERROR
+    from llama_tui.core.errors import LlamaTuiError
+
+    try:
+        return int(run_app(loaded, resume=loaded.resume))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except LlamaTuiError as e:  # --resume of a session that cannot be read
+        _err(f"llama-tui: error: {_describe_error(e)}")  # its cause names the session
+        return EXIT_ERROR

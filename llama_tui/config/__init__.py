@@ -1,0 +1,1 @@
+"""Settings from defaults, config.toml, remembered choices, .env, the environment and flags."""

@@ -1,0 +1,2 @@
+"""Finding and loading models: specs, the Hugging Face cache and Hub, checks, GGUF conversion,
+load errors."""

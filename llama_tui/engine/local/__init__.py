@@ -1,0 +1,2 @@
+"""Generation in this process with transformers: the backend, chat templates, streaming,
+sampling."""

@@ -1,0 +1,457 @@
+"""The in-process backend: transformers + torch, streaming from a generation thread.
+
+One reply, as threads: `stream()` (caller's worker thread) validates the settings, renders and
+fits the prompt, prepares the reused KV cache and starts `model.generate` in a daemon thread.
+That thread pushes token ids onto a queue (`IdStreamer`) and, when generate returns or raises,
+settles the KV cache bookkeeping, releases the backend and pushes a sentinel. The caller's
+iteration of the returned `Generation` decodes ids into whole-character chunks. Cancellation is a
+`StoppingCriteria` reading the caller's event, so the device stops within one token step.
+
+Where the policy in `fast_glue` says so (CUDA; CPU float16), the thread runs the `FastDecoder`
+(static KV cache, compiled step on CUDA) instead of `generate`, behind the same queue, stop
+flags, stats and error handling; replies it cannot serve still go to `generate`.
+
+torch and transformers are imported lazily (inside methods) so that importing this module is
+cheap; see ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from llama_tui.core.backend import (
+    ChatMessage,
+    Generation,
+    LoadOptions,
+    LoadProgress,
+    LoadStage,
+    MemoryReading,
+    ModelInfo,
+    ProgressCallback,
+)
+from llama_tui.core.errors import GenerationError, OutOfMemoryError
+from llama_tui.core.params import GenerationParams
+from llama_tui.engine.fast.decoder import common_prefix_length
+from llama_tui.engine.fast.glue import FastPath, FastPathMode
+from llama_tui.engine.host_memory import release_host_memory
+from llama_tui.engine.local.chat_format import ChatFormatter
+from llama_tui.engine.local.sampling import (
+    SAMPLING_FIELDS,
+    generate_sampling_kwargs,
+    params_from_generation_config,
+)
+from llama_tui.engine.local.streaming import (
+    FINISHED,
+    Failed,
+    GenerationJob,
+    IdStreamer,
+    QueueItem,
+    StopFlags,
+    classify_error,
+    consume,
+    free_device_memory,
+)
+
+log = logging.getLogger(__name__)
+
+
+# How long `stream()` waits for a previous generate thread (cancelled, still finishing its
+# prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
+WAIT_PREVIOUS_S = 60.0
+
+
+def _cache_kwarg() -> str:
+    """transformers renamed generate's `past_key_values=` to `cache=` (5.24 warns on the old
+    name); earlier 5.x releases only know `past_key_values`."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
+class LocalBackend:
+    """A model loaded in this process. Implements `llama_tui.core.backend.Backend`.
+
+    `raw=True` is plain completion for any model: no chat template, no history; the last user
+    message is the prompt as typed (the CLI's `--raw`). It may be toggled between replies.
+    `fast_path` overrides the device policy of `fast_glue` (tests, benchmarks); with
+    `options.compile` false replies always use `generate`.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        options: LoadOptions | None = None,
+        *,
+        raw: bool = False,
+        fast_path: FastPathMode = "auto",
+    ) -> None:
+        self.spec = spec
+        self.options = options if options is not None else LoadOptions()
+        self.info: ModelInfo | None = None
+        self._raw = raw
+        self._fast_mode: FastPathMode = fast_path
+        self._fast: FastPath | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._formatter: ChatFormatter | None = None
+        self._generation_defaults: dict[str, Any] = {}
+        self._eos_ids: frozenset[int] = frozenset()
+        self._pad_id: int | None = None
+        # Held from stream() until the generate thread has settled; a plain Lock because the
+        # generate thread releases what the caller's thread acquired.
+        self._busy = threading.Lock()
+        self._tok_lock = threading.Lock()
+        self._cache: Any = None  # DynamicCache of the previous turn (kv_reuse)
+        self._cache_ids: list[int] = []  # exactly the ids the cache covers
+        self._job: GenerationJob | None = None
+        self._cache_kw = "cache"
+        self._input_device = "cpu"
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self, progress: ProgressCallback | None = None) -> ModelInfo:
+        """Load through `models.load_model`, warm the model up, and keep what we need."""
+        from llama_tui.engine.loading import models
+
+        loaded = models.load_model(self.spec, self.options, progress)
+        info = self.attach(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.info,
+            loaded.generation_defaults,
+            device=getattr(loaded, "device", None),
+        )
+        if progress is not None:
+            progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
+        self._warmup()
+        if self._fast is not None:
+            self._fast.warm_up(self.default_params())  # CUDA: compile while the user types
+        # Loading leaves freed buffers (file reads, conversions) in this thread's arena.
+        release_host_memory()
+        if progress is not None:
+            progress(LoadProgress(LoadStage.READY, f"{info.name} ready on {info.device}"))
+        return info
+
+    def _warmup(self) -> None:
+        """One short forward pass: faults in mmapped weights and initialises kernels, so the
+        first reply's time to first token is not paid on top of the user's wait."""
+        import torch
+
+        ids = [int(i) for i in self._tokenizer("Hello", add_special_tokens=True)["input_ids"]]
+        try:
+            with torch.inference_mode():
+                self._model(input_ids=torch.tensor([ids or [0]], device=self._input_device))
+        except Exception as exc:  # e.g. out of memory right after loading: say so clearly
+            error = classify_error(exc, self._device_type())
+            self.close()
+            raise error from None
+
+    def attach(
+        self,
+        model: Any,
+        tokenizer: Any,
+        info: ModelInfo | None = None,
+        generation_defaults: dict[str, Any] | None = None,
+        *,
+        device: str | None = None,
+    ) -> ModelInfo:
+        """Use an already loaded model (load() calls this; tests and benchmarks may too).
+
+        `device` is where inputs go (the first device of a device map); default model.device.
+        """
+        self.close()
+        self._model = model
+        self._input_device = device or str(model.device)
+        self._tokenizer = tokenizer
+        self._formatter = ChatFormatter(tokenizer, raw=self._raw, lock=self._tok_lock)
+        gen_cfg = getattr(model, "generation_config", None)
+        if generation_defaults is None:
+            generation_defaults = {
+                k: getattr(gen_cfg, k, None) for k in (*SAMPLING_FIELDS, "max_new_tokens")
+            }
+        self._generation_defaults = dict(generation_defaults)
+        eos: set[int] = set()
+        for source in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):
+            if isinstance(source, int):
+                eos.add(source)
+            elif isinstance(source, (list, tuple)):
+                eos.update(int(i) for i in source)
+        self._eos_ids = frozenset(eos)
+        # Passing pad_token_id only when the config lacks one avoids generate's warning.
+        if getattr(gen_cfg, "pad_token_id", None) is None:
+            pad = tokenizer.pad_token_id
+            self._pad_id = pad if pad is not None else min(eos, default=None)
+        else:
+            self._pad_id = None
+        self._cache_kw = _cache_kwarg()
+        if info is None:
+            info = ModelInfo(
+                name=self.spec.rstrip("/").rsplit("/", 1)[-1] or self.spec,
+                spec=self.spec,
+                source=self.spec,
+                device=str(model.device),
+                dtype=str(model.dtype).removeprefix("torch."),
+                parameters=sum(p.numel() for p in model.parameters()),
+                context_length=int(getattr(model.config, "max_position_embeddings", None) or 2048),
+                chat_template=self._formatter.has_template,
+            )
+        self.info = info
+        self._fast = FastPath.create(
+            model,
+            compile=self.options.compile,
+            mode=self._fast_mode,
+            device_type=self._device_type(),
+            context_length=info.context_length,
+        )
+        return info
+
+    @property
+    def optimising(self) -> bool:
+        """True while the fast decode step compiles in the background (`ReportsOptimising`)."""
+        fast = self._fast
+        return fast is not None and fast.optimising
+
+    @property
+    def fast_path_active(self) -> bool:
+        """Whether replies go through the `FastDecoder` (those it can serve)."""
+        return self._fast is not None
+
+    @property
+    def raw(self) -> bool:
+        return self._raw
+
+    @raw.setter
+    def raw(self, value: bool) -> None:
+        self._raw = value
+        if self._formatter is not None:
+            self._formatter.raw = value
+
+    def _require(self) -> tuple[Any, ChatFormatter, ModelInfo]:
+        if self._model is None or self._formatter is None or self.info is None:
+            raise GenerationError("No model is loaded.", "Load a model first.")
+        return self._model, self._formatter, self.info
+
+    # -- Backend API -------------------------------------------------------------------------
+
+    def default_params(self) -> GenerationParams:
+        """Our defaults, overridden by the model's generation_config where its values are valid."""
+        ctx = self.info.context_length if self.info else None
+        return params_from_generation_config(self._generation_defaults, ctx)
+
+    def count_tokens(self, history: Sequence[ChatMessage]) -> int:
+        _, formatter, _ = self._require()
+        return len(formatter.encode(history))
+
+    def memory(self) -> MemoryReading:
+        from llama_tui.engine.device import memory_reading
+
+        return memory_reading(self._input_device, self._model)
+
+    def close(self) -> None:
+        """Stop any generation, drop every reference to the model, return memory. Idempotent."""
+        job = self._job
+        if job is not None:
+            job.internal_stop.set()
+            job.done.wait(timeout=10.0)
+        had_model = self._model is not None
+        device_type = self._device_type() if had_model else "cpu"
+        self._job = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+        self._model = self._tokenizer = self._formatter = None
+        self._cache, self._cache_ids = None, []
+        self.info = None
+        if had_model:
+            gc.collect()
+            free_device_memory(device_type)
+            release_host_memory()
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def stream(
+        self,
+        history: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: threading.Event,
+    ) -> Generation:
+        """Start a reply. Raises GenerationError (invalid settings, busy) and
+        ContextOverflowError (the last message cannot fit) before any generation starts."""
+        model, formatter, info = self._require()
+        problems = params.problems(info.context_length)
+        if problems:
+            listed = "; ".join(f"{k} {v}" for k, v in problems.items())
+            raise GenerationError(
+                f"Invalid generation settings: {listed}.", "Fix them in the settings and retry."
+            )
+        if not self._busy.acquire(timeout=WAIT_PREVIOUS_S):
+            raise GenerationError(
+                "The previous reply is still being generated.", "Wait a moment and try again."
+            )
+        try:
+            t0 = time.perf_counter()
+            fitted = formatter.fit(history, params.max_new_tokens, info.context_length)
+            job = self._prepare(model, fitted.ids, params, cancel, t0)
+            job.dropped = fitted.dropped
+            thread = threading.Thread(
+                target=self._run, args=(job,), name="llama-tui-generate", daemon=True
+            )
+            job.thread = thread
+            self._job = job
+            thread.start()
+        except BaseException:
+            self._busy.release()
+            raise
+        gen = Generation(iter(()))
+        gen.dropped_messages = fitted.dropped
+        gen.prompt_tokens = len(fitted.ids)
+        tok, lock = self._tokenizer, self._tok_lock
+
+        def decode(ids: list[int]) -> str:
+            with lock:  # see ChatFormatter: the Rust tokenizer is not safe to share unlocked
+                return str(tok.decode(ids, skip_special_tokens=True))
+
+        gen._chunks = consume(gen, job, decode, params.stop, cancel, self._eos_ids)
+        return gen
+
+    def _prepare(
+        self,
+        model: Any,
+        ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        t0: float,
+    ) -> GenerationJob:
+        """The reply's job: the fast decoder's where it can serve it, else generate's kwargs
+        with the KV cache cropped for reuse."""
+        if self._fast is not None:
+            why = self._fast.refuse(ids, params)
+            if why is None:
+                # One KV cache in memory: the decoder keeps its own.
+                self._cache, self._cache_ids = None, []
+                return self._fast.job(ids, params, cancel, t0, self.options.kv_reuse)
+            log.info("fast decode path cannot serve this reply (%s): using generate", why)
+        import torch
+        from transformers import StoppingCriteriaList
+
+        reused = 0
+        cache = None
+        if self.options.kv_reuse:
+            cache, reused = self._reuse_cache(model, ids)
+            # Invalid until the generation settles: the thread writes the covered ids back.
+            self._cache, self._cache_ids = cache, []
+        else:
+            self._cache, self._cache_ids = None, []
+        q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
+        streamer = IdStreamer(q)
+        internal = threading.Event()
+        stop_flags = StopFlags(cancel, internal)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._input_device)
+        kwargs: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "max_new_tokens": params.max_new_tokens,
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([stop_flags]),
+            **generate_sampling_kwargs(params),
+        }
+        # Stop strings are matched on the decoded text by the consumer, which then sets
+        # `internal` (the device stops a step or so later). generate's own `stop_strings`
+        # was measured adding ~100 ms to every reply's TTFT on the demo model (it scans the
+        # whole vocabulary per call), for a saving of one or two decode steps.
+        if self._pad_id is not None:
+            kwargs["pad_token_id"] = self._pad_id
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        return GenerationJob(
+            kwargs,
+            q,
+            streamer,
+            internal,
+            ids,
+            params.seed,
+            cache,
+            max_new_tokens=params.max_new_tokens,
+            t0=t0,
+            reused=reused,
+        )
+
+    def _reuse_cache(self, model: Any, ids: list[int]) -> tuple[Any, int]:
+        """The previous turn's cache cropped to the common prefix with `ids`, or a new one."""
+        cache, covered = self._cache, self._cache_ids
+        keep = min(common_prefix_length(covered, ids), len(ids) - 1) if cache is not None else 0
+        if cache is not None and keep > 0:
+            try:
+                length = int(cache.get_seq_length())
+                if length != len(covered):
+                    raise ValueError("cache length does not match its ids")
+                if length > keep:
+                    cache.crop(keep - length)  # negative: tokens to remove (5.24 semantics)
+                return cache, keep
+            except (ValueError, RuntimeError):
+                pass  # sliding-window layers past their window cannot crop: start over
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=model.config), 0
+        except TypeError:  # pragma: no cover - older transformers without config=
+            return DynamicCache(), 0
+
+    def _run(self, job: GenerationJob) -> None:
+        """The generate thread. Always ends by releasing the backend and pushing a sentinel."""
+        result: QueueItem = FINISHED
+        try:
+            model, fast = self._model, self._fast
+            if model is None or (job.fast is not None and fast is None):
+                raise GenerationError("The model was closed.")
+            if job.fast is not None and fast is not None:
+                fast.run(job)  # keeps its own KV cache bookkeeping, even on error
+                return
+            if job.seed is not None:
+                import torch
+
+                torch.manual_seed(job.seed)
+            out = model.generate(**job.kwargs)
+            if job.cache is not None and self._cache is job.cache:
+                covered = int(job.cache.get_seq_length())
+                # The last sampled token is not in the cache; everything before it is.
+                self._cache_ids = out[0, :covered].tolist()
+            del out
+        except BaseException as exc:  # everything must reach the consumer, never hang it
+            result = Failed(self._fail(job, exc))
+        finally:
+            job.kwargs = {}
+            job.cache = None
+            self._busy.release()
+            job.done.set()
+            job.queue.put(result)
+
+    def _fail(self, job: GenerationJob, exc: BaseException) -> GenerationError:
+        device_type = self._device_type()
+        error = classify_error(exc, device_type)
+        # A failed forward may have updated some layers and not others: never reuse it.
+        self._cache, self._cache_ids = None, []
+        if isinstance(error, OutOfMemoryError):
+            # The traceback's frames hold the tensors that filled memory; release them.
+            if exc.__traceback__ is not None:
+                traceback.clear_frames(exc.__traceback__)
+            exc.__traceback__ = None
+            job.kwargs = {}
+            job.cache = None
+            gc.collect()
+            free_device_memory(device_type)
+        elif error is not exc:
+            error.__cause__ = exc
+        return error
+
+    def _device_type(self) -> str:
+        device = getattr(self._model, "device", None)
+        return str(getattr(device, "type", "cpu"))
+

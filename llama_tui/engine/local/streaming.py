@@ -1,0 +1,423 @@
+"""Streaming plumbing for the local backend: token-id streamer, cancel criteria, UTF-8-safe
+incremental decoding with stop strings, and error classification.
+
+Everything here runs on the hot path of generation, so per-token work is kept to a queue put
+and two tiny decodes of a sliding window of ids. torch is only touched through the objects that
+`generate` hands us, so importing this module stays cheap (no torch import at module level).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from llama_tui.core.backend import Generation, GenerationStats, StopReason
+from llama_tui.core.errors import (
+    DeviceFatalError,
+    GenerationError,
+    NonFiniteError,
+    OutOfMemoryError,
+)
+from llama_tui.core.params import GenerationParams
+
+REPLACEMENT = "\ufffd"
+# Prompt ids decoded in front of the reply so that SentencePiece-style decoders keep the reply's
+# leading space ("Once upon a time" + " there"), which they strip at the start of a decode.
+CONTEXT_IDS = 4
+# How often the consumer re-checks that the generate thread is alive while the queue is idle.
+POLL_S = 0.25
+# Cap on an exception message quoted to the user: long CUDA traces would flood the status line.
+MAX_ERROR_CHARS = 400
+
+
+class Finished:
+    """Queue sentinel: `generate` returned (normally, by cancel or stop)."""
+
+
+class Failed:
+    """Queue sentinel carrying the classified error raised inside `generate`."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: GenerationError) -> None:
+        self.error = error
+
+
+FINISHED = Finished()
+QueueItem = list[int] | Finished | Failed
+
+
+class IdStreamer:
+    """A `generate` streamer that pushes token ids onto a queue (TECH_NOTES §1).
+
+    Decoding happens in the consumer thread, so the generate thread only does a `.tolist()`, a
+    clock read and a queue put per token. The first `put` is the whole prompt and is skipped.
+    Timing is taken here, on the producer side, so a slow consumer does not skew decode speed.
+    """
+
+    # transformers only checks for `put` / `end`; subclassing BaseStreamer would import it eagerly.
+    def __init__(self, q: queue.SimpleQueue[QueueItem]) -> None:
+        self._q = q
+        self._seen_prompt = False
+        self.count = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:
+            self._seen_prompt = True
+            return
+        self.push(value.reshape(-1).tolist())
+
+    def push(self, ids: list[int]) -> None:
+        """Queue reply ids (generate's `put` after the prompt, or the fast decoder's loop)."""
+        now = time.perf_counter()
+        if self.first_at is None:
+            self.first_at = now
+        self.last_at = now
+        self.count += len(ids)
+        self._q.put(ids)
+
+    def end(self) -> None:
+        # The wrapper around generate pushes FINISHED / Failed itself, after its bookkeeping,
+        # so that a consumer never sees the end before the KV cache state is settled.
+        pass
+
+
+class StopFlags:
+    """A `StoppingCriteria` that stops every row when either event is set.
+
+    `cancel` is the caller's event (Esc in the UI); `internal` is ours (a stop string seen by the
+    decoder, the consumer going away, the backend closing). The two result tensors are built once
+    per generation and returned as-is: `StoppingCriteriaList` combines them out of place.
+    """
+
+    def __init__(self, cancel: threading.Event, internal: threading.Event) -> None:
+        self._cancel = cancel
+        self._internal = internal
+        self._tensors: tuple[Any, Any] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        if self._tensors is None or self._tensors[0].shape[0] != input_ids.shape[0]:
+            import torch
+
+            shape = (input_ids.shape[0],)
+            self._tensors = (
+                torch.zeros(shape, dtype=torch.bool, device=input_ids.device),
+                torch.ones(shape, dtype=torch.bool, device=input_ids.device),
+            )
+        return self._tensors[1] if self.is_set() else self._tensors[0]
+
+    def is_set(self) -> bool:
+        """Either event set: what the fast decoder polls between tokens (its `StopFlag`)."""
+        return self._cancel.is_set() or self._internal.is_set()
+
+
+class IncrementalDecoder:
+    """Turns a growing list of token ids into text chunks that are whole characters.
+
+    Offset-based decode of a sliding window (the approach vLLM uses): decode `ids[prefix:]` and
+    `ids[prefix:read]`, emit the difference, and advance only when the new text does not end in
+    U+FFFD, i.e. when no multi-byte character is still incomplete. Each step decodes a few ids,
+    never the whole reply, so a 10k-token reply costs the same per token as a short one.
+
+    Stop strings: text that could be the start of a stop string is held back until it is
+    disambiguated; when one appears, the text before it is emitted and `stopped` is set. The
+    stop string itself is never emitted.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[list[int]], str],
+        context_ids: list[int],
+        stop: tuple[str, ...] = (),
+    ) -> None:
+        self._decode = decode
+        self._ids: list[int] = list(context_ids[-CONTEXT_IDS:])
+        self._prefix = 0
+        self._read = len(self._ids)
+        self._prefix_text: str | None = None
+        self._stop = stop
+        self._pending = ""  # decoded text held back because it may start a stop string
+        self.stopped = False
+        self.text_parts: list[str] = []  # everything emitted, for the final reply text
+
+    def _window_texts(self) -> tuple[str, str]:
+        if self._prefix_text is None:
+            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
+        return self._prefix_text, self._decode(self._ids[self._prefix :])
+
+    def push(self, ids: list[int]) -> str:
+        """Add new token ids; return the text that is safe to show now (may be empty)."""
+        if self.stopped:
+            return ""
+        self._ids.extend(ids)
+        prefix_text, new_text = self._window_texts()
+        if len(new_text) <= len(prefix_text) or new_text.endswith(REPLACEMENT):
+            return ""  # an incomplete character (or nothing visible yet): wait for more ids
+        delta = new_text[len(prefix_text) :]
+        self._prefix, self._read = self._read, len(self._ids)
+        self._prefix_text = None
+        # Keep the list short: ids before the window's prefix are never decoded again.
+        if self._prefix > 64:
+            del self._ids[: self._prefix]
+            self._read -= self._prefix
+            self._prefix = 0
+        return self._emit(delta, final=False)
+
+    def flush(self) -> str:
+        """The end of generation: emit whatever is left, except an incomplete character.
+
+        A reply cut by the token limit can end inside a multi-byte character; its bytes decode
+        to U+FFFD, which must not be shown or saved as if the model had written it. The
+        trailing replacement characters go; one in the middle (a byte the model really got
+        wrong) stays, as a full decode has it.
+        """
+        if self.stopped:
+            return ""
+        prefix_text, new_text = self._window_texts()
+        delta = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
+        delta = delta.rstrip(REPLACEMENT)
+        self._prefix = self._read = len(self._ids)
+        self._prefix_text = None
+        return self._emit(delta, final=True)
+
+    def _emit(self, delta: str, final: bool) -> str:
+        if not self._stop:
+            if delta:
+                self.text_parts.append(delta)
+            return delta
+        pending = self._pending + delta
+        cut = -1
+        for s in self._stop:
+            i = pending.find(s)
+            if i != -1 and (cut == -1 or i < cut):
+                cut = i
+        if cut != -1:
+            self.stopped = True
+            self._pending = ""
+            out = pending[:cut]
+        elif final:
+            self._pending = ""
+            out = pending
+        else:
+            hold = _stop_prefix_len(pending, self._stop)
+            self._pending = pending[len(pending) - hold :] if hold else ""
+            out = pending[: len(pending) - hold]
+        if out:
+            self.text_parts.append(out)
+        return out
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
+    longest = min(len(text), max(len(s) for s in stops) - 1)
+    for k in range(longest, 0, -1):
+        tail = text[-k:]
+        if any(s.startswith(tail) for s in stops):
+            return k
+    return 0
+
+
+def classify_error(exc: BaseException, device_type: str = "cpu") -> GenerationError:
+    """Map an exception raised inside `generate` to a GenerationError with cause and fix."""
+    if isinstance(exc, GenerationError):
+        return exc
+    message = f"{type(exc).__name__}: {exc}".strip()
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + "…"
+    lowered = message.lower()
+    if _is_oom(exc):
+        return OutOfMemoryError(
+            f"The {device_type} ran out of memory during generation. Memory has been freed; "
+            "the model is still loaded.",
+            "Try a shorter context (start a new chat or delete old turns), fewer max new tokens, "
+            "or load the model in 4-bit (--load-in-4bit).",
+        )
+    if "probability tensor contains" in lowered:
+        return NonFiniteError(
+            f"The model produced NaN or infinite probabilities ({message}).",
+            "This is usually float16 overflow: use --dtype bfloat16 (or float32), "
+            "or greedy decoding.",
+        )
+    if "device-side assert" in lowered:
+        return DeviceFatalError(
+            f"The GPU hit a device-side assert ({message}); the CUDA context is unusable now.",
+            "Save your conversation and restart llama-tui.",
+        )
+    if "not currently implemented for the mps device" in lowered:
+        return GenerationError(
+            f"An operation is not implemented on Apple MPS ({message}).",
+            "Restart with PYTORCH_ENABLE_MPS_FALLBACK=1 set in the environment (that op then "
+            "runs on the CPU), or use --device cpu.",
+        )
+    return GenerationError(
+        f"Generation failed: {message}",
+        "Try again; if it keeps failing, try greedy decoding or different settings, and report it.",
+    )
+
+
+def free_device_memory(device_type: str) -> None:
+    """Return cached allocator blocks to the device (after an OOM, or when a model goes)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return
+    if device_type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif device_type == "mps" and hasattr(torch, "mps"):
+        torch.mps.empty_cache()
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency of this backend
+        return False
+    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+    if isinstance(exc, oom):
+        return True
+    # MPS reports OOM as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class FastReply:
+    """What the fast decoder needs for one reply (see `fast_glue`)."""
+
+    params: GenerationParams
+    stop: StopFlags  # the user's cancel or ours (stop string, consumer gone, closing)
+    reuse_prefix: bool
+
+
+@dataclass
+class GenerationJob:
+    """One generation: what its generate thread needs and what its consumer reads."""
+
+    kwargs: dict[str, Any]  # for model.generate; emptied when the thread ends
+    queue: queue.SimpleQueue[QueueItem]
+    streamer: IdStreamer
+    internal_stop: threading.Event  # stop string seen, consumer gone, backend closing
+    prompt_ids: list[int]
+    seed: int | None
+    cache: Any  # the KV cache passed to generate, or None
+    max_new_tokens: int
+    t0: float  # perf_counter when the request was accepted (TTFT and total time from here)
+    dropped: int = 0
+    reused: int = 0
+    thread: threading.Thread | None = None
+    # Set when the reply runs through the fast decoder instead of `generate` (kwargs empty).
+    fast: FastReply | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def consume(
+    gen: Generation,
+    job: GenerationJob,
+    decode: Callable[[list[int]], str],
+    stop: tuple[str, ...],
+    cancel: threading.Event,
+    eos_ids: frozenset[int],
+) -> Iterator[str]:
+    """The chunks of `job`, read in the caller's thread; sets `gen.stats` however it ends.
+
+    Waits on the queue with a timeout only to notice a generate thread that died without a
+    sentinel (the wrapper prevents that; this is the never-hang backstop). Tokens that arrived
+    together are decoded together, so a consumer that fell behind catches up in one step.
+    """
+    decoder = IncrementalDecoder(decode, job.prompt_ids, stop)
+    q = job.queue
+    last_id: int | None = None
+    error: GenerationError | None = None
+    ended = False
+    try:
+        while True:
+            try:
+                item = q.get(timeout=POLL_S)
+            except queue.Empty:
+                if job.done.is_set() or (job.thread is not None and job.thread.is_alive()):
+                    continue
+                raise GenerationError("The generation thread ended without a result.") from None
+            sentinel: QueueItem | None = None
+            if isinstance(item, list):
+                ids = item
+                while True:  # drain what else is ready
+                    try:
+                        more = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if isinstance(more, list):
+                        ids.extend(more)
+                    else:
+                        sentinel = more
+                        break
+                if ids:
+                    last_id = ids[-1]
+                    text = decoder.push(ids)
+                    if decoder.stopped:
+                        job.internal_stop.set()  # stop the device at the stop string
+                    if text:
+                        yield text
+            else:
+                sentinel = item
+            if sentinel is None:
+                continue
+            ended = True
+            tail = decoder.flush()
+            if tail:
+                yield tail  # the partial reply reaches the caller before any error
+            if isinstance(sentinel, Failed):
+                error = sentinel.error
+                raise error
+            return
+    except GenerationError as exc:
+        error = exc
+        raise
+    finally:
+        if not ended:
+            job.internal_stop.set()  # the caller stopped iterating: stop the device too
+        gen.stats = _stats(job, decoder, cancel, eos_ids, last_id, ended, error)
+
+
+def _stats(
+    job: GenerationJob,
+    decoder: IncrementalDecoder,
+    cancel: threading.Event,
+    eos_ids: frozenset[int],
+    last_id: int | None,
+    ended: bool,
+    error: GenerationError | None,
+) -> GenerationStats:
+    streamer = job.streamer
+    if error is not None:
+        reason = StopReason.ERROR
+    elif decoder.stopped:
+        reason = StopReason.STOP_STRING
+    elif last_id is not None and last_id in eos_ids:
+        reason = StopReason.EOS
+    elif cancel.is_set() or not ended:
+        reason = StopReason.CANCELLED
+    elif streamer.count >= job.max_new_tokens:
+        reason = StopReason.LENGTH
+    else:
+        reason = StopReason.EOS  # a model-specific criterion (e.g. stop tokens in its config)
+    first, last = streamer.first_at, streamer.last_at
+    rate = None
+    if first is not None and last is not None and streamer.count > 1 and last > first:
+        # Producer-side clock: decode speed of the device, not of a slow consumer.
+        rate = (streamer.count - 1) / (last - first)
+    return GenerationStats(
+        prompt_tokens=len(job.prompt_ids),
+        generated_tokens=streamer.count,
+        ttft_s=(first - job.t0) if first is not None else None,
+        decode_tokens_per_s=rate,
+        total_s=time.perf_counter() - job.t0,
+        stop_reason=reason,
+        dropped_messages=job.dropped,
+        reused_prompt_tokens=job.reused,
+        error=str(error) if error is not None else None,
+    )

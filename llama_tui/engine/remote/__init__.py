@@ -1,0 +1,1 @@
+"""The client for OpenAI-compatible servers (vLLM, TGI, llama.cpp, transformers serve)."""
