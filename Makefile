@@ -1,6 +1,7 @@
 # Two commands (see README):
 #   make run    installs everything into .venv and starts llama-tui on the bundled demo model
-#   make test   installs everything (with dev tools) into .venv and runs ruff, mypy and pytest
+#   make test   installs everything (with dev tools) into .venv and runs ruff, mypy,
+#               lint-imports (the layer contracts in pyproject.toml) and pytest
 #
 # Both install with `-c constraints.txt`, the exact versions the suite runs against (a
 # constraint pins what is installed; it installs nothing by itself, so `make run` gets no dev
@@ -44,6 +45,7 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check llama_tui tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
