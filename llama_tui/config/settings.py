@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -384,14 +384,3 @@ def config_file_values(path: Path | None) -> dict[str, Any]:
     return {k: resolver.values[k] for k in REMEMBERED_KEYS
             if resolver.sources[k].startswith("config:")}
 
-
-def describe_sources(loaded: LoadedSettings) -> list[str]:
-    """Human-readable "key = value (source)" lines for non-default values (for --debug / UI)."""
-    s = loaded.settings
-    values: dict[str, Any] = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "params"}
-    values.update(s.params.to_dict())
-    return [
-        redact(clean(f"{k} = {show(values[k])} ({src})"))
-        for k, src in sorted(loaded.sources.items())
-        if src != "default"
-    ]

@@ -45,7 +45,6 @@ from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_cont
 EXPORT_FORMAT = "llama-tui-conversation"
 EXPORT_VERSION = 1
 JSON_SUFFIXES = (".json",)
-MARKDOWN_SUFFIXES = (".md", ".markdown")
 MAX_STEM = 100  # leaves room for "-NN" and the extension under every filesystem's limit
 
 # Characters json.dumps(ensure_ascii=False) leaves raw that a terminal or editor would act on.
