@@ -247,6 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from llama_tui import logs
 
+    # The one place logging is set up, for both front ends: nothing may log to the terminal
+    # (the TUI owns it; headless mode keeps stdout for the reply).
+    try:
+        logs.setup_logging()
+    except OSError as e:
+        _err(f"llama-tui: warning: cannot write the log file: {e}")
+
     if headless:
         # stdout is for the reply only: keep hub progress bars off a non-terminal stderr.
         # (TQDM_DISABLE also covers bars libraries draw with plain tqdm, like transformers'
@@ -255,10 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
             os.environ.setdefault("TQDM_DISABLE", "1")
         os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        try:
-            logs.setup_logging()
-        except OSError as e:
-            _err(f"llama-tui: warning: cannot write the log file: {e}")
         for w in loaded.warnings + notes:
             _err(f"llama-tui: warning: {w}")
         for w in loaded.warnings:
@@ -273,10 +276,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             _err("llama-tui: interrupted")
             return EXIT_INTERRUPTED
 
-    try:
-        logs.setup_logging()
-    except OSError as e:
-        _err(f"llama-tui: warning: cannot write the log file: {e}")
     # The UI shows these; they would vanish behind the full-screen app on stderr.
     loaded.warnings.extend(notes)
     for w in loaded.warnings:

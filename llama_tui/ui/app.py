@@ -324,11 +324,7 @@ def create_app(
 
 
 def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
-    """Run the TUI; returns the exit code. Called by the CLI when there is no --prompt."""
-    with contextlib.suppress(ImportError):
-        from llama_tui.logs import setup_logging
-
-        setup_logging()
+    """Run the TUI; returns the exit code. Called by the CLI (which has set up logging)."""
     if resume is None:
         resume = getattr(loaded, "resume", None)  # the CLI may carry it on LoadedSettings
     app = create_app(loaded, resume=resume)
