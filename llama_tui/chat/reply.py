@@ -1,0 +1,279 @@
+"""One reply, start to outcome, shared by the TUI and headless mode (no UI here).
+
+Public API (the TUI's chat and headless mode use only this):
+
+- ``run = ReplyRun(state, continuing=False)`` starts a reply on the owner's thread: the
+  settings in use are journaled if they changed, a history snapshot and the params are
+  taken (``run.request``), and the assistant message is added (or, continuing, the last
+  one reopened) and journaled as started. The user's prompt was added before, with
+  `ChatState.add_user`.
+- ``stream_reply(backend, run.request, sink)`` runs the generation (in a worker thread in
+  the TUI) and tells `sink` (a `ReplySink`): ``started(dropped, prompt_tokens)`` before the
+  first chunk, ``chunk(text)`` for every chunk, then ``finished(stats, error)`` exactly once,
+  where ``error`` is a `ReplyError` (sanitised cause, fix, kind) or None. A failure of the
+  backend becomes ``error``; an exception raised by the sink itself propagates.
+- Back on the owner's thread: ``run.add(text)`` per chunk (conversation + journal
+  checkpoint), then ``run.finish(stats, error) -> ReplyOutcome``: complete / stopped / error,
+  the stats and the cause written into the message and the journal.
+  ``run.stop()`` (Esc) sets the cancel event and finalises at once as "stopped" with the
+  partial text; a later ``run.finish(stats)`` only adds the engine's stats.
+- ``run_reply(state, backend, prompt, on_chunk=...)`` does all of it on one thread
+  (headless mode, tests). Ctrl+C or a sink failure (stdout closed) stops the reply, journals
+  it as stopped, and re-raises for the caller to choose the exit code.
+- `footer_for` / `message_footer` (in `llama_tui.chat.footer`) describe a finished reply;
+  `BUSY` (in `llama_tui.chat.state`) is the one busy-guard wording.
+
+Only the owner's thread touches the conversation; the worker gets the frozen request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from llama_tui import locations
+from llama_tui.core.backend import (
+    Backend,
+    ChatMessage,
+    Generation,
+    GenerationStats,
+    StopReason,
+)
+from llama_tui.core.errors import LlamaTuiError
+from llama_tui.core.params import GenerationParams
+from llama_tui.text import clean, redact
+
+if TYPE_CHECKING:
+    from llama_tui.chat.state import ChatState
+    from llama_tui.session.transcript import Message
+
+__all__ = [
+    "ReplyError",
+    "ReplyOutcome",
+    "ReplyRequest",
+    "ReplyRun",
+    "ReplySink",
+    "ReplyStatus",
+    "describe_failure",
+    "run_reply",
+    "stream_reply",
+]
+
+log = logging.getLogger(__name__)
+
+ReplyStatus = Literal["complete", "stopped", "error"]
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    """Why a reply failed, for the user: sanitised and redacted, never markup."""
+
+    cause: str
+    fix: str
+    kind: str  # the exception's class name, e.g. "GenerationError"
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ReplyOutcome:
+    """How a reply ended; `message` already says so (status, stats, error)."""
+
+    status: ReplyStatus
+    message: Message
+    stats: GenerationStats | None
+    error: ReplyError | None = None
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    """What the generation needs, frozen for the worker thread."""
+
+    history: tuple[ChatMessage, ...]
+    params: GenerationParams
+    cancel: threading.Event
+
+
+class ReplySink(Protocol):
+    """Where `stream_reply` reports; called on the generating thread."""
+
+    def started(self, dropped: int, prompt_tokens: int) -> None: ...
+
+    def chunk(self, text: str) -> None: ...
+
+    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None: ...
+
+
+def describe_failure(exc: BaseException) -> ReplyError:
+    """The cause, fix and kind of a failed reply or load (sanitised, secrets redacted)."""
+    kind = type(exc).__name__
+    if isinstance(exc, LlamaTuiError):
+        return ReplyError(redact(clean(exc.cause)), redact(clean(exc.fix)), kind, exc)
+    text = redact(clean(str(exc))) or kind
+    return ReplyError(f"{kind}: {text}", f"Details are in the log file {locations.log_file()}.",
+                      kind, exc)
+
+
+class ReplyRun:
+    """One reply from start to outcome; every method runs on the owner's thread."""
+
+    def __init__(self, state: ChatState, *, continuing: bool = False,
+                 cancel: threading.Event | None = None) -> None:
+        self.state = state
+        state.sync_settings()
+        conv = state.conversation
+        # The snapshot comes first: a continued reply is part of it, a new one is not.
+        self.request = ReplyRequest(conv.history(), state.params, cancel or threading.Event())
+        last = conv.messages[-1] if conv.messages else None
+        self.continuing = continuing and last is not None and last.role == "assistant"
+        if self.continuing and last is not None:
+            last.status = "streaming"
+            self.message = last
+        else:
+            self.message = conv.add("assistant", "", status="streaming")
+        self.outcome: ReplyOutcome | None = None
+        state.reply_started(self.message)
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.request.cancel
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
+
+    def add(self, text: str) -> None:
+        """A chunk arrived: raw text into the message, a journal checkpoint when due.
+        Ignored once the reply is finished (stopped: chunks still in flight)."""
+        if self.outcome is not None:
+            return
+        self.message.content += text
+        self.state.reply_progress(self.message)
+
+    def finish(self, stats: GenerationStats | None, error: ReplyError | None = None
+               ) -> ReplyOutcome:
+        """The generation ended: map it to complete / stopped / error and journal it.
+
+        After `stop`, only the engine's late stats are kept (the outcome stays "stopped")."""
+        if self.outcome is not None:
+            if stats is not None and self.outcome.stats is None:
+                self.outcome = ReplyOutcome(self.outcome.status, self.message, stats,
+                                            self.outcome.error)
+                self._record(stats)
+            return self.outcome
+        status: ReplyStatus
+        if error is not None:
+            status = "error"
+        elif stats is not None and stats.stop_reason == StopReason.CANCELLED:
+            status = "stopped"
+        else:
+            status = "complete"
+        return self._conclude(status, stats, error)
+
+    def stop(self) -> ReplyOutcome:
+        """Esc / Ctrl+C: cancel the generation and end the reply now as "stopped", keeping
+        the partial text. The engine stops within about one token step."""
+        self.cancel.set()
+        if self.outcome is not None:
+            return self.outcome
+        return self._conclude("stopped", None, None)
+
+    def _conclude(self, status: ReplyStatus, stats: GenerationStats | None,
+                  error: ReplyError | None) -> ReplyOutcome:
+        msg = self.message
+        msg.status = status
+        msg.error = error.cause if error is not None else None
+        self.outcome = ReplyOutcome(status, msg, stats, error)
+        self._record(stats)
+        return self.outcome
+
+    def _record(self, stats: GenerationStats | None) -> None:
+        if stats is not None:
+            self.message.stats = stats.to_dict()
+        self.state.reply_finished(self.message)
+
+
+def stream_reply(backend: Backend, request: ReplyRequest, sink: ReplySink) -> None:
+    """Generate one reply and report it to `sink` (see the module docstring).
+
+    A backend failure (any `Exception`) is logged and reported as the reply's error; the
+    sink's own exceptions, and BaseExceptions such as KeyboardInterrupt, propagate."""
+    generation: Generation | None = None
+    error: ReplyError | None = None
+    try:
+        generation = backend.stream(request.history, request.params, request.cancel)
+        chunks = iter(generation)
+    except Exception as exc:
+        error = _failed(exc)
+    else:
+        started = False
+        while True:
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:
+                error = _failed(exc)
+                break
+            if not started:
+                started = True
+                sink.started(generation.dropped_messages, generation.prompt_tokens)
+            sink.chunk(chunk)
+    sink.finished(generation.stats if generation is not None else None, error)
+
+
+def _failed(exc: Exception) -> ReplyError:
+    log.exception("generation failed")
+    return describe_failure(exc)
+
+
+class _Direct:
+    """A sink on the owner's thread: chunks go straight into the run, then `on_chunk`."""
+
+    def __init__(self, run: ReplyRun, on_chunk: Callable[[str], None] | None,
+                 on_started: Callable[[int, int], None] | None) -> None:
+        self.run = run
+        self.on_chunk = on_chunk
+        self.on_started = on_started
+        self.result: tuple[GenerationStats | None, ReplyError | None] = (None, None)
+
+    def started(self, dropped: int, prompt_tokens: int) -> None:
+        if self.on_started is not None:
+            self.on_started(dropped, prompt_tokens)
+
+    def chunk(self, text: str) -> None:
+        self.run.add(text)  # journaled before it is shown: nothing printed is lost
+        if self.on_chunk is not None:
+            self.on_chunk(text)
+
+    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None:
+        self.result = (stats, error)
+
+
+def run_reply(
+    state: ChatState,
+    backend: Backend,
+    prompt: str | None = None,
+    *,
+    on_chunk: Callable[[str], None] | None = None,
+    on_started: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+    continuing: bool = False,
+) -> ReplyOutcome:
+    """Add `prompt` (if given) as the user's message, generate the reply on this thread,
+    and return its outcome. Setting `cancel` stops it ("stopped", partial text kept).
+
+    A KeyboardInterrupt, or an exception from `on_chunk` (a closed stdout), stops the
+    reply, journals it as stopped and propagates."""
+    if prompt is not None:
+        state.add_user(prompt)  # fsynced before generating
+    run = ReplyRun(state, continuing=continuing, cancel=cancel)
+    sink = _Direct(run, on_chunk, on_started)
+    try:
+        stream_reply(backend, run.request, sink)
+    except BaseException:
+        run.stop()
+        raise
+    return run.finish(*sink.result)

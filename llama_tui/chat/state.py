@@ -1,0 +1,175 @@
+"""The chat in use, without any UI: conversation, journal, settings in use, model.
+
+`ChatState` is what the TUI's chat and headless mode share. It owns the `Conversation`, the
+`SessionRecorder` that journals it, the generation params and system prompt in use, and
+the loaded model's `ModelInfo`. Every change that must reach the journal goes through one
+of its typed methods (`add_user`, `sync_settings`, `model_loaded`, `rename`, `remove_from`,
+`clear`, `switch`), so a front end never calls the recorder by name. One thread (the UI's,
+or headless mode's main thread) calls it; workers only get snapshots.
+
+`requested_model` / `asking_for` are the one rule for which model is asked for: with
+``--server`` the server's model name (``--server-model``; None means the one the server
+serves), else ``--model``. The TUI and headless mode both go through them.
+
+A journal problem never breaks the chat: the recorder already turns I/O errors into its
+`error` attribute, and anything else it raises is logged here and dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ParamSpec
+
+from llama_tui.core.backend import Backend, ModelInfo
+from llama_tui.core.params import GenerationParams
+from llama_tui.session.transcript import Conversation, Message
+
+if TYPE_CHECKING:
+    from llama_tui.config.settings import Settings
+    from llama_tui.session.recorder import SessionRecorder
+
+__all__ = [
+    "BUSY",
+    "ChatState",
+    "asking_for",
+    "model_label",
+    "requested_model",
+    "served_models",
+]
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
+# The busy guard: the one wording for "not now, a reply is being generated".
+BUSY = "A reply is being generated. Press Esc to stop it first."
+
+
+def requested_model(settings: Settings) -> str | None:
+    """The model to ask for: the server's model name with a server (None: the server's
+    own choice), else the model spec (repo id, folder, .gguf, demo)."""
+    if settings.server:
+        return settings.server_model
+    return settings.model
+
+
+def asking_for(settings: Settings, spec: str | None) -> Settings:
+    """`settings` asking for `spec` instead (see `requested_model`). With a server, an empty
+    or None spec means "whatever the server serves"; without one it keeps the model."""
+    if settings.server:
+        return dataclasses.replace(settings, server_model=spec or None)
+    return dataclasses.replace(settings, model=spec or settings.model)
+
+
+def model_label(settings: Settings) -> str:
+    """What to call the requested model before it is loaded (the server's URL when the
+    server chooses)."""
+    return requested_model(settings) or settings.server or settings.model
+
+
+def served_models(backend: Backend) -> list[str] | None:
+    """The model names a server offers (asks it now), or None for a local backend."""
+    lister = getattr(backend, "list_models", None)
+    if not callable(lister):
+        return None
+    return [str(name) for name in lister()]
+
+
+@dataclass(eq=False)
+class ChatState:
+    """The conversation, its journal, and the settings and model in use."""
+
+    conversation: Conversation
+    params: GenerationParams
+    system_prompt: str
+    recorder: SessionRecorder | None = None
+    model: ModelInfo | None = None
+    # The (params, system prompt) last journaled; a reply journals them again on change.
+    _recorded: tuple[GenerationParams, str] | None = field(default=None, repr=False)
+
+    # -- the conversation ---------------------------------------------------------------
+
+    def add_user(self, text: str) -> Message:
+        """The user's prompt: added and journaled (fsynced) before any reply starts."""
+        msg = self.conversation.add("user", text)
+        if self.recorder is not None:
+            self._journal(self.recorder.user_message, msg)
+        return msg
+
+    def sync_settings(self) -> bool:
+        """Before a reply: stamp and journal the settings in use if they changed since the
+        last reply. True when they changed (a front end may then remember them)."""
+        current = (self.params, self.system_prompt)
+        if current == self._recorded:
+            return False
+        self._recorded = current
+        if self.recorder is not None:
+            self._journal(self.recorder.settings_changed, self.params.to_dict(),
+                          self.system_prompt)
+        # The reply about to be added is stamped with these (also without a journal).
+        self.conversation.settings = self.params.to_dict()
+        self.conversation.system_prompt = self.system_prompt
+        return True
+
+    def model_loaded(self, info: ModelInfo) -> None:
+        """A model is in use now: kept here and in the conversation's metadata."""
+        self.model = info
+        record = dataclasses.asdict(info)
+        if self.recorder is not None:
+            self._journal(self.recorder.model_changed, record)
+        else:
+            self.conversation.model = record
+
+    def rename(self, title: str) -> None:
+        """A new title for the conversation (journaled)."""
+        if self.recorder is not None:
+            self._journal(self.recorder.title_changed, title)
+        else:
+            self.conversation.title = title
+
+    def remove_from(self, index: int) -> list[Message]:
+        """Drop messages[index:] (retry / edit) from the conversation and the journal."""
+        removed = self.conversation.messages[index:]
+        del self.conversation.messages[index:]
+        if removed and self.recorder is not None:
+            self._journal(self.recorder.messages_removed, [m.id for m in removed])
+        return removed
+
+    def switch(self, conversation: Conversation, recorder: SessionRecorder | None) -> None:
+        """Another conversation (a new one, or a session opened): the old journal is closed
+        and the settings are journaled again before the next reply."""
+        self.close()
+        self.conversation = conversation
+        self.recorder = recorder
+        self._recorded = None
+
+    def close(self) -> None:
+        """Flush and close the journal (quitting, or switching conversations)."""
+        if self.recorder is not None:
+            self._journal(self.recorder.close)
+
+    # -- a reply's journal records (called by `llama_tui.chat.reply.ReplyRun`) -------------
+
+    def reply_started(self, msg: Message) -> None:
+        if self.recorder is not None:
+            self._journal(self.recorder.assistant_started, msg)
+
+    def reply_progress(self, msg: Message) -> None:
+        """After every chunk; the recorder writes a checkpoint at most once per interval."""
+        if self.recorder is not None:
+            self._journal(self.recorder.assistant_progress, msg)
+
+    def reply_finished(self, msg: Message) -> None:
+        """Full text, status, stats and error; fsynced."""
+        if self.recorder is not None:
+            self._journal(self.recorder.assistant_finished, msg)
+
+    # -- journal ------------------------------------------------------------------------
+
+    def _journal(self, write: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            write(*args, **kwargs)
+        except Exception:  # the chat goes on; the recorder reports I/O errors itself
+            log.exception("journal write %s failed", getattr(write, "__name__", write))
