@@ -5,7 +5,8 @@ the same directory (so the final rename never crosses a filesystem), written, fl
 fsynced, then renamed over the target, then the directory fsynced so the rename itself
 survives a power cut. On any failure (disk full, permission, Ctrl+C) the temp file is
 removed and the target is untouched. Files are 0600 and directories we create 0700:
-conversations are private.
+conversations are private. `make_private_dirs` is the one way llama-tui creates a directory
+(config, data, sessions, logs, converted models, save folders).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ with XDG_* / LLAMA_TUI_HOME environment variables set after import.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -23,14 +22,6 @@ def _home_override(sub: str) -> Path | None:
     # LLAMA_TUI_HOME puts everything under one folder (handy for tests and portable setups).
     home = os.environ.get("LLAMA_TUI_HOME")
     return Path(home) / sub if home else None
-
-
-def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) with mode 0700 and return it."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with contextlib.suppress(OSError):
-        path.chmod(0o700)
-    return path
 
 
 def config_dir() -> Path:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_tui import locations
+from llama_tui.atomic import make_private_dirs
 from llama_tui.text import clean, redact
 
 __all__ = ["RedactingFilter", "quiet_libraries", "setup_logging"]
@@ -62,7 +63,7 @@ class RedactingFilter(logging.Filter):
 
 
 def _private_file(path: Path) -> Path:
-    locations.private_dir(path.parent)
+    make_private_dirs(path.parent, chmod_existing=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_tui import locations
-from llama_tui.atomic import atomic_write
+from llama_tui.atomic import atomic_write, make_private_dirs
 from llama_tui.config.values import PARAM_KINDS, Invalid, Item, Layer, coerce, read_text, show
 from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean, redact
@@ -150,7 +150,7 @@ def update_remembered(
             except Invalid as e:
                 raise ValueError(f"{key} {e}") from None
     target = remembered_settings_file() if path is None else path
-    locations.private_dir(target.parent)
+    make_private_dirs(target.parent, chmod_existing=True)
     with _locked(target):
         entries: dict[str, Entry] = {}
         if target.exists():

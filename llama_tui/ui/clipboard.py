@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_tui.atomic import make_private_dirs
 from llama_tui.text import clean, safe_filename
 
 # GNU screen drops DCS strings longer than about 768 bytes, so its passthrough is chunked.
@@ -209,7 +210,7 @@ def copy_text(text: str, what: str, env: Mapping[str, str] | None = None) -> Cop
 def write_copy_file(text: str, directory: Path, name: str) -> Path:
     """Write `text` (cleaned) to a new file `name` in `directory`, never overwriting (a
     ``-N`` suffix is added instead); return its path."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(directory)  # the user's save folder: an existing one keeps its mode
     safe = safe_filename(name, default="copy.txt")
     stem, dot, ext = safe.rpartition(".")
     if not dot or not stem:

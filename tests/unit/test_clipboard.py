@@ -236,3 +236,15 @@ def test_write_copy_file_keeps_extension_and_never_overwrites(tmp_path: Path, na
     stem, ext = name.rsplit(".", 1)
     assert second.name == f"{stem}-1.{ext}" and "\x1b" not in second.read_text()
     assert first.read_text() == "a"
+
+
+def test_write_copy_file_creates_every_missing_folder_private(tmp_path: Path) -> None:
+    """Each folder it creates is 0700, parents included (mkdir's mode covers only the last
+    one); a folder that already exists keeps its mode."""
+    import stat
+
+    tmp_path.chmod(0o755)
+    path = write_copy_file("a", tmp_path / "Documents" / "llama-tui", "x.txt")
+    for folder in (path.parent, path.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_tui import locations
+from llama_tui.atomic import make_private_dirs
 from llama_tui.config.settings import (
     Entry,
     LoadedSettings,
@@ -38,7 +39,7 @@ def _write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def cfg_dir() -> Path:
-    return locations.private_dir(locations.config_dir())
+    return make_private_dirs(locations.config_dir())
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from llama_tui import locations
+from llama_tui.atomic import make_private_dirs
 from llama_tui.core.backend import LoadStage, ProgressCallback
 from llama_tui.core.errors import ModelError
 from llama_tui.engine.loading.specs import _emit, _shown
@@ -139,7 +140,7 @@ def ensure_converted(gguf: Path, progress: ProgressCallback | None = None) -> Pa
     target = converted_dir_for(gguf)
     if _is_converted(target):
         return target
-    parent = locations.private_dir(target.parent)
+    parent = make_private_dirs(target.parent, chmod_existing=True)
     _remove_stale_temps(parent)
     if target.exists():  # a folder without our marker: not ours or damaged; replace it
         shutil.rmtree(target, ignore_errors=True)
