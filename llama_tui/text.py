@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 __all__ = [
     "MAX_PENDING",
@@ -256,11 +257,16 @@ _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def redact(s: str) -> str:
+def redact(s: str, secrets: Iterable[str | None] = ()) -> str:
     """Replace token-shaped strings with placeholders (``hf_***``, ``sk-***``, ``Bearer ***``).
 
+    `secrets` are exact values to hide as ``***`` whatever their shape (the API key a request
+    was sent with: a server that echoes request headers would otherwise show it).
     Applied to every error message, log line and export; cheap enough to call everywhere.
     """
+    for secret in secrets:
+        if secret:
+            s = s.replace(secret, "***")
     for pattern, repl in _SECRETS:
         s = pattern.sub(repl, s)
     return s

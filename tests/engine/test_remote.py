@@ -28,10 +28,10 @@ from llama_tui.core.backend import Backend, ChatMessage, Generation, StopReason
 from llama_tui.core.errors import GenerationError, InvalidModelSpecError, ModelError, RemoteError
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.remote import stream as remote_stream
-from llama_tui.engine.remote.backend import (
-    RemoteBackend,
-    RemoteParameterError,
-    StopFilter,
+from llama_tui.engine.remote.backend import RemoteBackend
+from llama_tui.engine.remote.http import RemoteParameterError
+from llama_tui.engine.remote.stream import _RunState, iter_events
+from llama_tui.engine.remote.wire import (
     build_request_body,
     display_url,
     estimate_tokens,
@@ -40,7 +40,7 @@ from llama_tui.engine.remote.backend import (
     rejected_settings,
     server_message,
 )
-from llama_tui.engine.remote.stream import _RunState, iter_events
+from llama_tui.engine.stops import StopFilter
 from tests.engine.remote_server import (
     LOOPBACK,
     Received,
@@ -870,5 +870,5 @@ def test_sse_wrong_content_type_is_named() -> None:
     with pytest.raises(httpx.SSEError) as info:
         _events([b'{"choices": []}'], content_type="application/json")
     backend = RemoteBackend("http://127.0.0.1:9")
-    err = backend._transport_error(info.value, mid_reply=False)
+    err = backend.transport_error(info.value, mid_reply=False)
     assert "event stream" in str(err) and "application/json" in str(err)

@@ -16,12 +16,10 @@ from llama_tui.core.errors import (
     NonFiniteError,
     OutOfMemoryError,
 )
-from llama_tui.engine.local.streaming import (
-    REPLACEMENT,
-    IncrementalDecoder,
-    StopFlags,
-    classify_error,
-)
+from llama_tui.engine.local.decoding import IncrementalDecoder
+from llama_tui.engine.local.failures import classify_error
+from llama_tui.engine.local.streaming import StopFlags
+from llama_tui.engine.stops import REPLACEMENT
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ from llama_tui.engine.fast.decoder import common_prefix_length
 from llama_tui.engine.fast.glue import FastPath, FastPathMode
 from llama_tui.engine.host_memory import release_host_memory
 from llama_tui.engine.local.chat_format import ChatFormatter
+from llama_tui.engine.local.failures import classify_error, free_device_memory
 from llama_tui.engine.local.sampling import (
     SAMPLING_FIELDS,
     generate_sampling_kwargs,
@@ -54,9 +55,7 @@ from llama_tui.engine.local.streaming import (
     IdStreamer,
     QueueItem,
     StopFlags,
-    classify_error,
     consume,
-    free_device_memory,
 )
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
-"""Streaming plumbing for the local backend: token-id streamer, cancel criteria, UTF-8-safe
-incremental decoding with stop strings, and error classification.
+"""Streaming plumbing for the local backend: the token-id streamer, the cancel criteria, one
+generation's job, and the consumer that turns its queue into text chunks and stats.
 
 Everything here runs on the hot path of generation, so per-token work is kept to a queue put
 and two tiny decodes of a sliding window of ids. torch is only touched through the objects that
@@ -16,22 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_tui.core.backend import Generation, GenerationStats, StopReason
-from llama_tui.core.errors import (
-    DeviceFatalError,
-    GenerationError,
-    NonFiniteError,
-    OutOfMemoryError,
-)
+from llama_tui.core.errors import GenerationError
 from llama_tui.core.params import GenerationParams
+from llama_tui.engine.local.decoding import IncrementalDecoder
 
-REPLACEMENT = "\ufffd"
-# Prompt ids decoded in front of the reply so that SentencePiece-style decoders keep the reply's
-# leading space ("Once upon a time" + " there"), which they strip at the start of a decode.
-CONTEXT_IDS = 4
 # How often the consumer re-checks that the generate thread is alive while the queue is idle.
 POLL_S = 0.25
-# Cap on an exception message quoted to the user: long CUDA traces would flood the status line.
-MAX_ERROR_CHARS = 400
 
 
 class Finished:
@@ -52,7 +42,7 @@ QueueItem = list[int] | Finished | Failed
 
 
 class IdStreamer:
-    """A `generate` streamer that pushes token ids onto a queue (TECH_NOTES §1).
+    """A `generate` streamer that pushes token ids onto a queue.
 
     Decoding happens in the consumer thread, so the generate thread only does a `.tolist()`, a
     clock read and a queue put per token. The first `put` is the whole prompt and is skipped.
@@ -117,177 +107,9 @@ class StopFlags:
         return self._cancel.is_set() or self._internal.is_set()
 
 
-class IncrementalDecoder:
-    """Turns a growing list of token ids into text chunks that are whole characters.
-
-    Offset-based decode of a sliding window (the approach vLLM uses): decode `ids[prefix:]` and
-    `ids[prefix:read]`, emit the difference, and advance only when the new text does not end in
-    U+FFFD, i.e. when no multi-byte character is still incomplete. Each step decodes a few ids,
-    never the whole reply, so a 10k-token reply costs the same per token as a short one.
-
-    Stop strings: text that could be the start of a stop string is held back until it is
-    disambiguated; when one appears, the text before it is emitted and `stopped` is set. The
-    stop string itself is never emitted.
-    """
-
-    def __init__(
-        self,
-        decode: Callable[[list[int]], str],
-        context_ids: list[int],
-        stop: tuple[str, ...] = (),
-    ) -> None:
-        self._decode = decode
-        self._ids: list[int] = list(context_ids[-CONTEXT_IDS:])
-        self._prefix = 0
-        self._read = len(self._ids)
-        self._prefix_text: str | None = None
-        self._stop = stop
-        self._pending = ""  # decoded text held back because it may start a stop string
-        self.stopped = False
-        self.text_parts: list[str] = []  # everything emitted, for the final reply text
-
-    def _window_texts(self) -> tuple[str, str]:
-        if self._prefix_text is None:
-            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
-        return self._prefix_text, self._decode(self._ids[self._prefix :])
-
-    def push(self, ids: list[int]) -> str:
-        """Add new token ids; return the text that is safe to show now (may be empty)."""
-        if self.stopped:
-            return ""
-        self._ids.extend(ids)
-        prefix_text, new_text = self._window_texts()
-        if len(new_text) <= len(prefix_text) or new_text.endswith(REPLACEMENT):
-            return ""  # an incomplete character (or nothing visible yet): wait for more ids
-        delta = new_text[len(prefix_text) :]
-        self._prefix, self._read = self._read, len(self._ids)
-        self._prefix_text = None
-        # Keep the list short: ids before the window's prefix are never decoded again.
-        if self._prefix > 64:
-            del self._ids[: self._prefix]
-            self._read -= self._prefix
-            self._prefix = 0
-        return self._emit(delta, final=False)
-
-    def flush(self) -> str:
-        """The end of generation: emit whatever is left, except an incomplete character.
-
-        A reply cut by the token limit can end inside a multi-byte character; its bytes decode
-        to U+FFFD, which must not be shown or saved as if the model had written it. The
-        trailing replacement characters go; one in the middle (a byte the model really got
-        wrong) stays, as a full decode has it.
-        """
-        if self.stopped:
-            return ""
-        prefix_text, new_text = self._window_texts()
-        delta = new_text[len(prefix_text) :] if len(new_text) > len(prefix_text) else ""
-        delta = delta.rstrip(REPLACEMENT)
-        self._prefix = self._read = len(self._ids)
-        self._prefix_text = None
-        return self._emit(delta, final=True)
-
-    def _emit(self, delta: str, final: bool) -> str:
-        if not self._stop:
-            if delta:
-                self.text_parts.append(delta)
-            return delta
-        pending = self._pending + delta
-        cut = -1
-        for s in self._stop:
-            i = pending.find(s)
-            if i != -1 and (cut == -1 or i < cut):
-                cut = i
-        if cut != -1:
-            self.stopped = True
-            self._pending = ""
-            out = pending[:cut]
-        elif final:
-            self._pending = ""
-            out = pending
-        else:
-            hold = _stop_prefix_len(pending, self._stop)
-            self._pending = pending[len(pending) - hold :] if hold else ""
-            out = pending[: len(pending) - hold]
-        if out:
-            self.text_parts.append(out)
-        return out
-
-
-def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of some stop string."""
-    longest = min(len(text), max(len(s) for s in stops) - 1)
-    for k in range(longest, 0, -1):
-        tail = text[-k:]
-        if any(s.startswith(tail) for s in stops):
-            return k
-    return 0
-
-
-def classify_error(exc: BaseException, device_type: str = "cpu") -> GenerationError:
-    """Map an exception raised inside `generate` to a GenerationError with cause and fix."""
-    if isinstance(exc, GenerationError):
-        return exc
-    message = f"{type(exc).__name__}: {exc}".strip()
-    if len(message) > MAX_ERROR_CHARS:
-        message = message[:MAX_ERROR_CHARS] + "…"
-    lowered = message.lower()
-    if _is_oom(exc):
-        return OutOfMemoryError(
-            f"The {device_type} ran out of memory during generation. Memory has been freed; "
-            "the model is still loaded.",
-            "Try a shorter context (start a new chat or delete old turns), fewer max new tokens, "
-            "or load the model in 4-bit (--load-in-4bit).",
-        )
-    if "probability tensor contains" in lowered:
-        return NonFiniteError(
-            f"The model produced NaN or infinite probabilities ({message}).",
-            "This is usually float16 overflow: use --dtype bfloat16 (or float32), "
-            "or greedy decoding.",
-        )
-    if "device-side assert" in lowered:
-        return DeviceFatalError(
-            f"The GPU hit a device-side assert ({message}); the CUDA context is unusable now.",
-            "Save your conversation and restart llama-tui.",
-        )
-    if "not currently implemented for the mps device" in lowered:
-        return GenerationError(
-            f"An operation is not implemented on Apple MPS ({message}).",
-            "Restart with PYTORCH_ENABLE_MPS_FALLBACK=1 set in the environment (that op then "
-            "runs on the CPU), or use --device cpu.",
-        )
-    return GenerationError(
-        f"Generation failed: {message}",
-        "Try again; if it keeps failing, try greedy decoding or different settings, and report it.",
-    )
-
-
-def free_device_memory(device_type: str) -> None:
-    """Return cached allocator blocks to the device (after an OOM, or when a model goes)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
-    if device_type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif device_type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
-
-
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency of this backend
-        return False
-    oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
-    if isinstance(exc, oom):
-        return True
-    # MPS reports OOM as a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 @dataclass(frozen=True)
 class FastReply:
-    """What the fast decoder needs for one reply (see `fast_glue`)."""
+    """What the fast decoder needs for one reply (see `engine.fast.glue`)."""
 
     params: GenerationParams
     stop: StopFlags  # the user's cancel or ours (stop string, consumer gone, closing)

@@ -19,17 +19,14 @@ Design points, each for a reason:
 - The API key is read from the environment variable named in config at request time; it is
   never stored on the backend, logged or put in an error message (messages are redacted).
 
-The pieces live next door: `remote_wire` (the request / response format, pure functions),
-`remote_http` (`ServerConnection`: URL, TLS, headers, API key, failures -> messages) and
-`remote_stream` (the reader thread and one stream's state). The names other code uses from
-them are re-exported here.
+The pieces live next door: `wire` (the request / response format, pure functions), `http`
+(`ServerConnection`: URL, TLS, headers, API key, failures -> messages), `stream` (the reader
+thread and one stream's state) and `reply` (one reply from request to stats).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,53 +41,12 @@ from llama_tui.core.backend import (
     MemoryReading,
     ModelInfo,
     ProgressCallback,
-    StopReason,
 )
-from llama_tui.core.errors import GenerationError, ModelError, RemoteError
+from llama_tui.core.errors import ModelError, RemoteError
 from llama_tui.core.params import GenerationParams
-from llama_tui.engine.remote.http import (
-    DEFAULT_API_KEY_ENV,
-    RemoteParameterError,
-    ServerConnection,
-)
-from llama_tui.engine.remote.stream import (
-    _End,
-    _Event,
-    _HttpStatus,
-    _Opened,
-    _RunState,
-    _StreamReader,
-)
-from llama_tui.engine.remote.wire import (
-    StopFilter,
-    _clean,
-    _context_length,
-    build_request_body,
-    display_url,
-    estimate_tokens,
-    map_finish_reason,
-    normalize_base_url,
-    rejected_settings,
-    server_message,
-)
-
-# The backend, and the names other code uses from the modules this one was split into.
-__all__ = [
-    "DEFAULT_API_KEY_ENV",
-    "RemoteBackend",
-    "RemoteParameterError",
-    "StopFilter",
-    "build_request_body",
-    "display_url",
-    "estimate_tokens",
-    "map_finish_reason",
-    "normalize_base_url",
-    "rejected_settings",
-    "server_message",
-]
-
-# How often the consuming thread looks at the cancel event while waiting for data.
-POLL_INTERVAL_S = 0.05
+from llama_tui.engine.remote.http import DEFAULT_API_KEY_ENV, ServerConnection
+from llama_tui.engine.remote.reply import ReplyRun
+from llama_tui.engine.remote.wire import _context_length, estimate_tokens, one_line
 
 
 class RemoteBackend(ServerConnection):
@@ -111,7 +67,6 @@ class RemoteBackend(ServerConnection):
         # True when the last count_tokens() fell back to the chars/4 estimate.
         self.token_count_approximate = True
         self._tokenize_supported: bool | None = None
-        self._include_usage = True
 
     # -- Backend protocol ---------------------------------------------------------------
 
@@ -142,19 +97,19 @@ class RemoteBackend(ServerConnection):
             )
         wanted = self.requested_model
         if wanted is not None and wanted not in ids:
-            shown = ", ".join(_clean(i, 80) for i in ids[:10])
+            shown = ", ".join(one_line(i, 80) for i in ids[:10])
             more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
             raise ModelError(
-                f"the server at {self.url} does not serve {_clean(wanted, 80)!r}",
+                f"the server at {self.url} does not serve {one_line(wanted, 80)!r}",
                 f"It serves: {shown}{more}. Pick one of those with --model.",
             )
         model = wanted if wanted is not None else ids[0]
         entry = entries[ids.index(model)]
         self.model = model
         self.info = ModelInfo(
-            name=_clean(model.rstrip("/").rsplit("/", 1)[-1] or model, 80),
+            name=one_line(model.rstrip("/").rsplit("/", 1)[-1] or model, 80),
             spec=self.url,
-            source=f"{self.url} ({_clean(model, 120)})",
+            source=f"{self.url} ({one_line(model, 120)})",
             device=f"remote {urlsplit(self.base_url).netloc.rsplit('@', 1)[-1]}",
             dtype="unknown",
             context_length=_context_length(entry),
@@ -228,145 +183,8 @@ class RemoteBackend(ServerConnection):
         gen: Generation
 
         def chunks() -> Iterator[str]:
-            yield from self._run(gen, snapshot, params, cancel)
+            yield from ReplyRun(self, self.model, gen, params, cancel).run(snapshot)
 
         gen = Generation(chunks())
         gen.prompt_tokens = estimate_tokens(snapshot)
         return gen
-
-    # -- one generation -------------------------------------------------------------------
-
-    def _start_reader(self, body: dict[str, Any]) -> _StreamReader:
-        reader = _StreamReader(
-            self.base_url + "/v1/chat/completions",
-            body,
-            self._headers(stream=True),
-            self._verify(),
-            httpx.Timeout(self.timeout_s),
-        )
-        reader.start()
-        return reader
-
-    def _run(
-        self,
-        gen: Generation,
-        history: tuple[ChatMessage, ...],
-        params: GenerationParams,
-        cancel: threading.Event,
-    ) -> Iterator[str]:
-        st = _RunState(started=time.perf_counter())
-
-        def finish(reason: StopReason, error: GenerationError | None = None) -> None:
-            gen.stats = st.stats(reason, gen.prompt_tokens, error)
-
-        if self.model is None:
-            err: GenerationError = RemoteError(
-                f"no model selected on {self.url}", "Load the remote backend first."
-            )
-            finish(StopReason.ERROR, err)
-            raise err
-        problems = params.problems()
-        if problems:
-            listed = "; ".join(f"{k} {v}" for k, v in problems.items())
-            err = GenerationError(f"invalid settings: {listed}", "Fix them in the settings panel.")
-            finish(StopReason.ERROR, err)
-            raise err
-
-        body = build_request_body(self.model, history, params, include_usage=self._include_usage)
-        reader = self._start_reader(body)
-        stops = StopFilter(params.stop)
-        opened = False
-
-        def fail(err: GenerationError) -> Iterator[str]:
-            # The held-back end of the reply is part of the partial text the caller keeps.
-            held = stops.flush()
-            if held:
-                st.count(held)
-                yield held
-            finish(StopReason.ERROR, err)
-            raise err
-
-        try:
-            while True:
-                if cancel.is_set():
-                    reader.abort()
-                    finish(StopReason.CANCELLED)
-                    return
-                try:
-                    item = reader.items.get(timeout=POLL_INTERVAL_S)
-                except queue.Empty:
-                    continue
-                if isinstance(item, _Opened):
-                    opened = True
-                elif isinstance(item, _HttpStatus):
-                    if (
-                        "stream_options" in body
-                        and item.status in (400, 422)
-                        and "stream_options" in item.body.decode("utf-8", "replace")
-                    ):
-                        # Our own addition, not a user setting: retry without it, once.
-                        self._include_usage = False
-                        del body["stream_options"]
-                        reader = self._start_reader(body)
-                        continue
-                    yield from fail(
-                        self._status_error(
-                            "chat completions (POST /v1/chat/completions)",
-                            item.status,
-                            item.reason,
-                            item.body,
-                            item.content_type,
-                            sent=body,
-                            location=item.location,
-                        )
-                    )
-                elif isinstance(item, (_Event, _End)):
-                    # An event that `_End` cut off before its blank line is never dispatched.
-                    events = [item.data] if isinstance(item, _Event) else []
-                    for data in events:
-                        text = stops.push(st.apply_event(data, self.url, self._clean))
-                        if text:
-                            st.count(text)
-                            yield text
-                        if stops.stopped:
-                            # Enforced here too: some servers keep the stop string in the
-                            # text (transformers serve) or ignore `stop`; the local backend
-                            # drops it, and so do we. Closing the stream stops the server.
-                            reader.abort()
-                            finish(StopReason.STOP_STRING)
-                            return
-                        if cancel.is_set() or st.done:
-                            break  # a cancel is honoured between events of one read
-                    # transformers serve ends after the finish chunk, without [DONE].
-                    ended = st.done or (isinstance(item, _End) and st.finish_reason is not None)
-                    if ended:
-                        held = stops.flush()
-                        if held:
-                            st.count(held)
-                            yield held
-                        finish(st.final_reason(params.stop))
-                        return
-                    if isinstance(item, _End):
-                        yield from fail(
-                            RemoteError(
-                                f"the server at {self.url} ended the stream mid-reply "
-                                f"({st.chars} characters received)",
-                                "The partial reply is kept. Check the server's log, then retry.",
-                            )
-                        )
-                else:
-                    yield from fail(self._transport_error(item.exc, mid_reply=opened))
-        except GenerationError as exc:
-            # Raised by apply_event (an error event, a non-JSON event): stats first.
-            if gen.stats is None:
-                yield from fail(exc)
-            raise
-        except GeneratorExit:
-            # The caller stopped iterating (UI closed, worker cancelled): count it as cancel.
-            if gen.stats is None:
-                finish(StopReason.CANCELLED)
-            raise
-        finally:
-            # Whatever happened, the connection must not outlive the generation: this is
-            # what tells the server to stop generating.
-            reader.abort()

@@ -2,10 +2,10 @@
 
 `ServerConnection` holds what the remote backend needs to talk to one server: the base URL
 (and the only form of it we show), the TLS context, a pooled HTTP client for small requests,
-request headers with the API key, and the classification of transport failures and HTTP
-error statuses into `RemoteError`s that name the cause and the fix. The API key is read from
-the environment variable named in config at request time; it is never stored, logged or put
-in a message (server text is cleaned with the key redacted).
+request headers with the API key, the start of a streaming request, and the classification
+of transport failures and HTTP error statuses into `RemoteError`s that name the cause and
+the fix. The API key is read from the environment variable named in config at request time;
+it is never stored, logged or put in a message (server text is cleaned with the key redacted).
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from typing import Any
 import httpx2 as httpx
 
 from llama_tui.core.errors import RemoteError
+from llama_tui.engine.remote.stream import _StreamReader
 from llama_tui.engine.remote.wire import (
     MAX_ERROR_BODY_BYTES,
     MAX_SERVER_MESSAGE_CHARS,
-    _clean,
     _find_cause,
     display_url,
     normalize_base_url,
+    one_line,
     rejected_settings,
     server_message,
 )
@@ -64,6 +65,8 @@ class ServerConnection:
         self.timeout_s = float(timeout_s)
         self._ssl: ssl.SSLContext | bool | None = None
         self._client: httpx.Client | None = None
+        # Cleared when the server refuses `stream_options` (then it sends no token counts).
+        self.include_usage = True
         if not verify_tls:
             log.warning("TLS certificate verification is off for %s", self.url)
 
@@ -92,15 +95,28 @@ class ServerConnection:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
+    def open_stream(self, body: dict[str, Any]) -> _StreamReader:
+        """Start a streaming chat-completions request on its own connection."""
+        reader = _StreamReader(
+            self.base_url + "/v1/chat/completions",
+            body,
+            self._headers(stream=True),
+            self._verify(),
+            httpx.Timeout(self.timeout_s),
+        )
+        reader.start()
+        return reader
+
     def _api_key(self) -> str | None:
         if not self.api_key_env:
             return None
         return os.environ.get(self.api_key_env) or None
 
-    def _clean(self, text: str, limit: int = MAX_SERVER_MESSAGE_CHARS) -> str:
-        return _clean(text, limit, secret=self._api_key())
+    def server_text(self, text: str, limit: int = MAX_SERVER_MESSAGE_CHARS) -> str:
+        """Server text as we may show it, with the API key we send hidden too."""
+        return one_line(text, limit, secret=self._api_key())
 
-    def _transport_error(self, exc: BaseException, *, mid_reply: bool = False) -> RemoteError:
+    def transport_error(self, exc: BaseException, *, mid_reply: bool = False) -> RemoteError:
         """Classify a network failure into a message that names the cause and the fix."""
         url = self.url
         if isinstance(exc, httpx.ConnectTimeout):
@@ -116,29 +132,7 @@ class ServerConnection:
                 + ". Retry, or raise the timeout in config.",
             )
         if isinstance(exc, httpx.ConnectError):
-            if _find_cause(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
-                return RemoteError(
-                    f"nothing listening at {url}: is the server running?",
-                    "Start the server (for example `vllm serve MODEL` or "
-                    "`transformers serve MODEL`), or fix the address and port in --server.",
-                )
-            cert = _find_cause(exc, ssl.SSLCertVerificationError)
-            if cert is not None or "certificate" in str(exc).lower():
-                return RemoteError(
-                    f"the TLS certificate of {url} could not be verified: "
-                    f"{self._clean(str(cert or exc), 160)}",
-                    "Give the server a certificate your system trusts (or set SSL_CERT_FILE); "
-                    "only for a server you control, turn verify_tls off in config.",
-                )
-            if _find_cause(exc, socket.gaierror):
-                return RemoteError(
-                    f"cannot resolve the host of {url}",
-                    "Check the host name in --server.",
-                )
-            return RemoteError(
-                f"could not connect to {url}: {self._clean(str(exc), 160)}",
-                "Check the address and that the server is reachable.",
-            )
+            return self._connect_error(exc)
         cut_off = (httpx.RemoteProtocolError, httpx.ReadError, httpx.StreamError, ConnectionError)
         if isinstance(exc, cut_off):
             if mid_reply:
@@ -153,7 +147,7 @@ class ServerConnection:
             )
         if isinstance(exc, httpx.SSEError):
             return RemoteError(
-                f"the server at {url} sent a malformed event stream: {self._clean(str(exc))}",
+                f"the server at {url} sent a malformed event stream: {self.server_text(str(exc))}",
                 "Is this an OpenAI-compatible server? The partial reply is kept.",
             )
         if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
@@ -162,11 +156,38 @@ class ServerConnection:
                 "Use a URL like http://127.0.0.1:8000.",
             )
         return RemoteError(
-            f"request to {url} failed: {type(exc).__name__}: {self._clean(str(exc), 160)}",
+            f"request to {url} failed: {type(exc).__name__}: {self.server_text(str(exc), 160)}",
             "Check the server and the network, then retry.",
         )
 
-    def _status_error(
+    def _connect_error(self, exc: httpx.ConnectError) -> RemoteError:
+        """No connection: refused, an untrusted certificate, an unknown host, or else."""
+        url = self.url
+        if _find_cause(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+            return RemoteError(
+                f"nothing listening at {url}: is the server running?",
+                "Start the server (for example `vllm serve MODEL` or "
+                "`transformers serve MODEL`), or fix the address and port in --server.",
+            )
+        cert = _find_cause(exc, ssl.SSLCertVerificationError)
+        if cert is not None or "certificate" in str(exc).lower():
+            return RemoteError(
+                f"the TLS certificate of {url} could not be verified: "
+                f"{self.server_text(str(cert or exc), 160)}",
+                "Give the server a certificate your system trusts (or set SSL_CERT_FILE); "
+                "only for a server you control, turn verify_tls off in config.",
+            )
+        if _find_cause(exc, socket.gaierror):
+            return RemoteError(
+                f"cannot resolve the host of {url}",
+                "Check the host name in --server.",
+            )
+        return RemoteError(
+            f"could not connect to {url}: {self.server_text(str(exc), 160)}",
+            "Check the address and that the server is reachable.",
+        )
+
+    def status_error(
         self,
         what: str,
         status: int,
@@ -178,22 +199,11 @@ class ServerConnection:
     ) -> RemoteError:
         """An HTTP error status -> RemoteError with the server's (cleaned) message."""
         raw, param = server_message(body, content_type)
-        msg = self._clean(raw) or reason or "no message"
+        msg = self.server_text(raw) or reason or "no message"
         head = f"{status} {reason}".strip()
         url = self.url
         if status in (401, 403):
-            env = self.api_key_env
-            if env is None:
-                fix = (
-                    "The server needs an API key: set api_key_env in config to the name of "
-                    "an environment variable that holds it."
-                )
-            elif self._api_key() is None:
-                fix = f"Put the server's API key in the environment variable {env}."
-            else:
-                fix = f"Check the API key in the environment variable {env}."
-            refused = "refused the API key" if self._api_key() else "needs an API key"
-            return RemoteError(f"the server at {url} {refused} ({head}): {msg}", fix)
+            return self._auth_error(head, msg)
         if 300 <= status < 400:
             where = display_url(location) if location else "another address"
             return RemoteError(
@@ -202,20 +212,9 @@ class ServerConnection:
                 "key never goes to another host).",
             )
         if sent is not None and status in (400, 422):
-            names = rejected_settings(raw, param, sent)
-            if names:
-                listed = ", ".join(names)
-                return RemoteParameterError(
-                    f"the server at {url} rejected the setting {listed}: {msg}",
-                    f"Change {listed} in the settings panel; top_k 0, min_p 0 and "
-                    "repetition_penalty 1.0 mean off and are then not sent.",
-                    names,
-                )
-            if "context" in raw.lower() and ("length" in raw.lower() or "window" in raw.lower()):
-                return RemoteError(
-                    f"the conversation does not fit the server's context ({head}): {msg}",
-                    "Start a new conversation, or lower max_new_tokens.",
-                )
+            refused = self._refused_request(head, raw, param, msg, sent)
+            if refused is not None:
+                return refused
         if status == 404:
             return RemoteError(
                 f"{what} is not available at {url} ({head}): {msg}",
@@ -234,13 +233,50 @@ class ServerConnection:
             )
         return RemoteError(f"the server at {url} refused {what} ({head}): {msg}", "")
 
+    def _auth_error(self, head: str, msg: str) -> RemoteError:
+        """401 / 403: say whether a key was sent, and where it comes from."""
+        url = self.url
+        env = self.api_key_env
+        if env is None:
+            fix = (
+                "The server needs an API key: set api_key_env in config to the name of "
+                "an environment variable that holds it."
+            )
+        elif self._api_key() is None:
+            fix = f"Put the server's API key in the environment variable {env}."
+        else:
+            fix = f"Check the API key in the environment variable {env}."
+        refused = "refused the API key" if self._api_key() else "needs an API key"
+        return RemoteError(f"the server at {url} {refused} ({head}): {msg}", fix)
+
+    def _refused_request(
+        self, head: str, raw: str, param: str | None, msg: str, sent: Mapping[str, Any]
+    ) -> RemoteError | None:
+        """400 / 422 naming a setting we sent, or a conversation over the context size."""
+        url = self.url
+        names = rejected_settings(raw, param, sent)
+        if names:
+            listed = ", ".join(names)
+            return RemoteParameterError(
+                f"the server at {url} rejected the setting {listed}: {msg}",
+                f"Change {listed} in the settings panel; top_k 0, min_p 0 and "
+                "repetition_penalty 1.0 mean off and are then not sent.",
+                names,
+            )
+        if "context" in raw.lower() and ("length" in raw.lower() or "window" in raw.lower()):
+            return RemoteError(
+                f"the conversation does not fit the server's context ({head}): {msg}",
+                "Start a new conversation, or lower max_new_tokens.",
+            )
+        return None
+
     def _get_json(self, path: str, what: str) -> Any:
         try:
             resp = self._http().get(self.base_url + path, headers=self._headers())
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self.transport_error(exc) from None
         if resp.status_code >= 300:
-            raise self._status_error(
+            raise self.status_error(
                 what,
                 resp.status_code,
                 resp.reason_phrase,

@@ -2,9 +2,9 @@
 
 Building a request from our settings (`build_request_body`), reading what servers send back
 (`server_message`, `rejected_settings`, `map_finish_reason`, the context size in a model-list
-entry), client-side stop strings (`StopFilter`), base-URL handling (`normalize_base_url`,
-`display_url`), the chars/4 token estimate, and `_clean`, which makes untrusted server text
-safe to show (one printable line, bounded, API key redacted). No I/O here.
+entry), base-URL handling (`normalize_base_url`, `display_url`), the chars/4 token estimate,
+and `one_line`, which makes untrusted server text safe to show (one printable line, bounded,
+secrets redacted). No I/O here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from llama_tui.core.backend import ChatMessage, StopReason
 from llama_tui.core.errors import InvalidModelSpecError
 from llama_tui.core.params import GenerationParams
-from llama_tui.engine.local.streaming import REPLACEMENT
+from llama_tui.text import clean, redact
 
 # Server messages are untrusted and sometimes huge (HTML error pages, stack traces).
 MAX_SERVER_MESSAGE_CHARS = 300
@@ -79,7 +79,7 @@ def display_url(url: str) -> str:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port else host
-    return _clean(f"{parts.scheme}://{netloc}{parts.path}", 200)
+    return one_line(f"{parts.scheme}://{netloc}{parts.path}", 200)
 
 
 def build_request_body(
@@ -140,7 +140,7 @@ def map_finish_reason(
 
     "stop" means either end of sequence or a stop string; vLLM names the matched string in
     `stop_reason` (a token id or None otherwise). Servers that keep the stop string in the
-    text are caught earlier by `StopFilter`.
+    text are caught earlier by `engine.stops.StopFilter`.
     """
     if finish_reason == "length":
         return StopReason.LENGTH
@@ -154,52 +154,12 @@ def map_finish_reason(
     return StopReason.EOS
 
 
-class StopFilter:
-    """Client-side stop strings: emit text up to the first stop string, never the string.
-
-    The end of the text that could still grow into a stop string is held back until it
-    cannot (at most the longest stop string minus one character) or until `flush()`.
-
-    Also U+FFFD at the end: a server whose reply stops inside a multi-byte character (the
-    token limit) sends that character's bytes decoded as U+FFFD in its last chunk. A trailing
-    run is held until more text follows (then it was really in the reply) and dropped by
-    `flush()`, so an incomplete tail is never shown or saved, as with the local backend.
-    """
-
-    def __init__(self, stops: Sequence[str]) -> None:
-        self._stops = tuple(s for s in stops if s)
-        self._held = ""
-        self.stopped = False
-
-    def push(self, text: str) -> str:
-        if self.stopped or not text:
-            return ""
-        buf = self._held + text
-        hits = [i for i in (buf.find(s) for s in self._stops) if i >= 0]
-        if hits:
-            self.stopped = True
-            self._held = ""
-            return buf[: min(hits)]
-        keep = len(buf) - len(buf.rstrip(REPLACEMENT))
-        for s in self._stops:
-            for n in range(min(len(s) - 1, len(buf)), keep, -1):
-                if buf.endswith(s[:n]):
-                    keep = n
-                    break
-        self._held = buf[len(buf) - keep :]
-        return buf[: len(buf) - keep]
-
-    def flush(self) -> str:
-        held, self._held = self._held, ""
-        return "" if self.stopped else held.rstrip(REPLACEMENT)
-
-
 def server_message(body: bytes, content_type: str = "") -> tuple[str, str | None]:
     """(message, parameter) from an error body in any of the common shapes.
 
     OpenAI / vLLM / llama.cpp: {"error": {"message", "param"}}; TGI: {"error": "..."};
     FastAPI: {"detail": "..."} or {"detail": [{"loc": [..., field], "msg": ...}]};
-    anything else: the text itself. Not yet cleaned: callers pass it through `_clean`.
+    anything else: the text itself. Not yet cleaned: callers pass it through `one_line`.
     """
     text = body.decode("utf-8", errors="replace")
     try:
@@ -241,19 +201,15 @@ def rejected_settings(message: str, param: str | None, sent: Mapping[str, Any]) 
     return tuple(names)
 
 
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
+def one_line(text: str, limit: int = MAX_SERVER_MESSAGE_CHARS, secret: str | None = None) -> str:
+    """Untrusted server text as we may show it: `text.clean`ed and `text.redact`ed (and the
+    API key, when one was sent), then one line of at most `limit` characters.
 
-
-def _clean(text: str, limit: int = MAX_SERVER_MESSAGE_CHARS, secret: str | None = None) -> str:
-    """One printable line, at most `limit` characters, with any API key redacted.
-
-    Server text is untrusted: control characters could drive the terminal, and a server
-    that echoes request headers would otherwise print the key.
+    Control and format characters (bidi overrides among them) become spaces: the text is
+    shown inside a one-line message, where they could reorder or hide what follows.
     """
-    if secret:
-        text = text.replace(secret, "***")
-    text = _BEARER.sub(r"\1***", text)
-    out = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
+    out = redact(clean(text), (secret,))
+    out = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in out)
     out = " ".join(out.split())
     if len(out) > limit:
         out = out[: limit - 1].rstrip() + "…"
