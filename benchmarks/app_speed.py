@@ -7,7 +7,8 @@ Runs the real `llama-tui` (this checkout, `python -m llama_tui`) in a pseudo-ter
 as a user would, and prints one table:
 
 - launch to first paint: process start until the first screen (the welcome text) is written
-  to the terminal; median of `--paints` launches. Anchor: TECH_NOTES §10 (0.14 s lazy).
+  to the terminal; median of `--paints` launches. Anchor: a minimal Textual app measured in
+  the same run.
 - decode tokens/s through the app vs bare: the same greedy prompt and `--tokens` limit,
   alternated `--runs` times: the app (its reply footer shows the engine's decode rate) and
   `LocalBackend.stream` in this process with no UI (the same engine, same options), plus a

@@ -41,7 +41,7 @@ def demo_gguf() -> Path:
 
 
 def converted_dir(target: Path, gguf: Path) -> Path:
-    """The GGUF converted once to a safetensors folder (TECH_NOTES §5), cached at `target`."""
+    """The GGUF converted once to a safetensors folder, cached at `target`."""
     if (target / "model.safetensors").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

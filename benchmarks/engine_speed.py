@@ -7,7 +7,7 @@ Usage:
 
 Prints one table. Part 1: the same greedy prompt, `--tokens` new tokens, bare generate and the
 engine alternated `--runs` times in the same process after one warm-up of each; medians and
-their ratio (target >= 0.97, PERFORMANCE.md). Part 2: a `--turns`-turn greedy conversation run
+their ratio (target >= 0.97, benchmarks/README.md). Part 2: a `--turns`-turn greedy conversation run
 with the KV cache reused and without; time to first token of turn 1 and of the last turn, and
 whether the replies were identical. The engine decodes through `generate` or the FastDecoder
 as `llama_tui.engine.fast.glue` decides (`--fast-path` overrides the device policy, like
@@ -27,7 +27,7 @@ from llama_tui.core.params import GenerationParams
 from llama_tui.engine.local.backend import LocalBackend
 
 PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
-# About 70 tokens per user turn, like TECH_NOTES §3's measurement.
+# About 70 tokens per user turn: long enough that re-prefilling the whole chat shows.
 TURN_TEXT = (
     "Thanks. Now continue the story with a new chapter: describe the village market, the "
     "smell of fresh bread, the baker's apprentice and what the dragon says to the crowd. "

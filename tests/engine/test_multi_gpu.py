@@ -256,7 +256,7 @@ def test_device_map_on_one_device_has_no_placement(
     tiny_model_dir: Path, fake_caps: Any, fake_dispatch: Any
 ) -> None:
     fake_caps(DeviceCaps())
-    calls = fake_dispatch(None)  # accelerate sets no hf_device_map for one device (TECH_NOTES §7)
+    calls = fake_dispatch(None)  # accelerate sets no hf_device_map for one device
     loaded = load_model(str(tiny_model_dir), LoadOptions(device_map="auto"))
     assert calls[0]["device_map"] == "auto"
     assert loaded.info.placement == {}

@@ -2,21 +2,21 @@
 
 `model.generate()` spends most of a decode step on the host (logits processors, stopping
 criteria, streamer, cache bookkeeping). On a GPU whose host CPU is slow that is idle GPU
-time: a stock 8B model reaches ~10% of the memory-bandwidth limit (PERFORMANCE.md). This
+time: a stock 8B model reaches ~10% of the memory-bandwidth limit (benchmarks/README.md). This
 module replaces the loop, not the model:
 
 * the KV cache is a transformers `StaticCache` sized to a *bucket* (512, 1k, 2k, ... up to
   the context), so a growing conversation changes shape a handful of times, not every turn;
   the decoder keeps the ids whose keys/values sit in it, so the next turn prefills only what
-  differs from the longest common prefix (KV reuse, as TECH_NOTES §3 does with DynamicCache;
-  fast_cache.py: buckets, cropping a StaticCache);
+  differs from the longest common prefix (KV reuse; cache.py: buckets, cropping a
+  StaticCache);
 * the prompt is prefilled eagerly (in chunks);
 * each later token is one call of the step: the model forward, then the token choice on the
   device, written back into the step's own input buffer, so steps chain on the device and
   only the id comes back to the host (one sync per token);
 * on CUDA the step is compiled by `torch.compile(fullgraph=True)` in a background thread
   (`warm_up()`), then captured as a CUDA graph in the decoding thread and replayed; the eager
-  step serves until then, so compiling never makes the user wait (fast_compile.py: the step,
+  step serves until then, so compiling never makes the user wait (compile.py: the step,
   its variants, why we capture CUDA graphs ourselves);
 * on CUDA the loop runs one step ahead: the next step is launched before the current id is
   handed to the caller, so the GPU works while the caller decodes text and updates the UI. On

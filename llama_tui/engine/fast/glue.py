@@ -1,6 +1,6 @@
 """When `LocalBackend` decodes through the `FastDecoder` instead of `model.generate`, and how.
 
-The policy (figures: benchmarks/README.md "Measured", ../shared/design/PERFORMANCE.md):
+The policy (figures: benchmarks/README.md, "Measured"):
 
 * `LoadOptions.compile` false (`--no-compile`): never. Every reply uses `generate`.
 * CUDA: always, with the decode step compiled in a background thread. `generate` is bound by

@@ -74,7 +74,9 @@ def _convert_gguf_into(
     (`load_gguf_checkpoint`, what `from_pretrained(gguf_file=)` uses for Llama in 5.24) rather
     than `from_pretrained(gguf_file=)` itself: that refuses to run without `accelerate`, which
     is not a core dependency. The result is the same dense model, without the quantization
-    config that makes `save_pretrained` refuse a GGUF-loaded model (TECH_NOTES §5).
+    config that makes `save_pretrained` refuse a GGUF-loaded model ("The model is quantized
+    with gguf and is not serializable"). Loading the saved folder takes ~1.4 s against ~15 s
+    for the GGUF, which is why we convert once.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer

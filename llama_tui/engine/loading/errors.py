@@ -70,8 +70,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     """Map an exception from resolving or loading `spec` to a `ModelError` with cause and fix.
 
-    transformers wraps Hub errors in `OSError`; the real one is in `__cause__` / `__context__`
-    (TECH_NOTES §6), so the whole chain is searched, most specific type first. Messages are
+    transformers wraps Hub errors in `OSError`; the real one (`GatedRepoError`,
+    `RepositoryNotFoundError`, `LocalEntryNotFoundError`, ...) is in `__cause__` /
+    `__context__`, so the whole chain is searched, most specific type first. Messages are
     built from the spec, not from exception text, and redacted anyway.
     """
     from huggingface_hub import errors as hf
