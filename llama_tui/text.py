@@ -2,9 +2,10 @@
 
 Model output, prompts, loaded sessions, file names, model ids, exception messages and
 model-card text are all untrusted. Textual writes escape sequences in widget content to the
-terminal verbatim (see TECH_NOTES.md §9), so every such string goes through `clean` (or a
-`StreamCleaner` for streamed replies) before it reaches a widget, the clipboard, stdout or a
-file.
+terminal verbatim (Static, Markdown, Log, TextArea alike: an OSC 52 clipboard write or a
+window-title change in a reply would reach the user's terminal), so every such string goes
+through `clean` (or a `StreamCleaner` for streamed replies) before it reaches a widget, the
+clipboard, stdout or a file.
 
 What `clean` removes:
 - whole escape sequences: CSI (``ESC [`` / ``0x9b``), OSC (``ESC ]`` / ``0x9d``), DCS, SOS,

@@ -7,7 +7,8 @@ message; the UI thread appends it to the conversation and to the reply's Markdow
 
 Esc finalises the reply at once as "stopped" (partial text kept) and sets the event; chunks
 still in flight are ignored. The next generation waits for the previous worker thread to
-release `backend_lock`, since a cancelled Textual worker keeps running (TECH_NOTES §8).
+release `backend_lock`, since a cancelled Textual worker keeps running: cancelling marks it
+cancelled but its thread runs on until the engine notices the event.
 Only the UI thread mutates the conversation.
 """
 

@@ -12,7 +12,7 @@ Where the policy in `fast_glue` says so (CUDA; CPU float16), the thread runs the
 flags, stats and error handling; replies it cannot serve still go to `generate`.
 
 torch and transformers are imported lazily (inside methods) so that importing this module is
-cheap; see ARCHITECTURE.md.
+cheap: the UI paints before they load (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 
 # How long `stream()` waits for a previous generate thread (cancelled, still finishing its
-# prefill or last step) before giving up. A prefill cannot be interrupted (TECH_NOTES §1).
+# prefill or last step) before giving up. A prefill cannot be interrupted: the stop flag is
+# read between tokens, so a 1,300-token prompt on a CPU keeps its thread busy for seconds.
 WAIT_PREVIOUS_S = 60.0
 
 
