@@ -1,4 +1,4 @@
-"""RELIABILITY rows 10-13 and 15: signals, faults inside generation, long prompts,
+"""docs/reliability.md rows 10-13 and 15: signals, faults inside generation, long prompts,
 interrupting a reply, and load (10k tokens, a huge paste, a 40x10 terminal).
 
 Rows 11-12 run the real app on the tiny Llama; faults are injected inside the real

@@ -1,4 +1,4 @@
-"""RELIABILITY rows 5-6: bad model specs and secrets.
+"""docs/reliability.md rows 5-6: bad model specs and secrets.
 
 Row 5 runs the real app on the tiny Llama (the real factory, models.load_model, no network)
 and tries each bad spec with `/model`: one actionable message each, the loaded model stays

@@ -1,4 +1,4 @@
-"""RELIABILITY rows 7-9 and 14: invalid settings, malformed files, disk full, export names.
+"""docs/reliability.md rows 7-9 and 14: invalid settings, malformed files, disk full, export names.
 
 The app and the CLI must start whatever is on disk; a bad file is reported with its path,
 kept aside or left as it was, never overwritten; a failed save leaves the previous file

@@ -1,4 +1,5 @@
-"""RELIABILITY rows 1-4: hostile text cannot drive the terminal, inject markup or open links.
+"""docs/reliability.md rows 1-4: hostile text cannot drive the terminal, inject markup or
+open links.
 
 Every test runs the real app (`create_app` with the scripted fake backend) and asserts on
 the exact characters Textual writes to the terminal (`terminal.RecordingDriver`), not on
