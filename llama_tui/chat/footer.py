@@ -57,7 +57,8 @@ def footer_for(
 
 
 def message_footer(msg: Message) -> tuple[str, FooterVariant]:
-    """The footer of a reply shown again (a resumed or opened session)."""
-    stats = GenerationStats.from_dict(msg.stats)
+    """The footer of a reply shown again (a resumed or opened session). A stopped one
+    shows no figures: what matters when reading it back is that it can be continued."""
     status: MessageStatus = "complete" if msg.status == "streaming" else msg.status
+    stats = None if status == "stopped" else GenerationStats.from_dict(msg.stats)
     return footer_for(status, stats, msg.error, interrupted=msg.interrupted)

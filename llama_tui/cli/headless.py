@@ -8,9 +8,11 @@ to stderr, redacted; library logging goes to the log file. Every run is journale
 TUI turn (a new session, or with ``--resume`` the same one), so a later ``--resume`` shows
 it; with ``--save`` the conversation is also written out.
 
-`run_headless` returns the exit code (`llama_tui.cli.console`): 0 done, 1 error, 2 usage error,
-130 interrupted (what was printed stays), 141 stdout closed early. torch, transformers and
-the session store are imported only when a reply is asked for.
+The reply itself is the chat core's (`llama_tui.chat.reply.run_reply`, the same code the
+TUI runs); this module only reads the prompt, opens the conversation, prints, and turns the
+outcome into an exit code (`llama_tui.cli.console`): 0 done, 1 error, 2 usage error, 130
+interrupted (what was printed stays), 141 stdout closed early. torch, transformers and the
+session store are imported only when a reply is asked for.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -33,16 +33,18 @@ from llama_tui.cli.console import (
     err,
     isatty,
 )
-from llama_tui.config.settings import LoadedSettings
+from llama_tui.config.settings import LoadedSettings, Settings
 from llama_tui.text import StreamCleaner, clean, looks_like_token, redact
 
 if TYPE_CHECKING:
-    from llama_tui.core.backend import LoadProgress
+    from llama_tui.chat.reply import ReplyError
+    from llama_tui.chat.state import ChatState
+    from llama_tui.core.backend import Backend, LoadProgress
+    from llama_tui.session.transcript import Conversation
 
 __all__ = ["run_headless"]
 
-# Logged under the command line's name, as before headless mode had its own module.
-log = logging.getLogger("llama_tui.cli.main")
+log = logging.getLogger(__name__)
 
 
 def _progress_printer() -> Any:
@@ -97,169 +99,190 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = Non
     `report` (``--json``: `llama_tui.cli.headless_json.JsonReport`) is told of an exception
     (`failed`) and of the finished turn (`finished`).
     """
-    from llama_tui.session.transcript import Conversation
-
-    settings = loaded.settings
     prompt = _read_prompt(str(args["prompt"]))
     if prompt is None:
         return EXIT_ERROR
     if not prompt.strip():
         err("llama-tui: error: the prompt is empty")
         return EXIT_USAGE
-
+    resume, save = args.get("resume"), args.get("save")
     store: Any = None
-    resume = args.get("resume")
-    save = args.get("save")
     if resume is not None or save is not None:
         store = _store()
         if store is None:
             return EXIT_ERROR
-    if resume is not None:
-        try:
-            target = resume or store.latest_session_id()
-            if not target:
-                err("llama-tui: error: there is no saved session to resume")
-                return EXIT_ERROR
-            conv = store.load_conversation(target)
-        except Exception as e:
-            err(
-                f"llama-tui: error: cannot resume {resume or 'the last session'}: "
-                f"{describe_error(e)}"
-            )
-            return EXIT_ERROR
-        system_prompt = conv.system_prompt
-        if loaded.sources.get("system_prompt") not in (None, "default"):
-            system_prompt = settings.system_prompt
-    else:
-        conv = Conversation(system_prompt=settings.system_prompt)
-        system_prompt = settings.system_prompt
+    opened = _open_conversation(loaded, resume, store)
+    if isinstance(opened, int):
+        return opened
+    conv, system_prompt = opened
+    if not _model_is_usable(loaded):
+        return EXIT_ERROR
+    code = _journaled_reply(conv, prompt, loaded.settings, system_prompt, report)
+    if code == EXIT_BROKEN_PIPE or save is None or not conv.messages:
+        return code
+    return _save(store, conv, Path(save).expanduser(), resume, code)
 
+
+def _open_conversation(
+    loaded: LoadedSettings, resume: str | None, store: Any
+) -> tuple[Conversation, str] | int:
+    """The conversation to answer in and the system prompt to use, or an exit code.
+
+    A resumed session keeps its own system prompt unless one was given for this run."""
+    from llama_tui.session.transcript import Conversation
+
+    settings = loaded.settings
+    if resume is None:
+        return Conversation(system_prompt=settings.system_prompt), settings.system_prompt
+    try:
+        target = resume or store.latest_session_id()
+        if not target:
+            err("llama-tui: error: there is no saved session to resume")
+            return EXIT_ERROR
+        conv: Conversation = store.load_conversation(target)
+    except Exception as e:
+        err(f"llama-tui: error: cannot resume {resume or 'the last session'}: "
+            f"{describe_error(e)}")
+        return EXIT_ERROR
+    if loaded.sources.get("system_prompt") not in (None, "default"):
+        return conv, settings.system_prompt
+    return conv, conv.system_prompt
+
+
+def _model_is_usable(loaded: LoadedSettings) -> bool:
+    """Refuse a token-shaped model id (never sent anywhere); mention the demo model."""
+    settings = loaded.settings
     if settings.server is None and looks_like_token(settings.model):
         err(
             "llama-tui: error: the model id looks like an access token, so it was refused "
             "(it was not sent anywhere).\nPass a model id such as "
             "HuggingFaceTB/SmolLM2-135M-Instruct; to log in use `hf auth login`."
         )
-        return EXIT_ERROR
-
+        return False
     demo = loaded.sources.get("model", "default") == "default" and not settings.server
     if demo and isatty(sys.stderr):
         err("llama-tui: using the bundled demo model (choose another with --model)")
+    return True
 
-    # Journaled like a TUI turn, so the next --resume (TUI or headless) shows it. Made before
-    # anything changes `conv`: an existing journal is then appended to as it is.
+
+def _journaled_reply(
+    conv: Conversation, prompt: str, settings: Settings, system_prompt: str, report: Any
+) -> int:
+    """One reply in `conv`, journaled like a TUI turn (so the next --resume, TUI or
+    headless, shows it); the exit code. The recorder is made before anything changes
+    `conv`: an existing journal is then appended to as it is."""
+    from llama_tui.chat.state import ChatState
     from llama_tui.session.recorder import SessionRecorder, install_signal_flush
 
     recorder = SessionRecorder(conv, on_error=lambda t: err(f"llama-tui: warning: {t}"))
+    state = ChatState(conv, settings.params, system_prompt, recorder)
     restore_signals = install_signal_flush(lambda: recorder)
     try:
-        code = _answer(conv, prompt, settings, system_prompt, recorder, report)
+        code = _answer(state, prompt, settings, report)
     finally:
-        recorder.close()
+        state.close()
         restore_signals()
     if report is not None:
         report.finished(conv, recorder)
-    if code == EXIT_BROKEN_PIPE:
-        return code
-
-    if save is not None and conv.messages:
-        path = Path(save).expanduser()
-        overwrite = bool(resume) and _same_file(path, Path(str(resume)).expanduser())
-        try:
-            store.save_conversation(conv, path, overwrite=overwrite)
-        except FileExistsError:
-            err(f"llama-tui: error: {path} exists; choose another --save path")
-            return EXIT_ERROR if code == EXIT_OK else code
-        except Exception as e:
-            err(f"llama-tui: error: could not save to {path}: {describe_error(e)}")
-            return EXIT_ERROR if code == EXIT_OK else code
     return code
 
 
-def _answer(
-    conv: Any, prompt: str, settings: Any, system_prompt: str, recorder: Any, report: Any
-) -> int:
-    """Load the model, stream one reply to stdout and journal the turn; the exit code."""
-    from llama_tui.core.backend import StopReason
+def _answer(state: ChatState, prompt: str, settings: Settings, report: Any) -> int:
+    """Load the model and stream one reply to stdout; the exit code."""
+    from llama_tui.chat.reply import run_reply
     from llama_tui.engine.factory import make_backend
 
-    cancel = threading.Event()
-    backend: Any = None
-    stdout = sys.stdout
-    cleaner = StreamCleaner()
-    reply: Any = None
-    asked = False
-    code = EXIT_OK
+    backend: Backend | None = None
+    printer = _Printer(sys.stdout)
     try:
         backend = make_backend(settings)
-        info = backend.load(_progress_printer())
-        recorder.model_changed(asdict(info))
-        recorder.settings_changed(settings.params.to_dict(), system_prompt)
-        recorder.user_message(conv.add("user", prompt))  # fsynced before generating
-        asked = True
-        generation = backend.stream(conv.history(), settings.params, cancel)
-        reply = conv.add("assistant", "", status="streaming")
-        recorder.assistant_started(reply)
-        for chunk in generation:
-            reply.content += chunk
-            recorder.assistant_progress(reply)
-            out = cleaner.feed(chunk)
-            if out:
-                stdout.write(out)
-                stdout.flush()
-        stdout.write(cleaner.flush() + "\n")
-        stdout.flush()
-        stats = generation.stats
-        reply.status = "complete"
-        if stats is not None:
-            reply.stats = stats.to_dict()
-            if stats.stop_reason is StopReason.CANCELLED:
-                reply.status = "stopped"
+        state.model_loaded(backend.load(_progress_printer()))
+        outcome = run_reply(state, backend, prompt, on_chunk=printer.write)
+        if outcome.error is None:
+            printer.end_reply()
     except KeyboardInterrupt:
-        cancel.set()
-        _finish_line(stdout, cleaner, reply)
+        printer.end_line()
         err("llama-tui: interrupted")
-        code = EXIT_INTERRUPTED
-        if reply is not None:
-            reply.status = "stopped"
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
-        cancel.set()
         _silence_stdout()
-        code = EXIT_BROKEN_PIPE
-        if reply is not None:
-            reply.status = "stopped"
-    except Exception as e:
-        cancel.set()
-        if reply is not None and reply.content:
-            _finish_line(stdout, cleaner, reply)
+        return EXIT_BROKEN_PIPE
+    except Exception as e:  # loading failed: no reply was asked for
         log.exception("headless run failed")
-        if report is not None:
-            report.failed(e)
-        error = describe_error(e)
-        err(f"llama-tui: error: {error}")
-        code = EXIT_ERROR
-        if reply is None and asked:
-            reply = conv.add("assistant", "")
-        if reply is not None:
-            reply.status, reply.error = "error", redact(clean(error))
+        return _failed(report, e)
     finally:
-        if reply is not None:
-            recorder.assistant_finished(reply)
         if backend is not None:
-            try:
-                backend.close()
-            except Exception:  # closing must not hide the real outcome
-                log.exception("closing the backend failed")
+            _close_quietly(backend)
+    if outcome.error is not None:
+        printer.end_line()
+        return _failed(report, outcome.error.exception, outcome.error)
+    return EXIT_OK
+
+
+def _failed(report: Any, exc: BaseException | None, error: ReplyError | None = None) -> int:
+    """Report a failure on stderr (cause and fix) and to `report`; EXIT_ERROR."""
+    if exc is not None:
+        if report is not None:
+            report.failed(exc)
+        text = describe_error(exc)
+    else:
+        assert error is not None
+        text = f"{error.cause}\n{error.fix}".strip()
+    err(f"llama-tui: error: {text}")
+    return EXIT_ERROR
+
+
+class _Printer:
+    """The reply on stdout as it streams, sanitised; what was printed is never taken back."""
+
+    def __init__(self, stdout: IO[str]) -> None:
+        self.stdout = stdout
+        self.cleaner = StreamCleaner()
+        self.printed = False
+
+    def write(self, chunk: str) -> None:
+        out = self.cleaner.feed(chunk)
+        if out:
+            self.stdout.write(out)
+            self.stdout.flush()
+            self.printed = True
+
+    def end_reply(self) -> None:
+        """The reply is complete: the rest of it and a newline (raises on a closed pipe)."""
+        self.stdout.write(self.cleaner.flush() + "\n")
+        self.stdout.flush()
+
+    def end_line(self) -> None:
+        """End a partial reply (interrupted, failed) with a newline, keeping what was
+        printed; quiet when nothing was."""
+        rest = self.cleaner.flush()
+        try:
+            if self.printed or rest:
+                self.stdout.write(rest + "\n")
+                self.stdout.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _save(store: Any, conv: Conversation, path: Path, resume: str | None, code: int) -> int:
+    """`--save PATH` after the reply; the exit code (an error here fails a good run)."""
+    overwrite = bool(resume) and _same_file(path, Path(str(resume)).expanduser())
+    try:
+        store.save_conversation(conv, path, overwrite=overwrite)
+    except FileExistsError:
+        err(f"llama-tui: error: {path} exists; choose another --save path")
+        return EXIT_ERROR if code == EXIT_OK else code
+    except Exception as e:
+        err(f"llama-tui: error: could not save to {path}: {describe_error(e)}")
+        return EXIT_ERROR if code == EXIT_OK else code
     return code
 
 
-def _finish_line(stdout: IO[str], cleaner: StreamCleaner, reply: Any) -> None:
-    """End the partial reply with a newline, keeping what was printed."""
+def _close_quietly(backend: Backend) -> None:
     try:
-        stdout.write(cleaner.flush() + ("\n" if reply is not None and reply.content else ""))
-        stdout.flush()
-    except (OSError, ValueError):
-        pass
+        backend.close()
+    except Exception:  # closing must not hide the real outcome
+        log.exception("closing the backend failed")
 
 
 def _silence_stdout() -> None:

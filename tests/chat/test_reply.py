@@ -222,3 +222,16 @@ def test_tiny_model_reply_through_the_core(tiny_model_dir: Path, tmp_path: Path)
     conv = _reloaded(state)
     assert conv.model["spec"] == str(tiny_model_dir)
     assert conv.messages[-1].content == outcome.message.content
+
+
+def test_a_stopped_reply_read_back_says_it_can_be_continued(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    state.add_user("hi")
+    run = ReplyRun(state)
+    run.add("par")
+    run.stop()
+    run.finish(GenerationStats(generated_tokens=1, stop_reason=StopReason.CANCELLED))
+    reply = _reloaded(state).messages[-1]
+    assert message_footer(reply) == ("■ stopped · Ctrl+G or /continue to go on", "stopped")
+    reply.interrupted = True
+    assert message_footer(reply)[0].startswith("■ interrupted (the app ended) · Ctrl+G")
