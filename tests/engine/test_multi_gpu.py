@@ -23,7 +23,8 @@ from llama_tui.core.backend import LoadOptions, LoadProgress
 from llama_tui.core.errors import DependencyMissingError, ModelError, ModelNotCachedError
 from llama_tui.engine import device as devices
 from llama_tui.engine.device import DeviceCaps
-from llama_tui.engine.loading import models
+from llama_tui.engine.loading.checks import check_folder, quant_method
+from llama_tui.engine.loading.errors import classify_load_error, classify_quantized_load_error
 from llama_tui.engine.loading.models import load_model
 
 GIB = 1024**3
@@ -337,7 +338,7 @@ def test_bitsandbytes_refusing_to_offload_is_explained() -> None:
         "Some modules are dispatched on the CPU or the disk. Make sure you have enough GPU RAM "
         "to fit the quantized model."
     )
-    err = models.classify_load_error(exc, "org/big")
+    err = classify_load_error(exc, "org/big")
     assert "does not fit in GPU memory" in err.cause
     assert "--device-map auto" in err.fix
 
@@ -363,9 +364,9 @@ def test_pre_quantised_configs_pass_our_checks(
     tiny_model_dir: Path, tmp_path: Path, qconfig: dict[str, Any], method: str
 ) -> None:
     folder = with_config(tiny_model_dir, tmp_path / "q", quantization_config=qconfig)
-    config = models.check_folder(folder, str(folder), LoadOptions())
-    assert models.quant_method(config) == method
-    assert models.quant_method({"model_type": "llama"}) is None
+    config = check_folder(folder, str(folder), LoadOptions())
+    assert quant_method(config) == method
+    assert quant_method({"model_type": "llama"}) is None
 
 
 @pytest.mark.parametrize(
@@ -414,12 +415,12 @@ def test_our_quantisation_flag_yields_to_the_checkpoints(
 
 def test_unknown_quant_method_uses_transformers_pip_hint() -> None:
     exc = ImportError("Loading this needs foo (`pip install foo-kernels>=1.2`)")
-    err = models.classify_quantized_load_error(OSError("wrapped"), "org/m", "foo")
+    err = classify_quantized_load_error(OSError("wrapped"), "org/m", "foo")
     assert err is None  # not about the quantisation
-    err = models.classify_quantized_load_error(exc, "org/m", "foo")
+    err = classify_quantized_load_error(exc, "org/m", "foo")
     assert isinstance(err, DependencyMissingError)
     assert "pip install foo-kernels>=1.2" in err.fix
-    gpu = models.classify_quantized_load_error(
+    gpu = classify_quantized_load_error(
         RuntimeError("GPU is required to quantize or run quantize model."), "org/m", "gptq"
     )
     assert gpu is not None and "needs a GPU" in gpu.cause

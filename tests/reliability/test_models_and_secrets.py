@@ -62,13 +62,13 @@ def _gated(status: int) -> Any:
     def setup(tiny: Path, tmp: Path, mp: pytest.MonkeyPatch) -> str:
         from huggingface_hub.errors import GatedRepoError as HfGated
 
-        from llama_tui.engine.loading import models
+        from llama_tui.engine.loading import hub
         from tests.engine.test_models import as_transformers_would, hub_http_error
 
         def raise_gated(*a: Any, **k: Any) -> Any:
             raise as_transformers_would(hub_http_error(HfGated, status, "org/gated"))
 
-        mp.setattr(models, "_resolve_hub", raise_gated)
+        mp.setattr(hub, "resolve_hub", raise_gated)
         return "org/gated"
 
     return setup
@@ -105,7 +105,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
     spec: Any, expect: tuple[str, ...], tiny_model_dir: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from llama_tui.engine.loading import models
+    from llama_tui.engine.loading import hub
 
     app = real_app(tiny_model_dir, GREEDY)
     out = record_terminal(app)
@@ -120,7 +120,7 @@ async def test_bad_model_spec_one_message_current_model_stays(
             def no_request(*a: Any, **k: Any) -> Any:
                 raise AssertionError("a token-shaped spec reached the Hub resolver")
 
-            monkeypatch.setattr(models, "_resolve_hub", no_request)
+            monkeypatch.setattr(hub, "resolve_hub", no_request)
         # Submitted directly: what the user types is drawn in their own input pane, which
         # is not an echo; the app must not show the id back anywhere after that.
         app.prompt.post_message(PromptInput.Submitted(app.prompt, f"/model {spec}"))
@@ -142,12 +142,12 @@ async def test_bad_model_spec_one_message_current_model_stays(
 
 async def test_token_shaped_id_at_startup_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The model from the config / command line is token-shaped: refused, never shown."""
-    from llama_tui.engine.loading import models
+    from llama_tui.engine.loading import hub
 
     def no_request(*a: Any, **k: Any) -> Any:
         raise AssertionError("a token-shaped spec reached the Hub resolver")
 
-    monkeypatch.setattr(models, "_resolve_hub", no_request)
+    monkeypatch.setattr(hub, "resolve_hub", no_request)
     settings = Settings(model=TOKEN_SPEC, compile=False, device="cpu")
     app = create_app(LoadedSettings(settings=settings, sources={"model": "flag"}))
     out = record_terminal(app)

@@ -64,7 +64,7 @@ def test_old_versions_warn_naming_the_cve(
 def test_non_default_hf_endpoint_is_shown_before_any_request(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from llama_tui.engine.loading import models
+    from llama_tui.engine.loading import hub
 
     monkeypatch.setenv("HF_ENDPOINT", "https://mirror.evil.example")
     order: list[str] = []
@@ -79,7 +79,7 @@ def test_non_default_hf_endpoint_is_shown_before_any_request(
         raise OSError("offline")
 
     monkeypatch.setattr(cli, "_err", err)
-    monkeypatch.setattr(models, "_resolve_hub", resolve)
+    monkeypatch.setattr(hub, "resolve_hub", resolve)
     cli.main(["--prompt", "hi", "--model", "org/some-model"])
     shown = [i for i, o in enumerate(order) if "mirror.evil.example" in o]
     assert shown, order

@@ -5,7 +5,7 @@
 - option combinations that cannot work on this machine (`check_options`: 4/8-bit without a
   CUDA GPU or bitsandbytes, a device map without accelerate, ...).
 
-Also what a local folder holds (`_weights_kind`, `_missing_files`) and the quantisation method
+Also what a local folder holds (`weights_kind`, `_missing_files`) and the quantisation method
 of a pre-quantised checkpoint (`quant_method`). No network; transformers only for its table of
 known model types.
 """
@@ -26,7 +26,7 @@ from llama_tui.core.errors import (
     RemoteCodeRequiredError,
     UnsafeWeightsError,
 )
-from llama_tui.engine.loading.specs import _shown
+from llama_tui.engine.loading.specs import user_text
 
 # accelerate's placement strategies, what `--device-map` accepts: one list, in config_values.
 DEVICE_MAPS = config_values.DEVICE_MAPS
@@ -43,7 +43,7 @@ def have_accelerate() -> bool:
     return importlib.util.find_spec("accelerate") is not None
 
 
-def _weights_kind(folder: Path) -> Literal["safetensors", "pickle", None]:
+def weights_kind(folder: Path) -> Literal["safetensors", "pickle", None]:
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
     if any(n.endswith(".safetensors") for n in names) or "model.safetensors.index.json" in names:
         return "safetensors"
@@ -71,22 +71,22 @@ def _missing_files(folder: Path) -> list[str]:
                 return [*missing, index_name + " (unreadable)"]
             missing += sorted(s for s in shards if not (folder / s).is_file())
             return missing
-    if _weights_kind(folder) is None:
+    if weights_kind(folder) is None:
         missing.append("weights (*.safetensors)")
     return missing
 
 
 def _pickle_error(spec_text: str) -> UnsafeWeightsError:
     return UnsafeWeightsError(
-        f"{_shown(spec_text)} has only pickle weights (.bin / .pt), which can run code when "
+        f"{user_text(spec_text)} has only pickle weights (.bin / .pt), which can run code when "
         "loaded; safetensors are preferred.",
         "Opt in with --allow-pickle if you trust the source, or use a safetensors version.",
     )
 
 
-def _remote_code_error(spec_text: str, detail: str = "") -> RemoteCodeRequiredError:
+def remote_code_error(spec_text: str, detail: str = "") -> RemoteCodeRequiredError:
     return RemoteCodeRequiredError(
-        f"{_shown(spec_text)} needs custom Python code from its repository to run"
+        f"{user_text(spec_text)} needs custom Python code from its repository to run"
         + (f" ({detail})" if detail else "")
         + ".",
         "Read that code, then opt in with --trust-remote-code if you trust it.",
@@ -102,26 +102,26 @@ def check_folder(folder: Path, spec_text: str, options: LoadOptions) -> dict[str
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise InvalidModelSpecError(
-            f"{_shown(spec_text)} is not a transformers model folder (no config.json).",
+            f"{user_text(spec_text)} is not a transformers model folder (no config.json).",
             "Give the folder that holds config.json and the weights, or a .gguf file.",
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise ModelError(
-            f"{_shown(spec_text)}: config.json is unreadable ({type(exc).__name__}).",
+            f"{user_text(spec_text)}: config.json is unreadable ({type(exc).__name__}).",
             "Re-download the model or fix the file.",
         ) from None
     if not isinstance(config, dict):
         raise ModelError(
-            f"{_shown(spec_text)}: config.json is not a JSON object.", "Re-download the model."
+            f"{user_text(spec_text)}: config.json is not a JSON object.", "Re-download the model."
         )
-    kind = _weights_kind(folder)
+    kind = weights_kind(folder)
     if kind == "pickle" and not options.allow_pickle:
         raise _pickle_error(spec_text)
     if kind is None:
         raise ModelError(
-            f"{_shown(spec_text)} has no weights (*.safetensors) in {_shown(str(folder))}.",
+            f"{user_text(spec_text)} has no weights (*.safetensors) in {user_text(str(folder))}.",
             "Check the folder, or re-download the model.",
         )
     check_config(config, spec_text, options)
@@ -140,15 +140,15 @@ def check_config(config: dict[str, Any], spec_text: str, options: LoadOptions) -
     known = isinstance(model_type, str) and model_type in CONFIG_MAPPING
     if not known and not options.trust_remote_code:
         if config.get("auto_map"):
-            raise _remote_code_error(spec_text, f"model type {model_type!r} with auto_map")
+            raise remote_code_error(spec_text, f"model type {model_type!r} with auto_map")
         raise ModelError(
-            f"{_shown(spec_text)} has model type {_shown(str(model_type))!r}, which this "
+            f"{user_text(spec_text)} has model type {user_text(str(model_type))!r}, which this "
             "version of transformers does not know.",
             "Upgrade transformers (`pip install -U transformers`), or use another model.",
         )
 
 
-def _device_map(options: LoadOptions) -> str | None:
+def requested_device_map(options: LoadOptions) -> str | None:
     value = (options.device_map or "").strip().lower()
     return None if value in ("", "none") else value
 
@@ -161,7 +161,7 @@ def check_options(options: LoadOptions, device: str) -> None:
     versions, but on a CPU bf16 weights decode faster than dequantizing 4-bit ones on the fly
     and we do not test it, so we say so rather than load slowly (or fail deep in a kernel).
     """
-    device_map = _device_map(options)
+    device_map = requested_device_map(options)
     if options.load_in_4bit and options.load_in_8bit:
         raise ModelError(
             "Both 4-bit and 8-bit loading were requested.",
@@ -170,7 +170,7 @@ def check_options(options: LoadOptions, device: str) -> None:
     if device_map is not None:
         if device_map not in DEVICE_MAPS:
             raise ModelError(
-                f"Unknown device map {_shown(options.device_map or '')!r}.",
+                f"Unknown device map {user_text(options.device_map or '')!r}.",
                 "Use --device-map " + ", ".join(DEVICE_MAPS) + " (auto spreads over all GPUs).",
             )
         if not have_accelerate():
@@ -183,7 +183,7 @@ def check_options(options: LoadOptions, device: str) -> None:
         if requested not in ("auto", "cuda"):
             raise ModelError(
                 f"--device-map {device_map} places the model over every visible GPU itself; "
-                f"it cannot be combined with --device {_shown(options.device)}.",
+                f"it cannot be combined with --device {user_text(options.device)}.",
                 "Drop --device (or use --device auto), and pick GPUs with "
                 "CUDA_VISIBLE_DEVICES=0,1,...; or drop --device-map.",
             )

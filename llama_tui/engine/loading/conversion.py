@@ -22,7 +22,7 @@ from llama_tui import locations
 from llama_tui.atomic import make_private_dirs
 from llama_tui.core.backend import LoadStage, ProgressCallback
 from llama_tui.core.errors import ModelError
-from llama_tui.engine.loading.specs import _emit, _shown
+from llama_tui.engine.loading.specs import emit_progress, user_text
 
 # Bump when the conversion output changes, so old converted folders are not reused.
 CONVERSION_VERSION = 1
@@ -89,13 +89,13 @@ def _convert_gguf_into(
 
     dtype = getattr(torch, dtype_name)
     folder, name = str(gguf.parent), gguf.name
-    _emit(progress, LoadStage.CONVERT, f"Reading the tokenizer from {name}", 0.05)
+    emit_progress(progress, LoadStage.CONVERT, f"Reading the tokenizer from {name}", 0.05)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
-    _emit(progress, LoadStage.CONVERT, f"Reading the model config from {name}", 0.2)
+    emit_progress(progress, LoadStage.CONVERT, f"Reading the model config from {name}", 0.2)
     config = AutoConfig.from_pretrained(folder, gguf_file=name, trust_remote_code=False)
     with no_init_weights():  # random init of 135M+ weights we overwrite anyway costs seconds
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
-    _emit(progress, LoadStage.CONVERT, f"Dequantizing the weights of {name}", 0.35)
+    emit_progress(progress, LoadStage.CONVERT, f"Dequantizing the weights of {name}", 0.35)
     tensors = load_gguf_checkpoint(
         str(gguf), return_tensors=True, model_to_load=model, torch_dtype=dtype
     )["tensors"]
@@ -108,7 +108,7 @@ def _convert_gguf_into(
         missing = [k for k in missing if k != "lm_head.weight"]
     if missing or result.unexpected_keys:
         raise ModelError(
-            f"Could not convert {_shown(name)}: the GGUF weights do not match the model "
+            f"Could not convert {user_text(name)}: the GGUF weights do not match the model "
             f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}).",
             "This GGUF architecture may not be supported by transformers; try the original "
             "safetensors model from the Hub instead.",
@@ -118,7 +118,7 @@ def _convert_gguf_into(
         for param in model.parameters():
             if not bool(torch.isfinite(param).all()):
                 raise _Overflow(dtype_name)
-    _emit(progress, LoadStage.CONVERT, f"Saving {name} as safetensors", 0.85)
+    emit_progress(progress, LoadStage.CONVERT, f"Saving {name} as safetensors", 0.85)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     st = gguf.stat()
@@ -146,7 +146,7 @@ def ensure_converted(gguf: Path, progress: ProgressCallback | None = None) -> Pa
     _remove_stale_temps(parent)
     if target.exists():  # a folder without our marker: not ours or damaged; replace it
         shutil.rmtree(target, ignore_errors=True)
-    _emit(progress, LoadStage.CONVERT, f"Converting {gguf.name} to safetensors (once)", 0.0)
+    emit_progress(progress, LoadStage.CONVERT, f"Converting {gguf.name} to safetensors (once)", 0.0)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         try:
@@ -162,5 +162,5 @@ def ensure_converted(gguf: Path, progress: ProgressCallback | None = None) -> Pa
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _emit(progress, LoadStage.CONVERT, f"Converted {gguf.name}", 1.0)
+    emit_progress(progress, LoadStage.CONVERT, f"Converted {gguf.name}", 1.0)
     return target

@@ -18,9 +18,10 @@ from llama_tui.core.errors import (
     ModelError,
     RepoNotFoundError,
 )
-from llama_tui.engine.loading.checks import ACCELERATE_FIX, _remote_code_error
-from llama_tui.engine.loading.hub import _not_cached_error, hub_offline
-from llama_tui.engine.loading.specs import _shown, redact
+from llama_tui.engine.loading.checks import ACCELERATE_FIX, remote_code_error
+from llama_tui.engine.loading.hub import hub_offline, not_cached_error
+from llama_tui.engine.loading.specs import user_text
+from llama_tui.text import redact
 
 # httpx / httpx2 exception names (huggingface_hub 1.x uses httpx, 2.x httpx2): the Hub is
 # unreachable. Matched by name so we need not import either.
@@ -85,9 +86,9 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     for e in chain:
         if isinstance(e, ModelError):
             return e
-    shown = _shown(spec)
+    shown = user_text(spec)
     repo = spec.partition("@")[0].strip()
-    url = f"https://huggingface.co/{_shown(repo)}"
+    url = f"https://huggingface.co/{user_text(repo)}"
 
     gated = find(hf.GatedRepoError)
     if gated is not None:
@@ -118,10 +119,10 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
             "Use org/name[@revision], a path to a folder or .gguf file, or demo.",
         )
     if find(hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) is not None:
-        return _not_cached_error(spec, offline=hub_offline())
+        return not_cached_error(spec, offline=hub_offline())
     incomplete = getattr(hf, "IncompleteSnapshotError", None)
     if incomplete is not None and find(incomplete) is not None:
-        return _not_cached_error(spec, offline=hub_offline())
+        return not_cached_error(spec, offline=hub_offline())
     network = next(
         (
             e
@@ -131,7 +132,7 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
         None,
     )
     if network is not None:
-        return _not_cached_error(spec, offline=hub_offline())
+        return not_cached_error(spec, offline=hub_offline())
     if find(hf.EntryNotFoundError) is not None:
         return ModelError(
             f"{shown} is missing a file transformers needs (config.json or weights).",
@@ -140,7 +141,7 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     texts = [redact(str(e)) for e in chain]
     joined = " ".join(texts).lower()
     if "trust_remote_code" in joined or "custom code" in joined:
-        return _remote_code_error(spec)
+        return remote_code_error(spec)
     if "dispatched on the cpu or the disk" in joined:
         # bitsandbytes refuses to offload quantised layers (transformers' bnb quantizer).
         return ModelError(
@@ -174,7 +175,7 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
             "Close other programs, use a smaller model, --dtype bfloat16, or --load-in-4bit "
             "on a GPU.",
         )
-    detail = _shown(f"{type(exc).__name__}: {texts[0] if texts else ''}", 300)
+    detail = user_text(f"{type(exc).__name__}: {texts[0] if texts else ''}", 300)
     return ModelError(
         f"Could not load {shown}: {detail}",
         "Check the model spec and the log file; a different model or --dtype may help.",
@@ -193,13 +194,13 @@ def classify_quantized_load_error(
     chain = list(_chain(exc))
     texts = [str(e) for e in chain]
     joined = " ".join(texts)
-    shown = _shown(spec_text)
-    name = _shown(method, 40)
+    shown = user_text(spec_text)
+    name = user_text(method, 40)
     if any(isinstance(e, ImportError) for e in chain) or "pip install" in joined:
         package = QUANT_PACKAGES.get(method)
         if package is None:
             hint = _PIP_HINT_RE.search(joined)
-            package = _shown(hint.group(1), 60) if hint else None
+            package = user_text(hint.group(1), 60) if hint else None
         fix = (
             f"Install it with `pip install {package}`"
             if package

@@ -19,7 +19,7 @@ from typing import Any
 from llama_tui.core.backend import LoadOptions, LoadProgress, LoadStage, ProgressCallback
 from llama_tui.core.errors import InvalidModelSpecError, ModelError, ModelNotCachedError
 from llama_tui.engine.loading.checks import _missing_files, _pickle_error, check_config
-from llama_tui.engine.loading.specs import ModelSpec, _emit, _shown
+from llama_tui.engine.loading.specs import ModelSpec, emit_progress, user_text
 
 # What we fetch from the Hub: configs, tokenizer files, chat template, safetensors weights.
 # Top-level files only (`ignore "*/*"`): repos often carry onnx/, original/ or gguf copies.
@@ -66,7 +66,7 @@ def cached_model_ids(limit: int = 10) -> list[str]:
     return ids[:limit]
 
 
-def _not_cached_error(spec_text: str, *, offline: bool) -> ModelNotCachedError:
+def not_cached_error(spec_text: str, *, offline: bool) -> ModelNotCachedError:
     cached = cached_model_ids()
     where = hub_cache_dir()
     listing = (
@@ -76,11 +76,13 @@ def _not_cached_error(spec_text: str, *, offline: bool) -> ModelNotCachedError:
     )
     if offline:
         cause = (
-            f"{_shown(spec_text)} is not in the local cache and the Hub is off (HF_HUB_OFFLINE)."
+            f"{user_text(spec_text)} is not in the local cache and the Hub is off (HF_HUB_OFFLINE)."
         )
         fix = f"{listing} Unset HF_HUB_OFFLINE on a machine with internet to download it."
     else:
-        cause = f"{_shown(spec_text)} is not in the local cache and the Hub could not be reached."
+        cause = (
+            f"{user_text(spec_text)} is not in the local cache and the Hub could not be reached."
+        )
         fix = f"{listing} Check the internet connection (or a proxy), then retry."
     return ModelNotCachedError(cause, fix)
 
@@ -168,16 +170,16 @@ def _remote_weight_patterns(ms: ModelSpec, options: LoadOptions) -> list[str]:
         return patterns + _HUB_PICKLE
     if any(f.endswith(".gguf") for f in files):
         raise InvalidModelSpecError(
-            f"{_shown(ms.raw)} holds only GGUF files, not a transformers model.",
+            f"{user_text(ms.raw)} holds only GGUF files, not a transformers model.",
             "Download the .gguf file and pass its path with --model, or use the original repo.",
         )
     raise ModelError(
-        f"{_shown(ms.raw)} has no model weights (no *.safetensors or *.bin at its top level).",
+        f"{user_text(ms.raw)} has no model weights (no *.safetensors or *.bin at its top level).",
         "Check that this is a transformers text-generation model.",
     )
 
 
-def _resolve_hub(
+def resolve_hub(
     ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
 ) -> tuple[Path, str]:
     """A local snapshot folder for a hub spec and its commit hash: cache first, then download.
@@ -192,7 +194,7 @@ def _resolve_hub(
     assert ms.repo_id is not None
     cache = hub_cache_dir()
     offline = hub_offline()
-    _emit(progress, LoadStage.RESOLVE, f"Looking for {ms.display_name} in the local cache")
+    emit_progress(progress, LoadStage.RESOLVE, f"Looking for {ms.display_name} in the local cache")
     missing: list[str] = []
     try:
         folder = Path(
@@ -216,15 +218,17 @@ def _resolve_hub(
         if not missing:
             return folder, folder.name
     if offline:
-        err = _not_cached_error(ms.raw, offline=True)
+        err = not_cached_error(ms.raw, offline=True)
         if missing:
             err = ModelNotCachedError(
-                f"{_shown(ms.raw)} is only partly cached (missing {', '.join(missing[:3])}) and "
+                f"{user_text(ms.raw)} is only partly cached (missing {', '.join(missing[:3])}) and "
                 "the Hub is off (HF_HUB_OFFLINE).",
                 err.fix,
             )
         raise err
-    _emit(progress, LoadStage.DOWNLOAD, f"Checking {ms.display_name} on the Hugging Face Hub")
+    emit_progress(
+        progress, LoadStage.DOWNLOAD, f"Checking {ms.display_name} on the Hugging Face Hub"
+    )
     patterns = _remote_weight_patterns(ms, options)
     folder = Path(
         snapshot_download(

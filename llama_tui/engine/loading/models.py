@@ -6,17 +6,13 @@ then a download with progress; `conversion`: a one-time GGUF conversion), checks
 (`checks`) and loads it with transformers straight onto the chosen device.
 
 Every failure becomes a `ModelError` subclass whose message names the cause and the fix
-(`load_errors.classify_load_error`). Rules that keep secrets and users safe:
+(`errors.classify_load_error`). Rules that keep secrets and users safe:
 
 - Token-shaped specs (`hf_...`) are refused before anything else and never echoed.
 - We never read or pass the Hugging Face token: huggingface_hub finds it itself.
 - `trust_remote_code` is passed explicitly to every `from_pretrained` (transformers would
   otherwise prompt on stdin, which hangs a TUI) and custom code is refused unless opted in.
 - safetensors only, unless the user opts in to pickle weights.
-
-This module is also the public face of those modules: the names other code uses
-(`parse_spec`, `ensure_converted`, `classify_load_error`, ...) are re-exported here.
-`_resolve` looks `_resolve_hub` up on this module, so tests replace it here.
 
 Importing this module never imports torch or transformers (together ~1.3 s, which would
 delay the first paint): they are imported inside the functions that need them.
@@ -32,70 +28,26 @@ from typing import Any
 from llama_tui.core.backend import LoadOptions, LoadStage, ModelInfo, ProgressCallback
 from llama_tui.core.errors import ModelError
 from llama_tui.engine import device as devices
+from llama_tui.engine.loading import hub
 from llama_tui.engine.loading.checks import (
-    DEVICE_MAPS,
-    _device_map,
-    _weights_kind,
-    check_config,
     check_folder,
     check_options,
     have_accelerate,
     quant_method,
+    requested_device_map,
+    weights_kind,
 )
-from llama_tui.engine.loading.conversion import (
-    CONVERSION_DTYPE,
-    CONVERSION_VERSION,
-    converted_dir_for,
-    ensure_converted,
-)
-from llama_tui.engine.loading.errors import (
-    QUANT_PACKAGES,
-    classify_load_error,
-    classify_quantized_load_error,
-)
-from llama_tui.engine.loading.hub import _resolve_hub, cached_model_ids, hub_cache_dir, hub_offline
+from llama_tui.engine.loading.conversion import ensure_converted
+from llama_tui.engine.loading.errors import classify_load_error, classify_quantized_load_error
 from llama_tui.engine.loading.specs import (
     DEMO_NAME,
-    TOKEN_RE,
     ModelSpec,
-    SpecKind,
-    _emit,
-    _shown,
     demo_gguf_path,
+    emit_progress,
     parse_spec,
-    redact,
+    user_text,
 )
-
-# What this module offers: its own loading API and the names it re-exports from the modules
-# it was split into, so `models.parse_spec` and friends keep working for callers and tests.
-__all__ = [
-    "CONVERSION_DTYPE",
-    "CONVERSION_VERSION",
-    "DEMO_NAME",
-    "DEVICE_MAPS",
-    "GENERATION_FIELDS",
-    "QUANT_PACKAGES",
-    "TOKEN_RE",
-    "LoadedModel",
-    "ModelSpec",
-    "SpecKind",
-    "cached_model_ids",
-    "check_config",
-    "check_folder",
-    "check_options",
-    "classify_load_error",
-    "classify_quantized_load_error",
-    "converted_dir_for",
-    "demo_gguf_path",
-    "ensure_converted",
-    "generation_defaults",
-    "hub_cache_dir",
-    "hub_offline",
-    "load_model",
-    "parse_spec",
-    "quant_method",
-    "redact",
-]
+from llama_tui.text import redact
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +88,7 @@ def _resolve(
     if ms.kind == "local":
         assert ms.path is not None
         return ms.path, None, ms.display_name
-    folder, commit = _resolve_hub(ms, options, progress)
+    folder, commit = hub.resolve_hub(ms, options, progress)
     return folder, commit, ms.display_name
 
 
@@ -205,7 +157,7 @@ def load_model(
         raise
     except Exception as exc:
         err = classify_load_error(exc, ms.raw)
-        log.info("loading %s failed: %s", _shown(ms.raw), redact(repr(exc))[:500])
+        log.info("loading %s failed: %s", user_text(ms.raw), redact(repr(exc))[:500])
         raise err from exc
 
 
@@ -213,87 +165,46 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     caps = devices.probe_caps()
     device = devices.choose_device(options.device, caps)
     dtype_name = devices.dtype_name(device, options.dtype, caps)
-    device_map = _device_map(options)
+    device_map = requested_device_map(options)
     check_options(options, device)  # before any download or conversion
     # Threads first: a GGUF conversion runs torch too.
     devices.set_threads(options.threads)
     folder, revision, name = _resolve(ms, options, progress)
-    config = check_folder(folder, ms.raw, options)
-    prequantized = quant_method(config)
-
+    prequantized = quant_method(check_folder(folder, ms.raw, options))
     if device_map is not None:
-        where = f"device_map={device_map}" + (
-            f" over {caps.cuda_count} GPUs" if caps.cuda_count > 1 else f" ({device})"
-        )
+        gpus = f" over {caps.cuda_count} GPUs" if caps.cuda_count > 1 else f" ({device})"
+        where = f"device_map={device_map}{gpus}"
     else:
         where = device
-    _emit(progress, LoadStage.LOAD, f"Loading {name} with {where} ({dtype_name})")
+    emit_progress(progress, LoadStage.LOAD, f"Loading {name} with {where} ({dtype_name})")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     dtype = getattr(torch, dtype_name)
-    kwargs: dict[str, Any] = {
-        "trust_remote_code": options.trust_remote_code,
-        "local_files_only": True,  # the folder is local now; never let transformers go online
-        "dtype": dtype,
-    }
-    if _weights_kind(folder) == "safetensors":
-        kwargs["use_safetensors"] = True  # never fall back to a pickle file in the same folder
-    if prequantized is not None and (options.load_in_4bit or options.load_in_8bit):
-        # The checkpoint's own quantization_config wins (transformers would override ours
-        # anyway, with a warning nobody sees in a TUI); say so instead.
-        flag = "--load-in-4bit" if options.load_in_4bit else "--load-in-8bit"
-        _emit(
-            progress,
-            LoadStage.LOAD,
-            f"{name} is already quantised ({_shown(prequantized, 40)}); {flag} is ignored",
-        )
-    else:
-        quant = _quantization_config(options, dtype)
-        if quant is not None:
-            kwargs["quantization_config"] = quant
-    # Straight onto the device (no full CPU copy of the weights on the way to the GPU), or
-    # accelerate's placement over every visible GPU, then CPU RAM, then disk. transformers
-    # refuses any device_map without accelerate (a core dependency, but a hand-made install
-    # may lack it): then load on the CPU and move the model, which still works.
-    move_to: str | None = None
-    if device_map is not None or have_accelerate():
-        kwargs["device_map"] = device_map if device_map is not None else device
-    elif device != "cpu":
-        move_to = device
+    kwargs = _pretrained_kwargs(options, folder, dtype, prequantized, name, progress)
+    move_to = _placement_kwargs(kwargs, device_map, device)
     tokenizer = AutoTokenizer.from_pretrained(
         folder, trust_remote_code=options.trust_remote_code, local_files_only=True
     )
-    try:
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except Exception as exc:
-        if prequantized is not None:
-            err = classify_quantized_load_error(exc, ms.raw, prequantized)
-            if err is not None:
-                raise err from exc
-        raise
+    model = _from_pretrained(folder, kwargs, ms.raw, prequantized)
     if move_to is not None:
         model.to(move_to)
     model.eval()
-
-    # hf_device_map is only set when accelerate dispatched the model (not for a single
-    # device); a map over a single device is no placement worth showing.
+    # hf_device_map is only set when accelerate dispatched the model (not for one device);
+    # a map over a single device is no placement worth showing.
     placement = devices.normalize_placement(getattr(model, "hf_device_map", None))
     if len(set(placement.values())) <= 1:
         placement = {}
-    input_device = devices.input_device(model, placement, str(getattr(model, "device", device)))
-    label = devices.device_label(device, placement or None, caps)
     warning = devices.offload_warning(name, placement)
     if warning is not None:
         log.warning("%s", warning)
-        _emit(progress, LoadStage.LOAD, warning)
-    source = str(ms.path) if ms.kind == "gguf" else str(folder)
+        emit_progress(progress, LoadStage.LOAD, warning)
     info = ModelInfo(
         name=name,
         spec=ms.raw,
-        source=source,
+        source=str(ms.path) if ms.kind == "gguf" else str(folder),
         revision=revision,
-        device=label,
+        device=devices.device_label(device, placement or None, caps),
         dtype=str(getattr(model, "dtype", dtype)).removeprefix("torch."),
         parameters=int(sum(p.numel() for p in model.parameters())),
         context_length=_context_length(model, tokenizer),
@@ -307,5 +218,66 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         info=info,
         generation_defaults=generation_defaults(model),
         folder=folder,
-        device=input_device,
+        device=devices.input_device(model, placement, str(getattr(model, "device", device))),
     )
+
+
+def _pretrained_kwargs(
+    options: LoadOptions,
+    folder: Path,
+    dtype: Any,
+    prequantized: str | None,
+    name: str,
+    progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    """`from_pretrained` arguments for the weights and the quantisation (not the placement)."""
+    kwargs: dict[str, Any] = {
+        "trust_remote_code": options.trust_remote_code,
+        "local_files_only": True,  # the folder is local now; never let transformers go online
+        "dtype": dtype,
+    }
+    if weights_kind(folder) == "safetensors":
+        kwargs["use_safetensors"] = True  # never fall back to a pickle file in the same folder
+    if prequantized is not None and (options.load_in_4bit or options.load_in_8bit):
+        # The checkpoint's own quantization_config wins (transformers would override ours
+        # anyway, with a warning nobody sees in a TUI); say so instead.
+        flag = "--load-in-4bit" if options.load_in_4bit else "--load-in-8bit"
+        emit_progress(
+            progress,
+            LoadStage.LOAD,
+            f"{name} is already quantised ({user_text(prequantized, 40)}); {flag} is ignored",
+        )
+    else:
+        quant = _quantization_config(options, dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+    return kwargs
+
+
+def _placement_kwargs(kwargs: dict[str, Any], device_map: str | None, device: str) -> str | None:
+    """Put the placement into `kwargs`; return the device to move the model to afterwards.
+
+    Straight onto the device (no full CPU copy of the weights on the way to the GPU), or
+    accelerate's placement over every visible GPU, then CPU RAM, then disk. transformers
+    refuses any device_map without accelerate (a core dependency, but a hand-made install may
+    lack it): then load on the CPU and move the model, which still works.
+    """
+    if device_map is not None or have_accelerate():
+        kwargs["device_map"] = device_map if device_map is not None else device
+        return None
+    return device if device != "cpu" else None
+
+
+def _from_pretrained(
+    folder: Path, kwargs: dict[str, Any], spec_text: str, prequantized: str | None
+) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except Exception as exc:
+        if prequantized is not None:
+            err = classify_quantized_load_error(exc, spec_text, prequantized)
+            if err is not None:
+                raise err from exc
+        raise

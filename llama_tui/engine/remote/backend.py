@@ -46,7 +46,7 @@ from llama_tui.core.errors import ModelError, RemoteError
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.remote.http import DEFAULT_API_KEY_ENV, ServerConnection
 from llama_tui.engine.remote.reply import ReplyRun
-from llama_tui.engine.remote.wire import _context_length, estimate_tokens, one_line
+from llama_tui.engine.remote.wire import estimate_tokens, listed_context_length, one_line
 
 
 class RemoteBackend(ServerConnection):
@@ -112,7 +112,7 @@ class RemoteBackend(ServerConnection):
             source=f"{self.url} ({one_line(model, 120)})",
             device=f"remote {urlsplit(self.base_url).netloc.rsplit('@', 1)[-1]}",
             dtype="unknown",
-            context_length=_context_length(entry),
+            context_length=listed_context_length(entry),
             chat_template=True,  # the server applies the model's template
             backend="remote",
         )

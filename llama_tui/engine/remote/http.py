@@ -25,8 +25,8 @@ from llama_tui.engine.remote.stream import _StreamReader
 from llama_tui.engine.remote.wire import (
     MAX_ERROR_BODY_BYTES,
     MAX_SERVER_MESSAGE_CHARS,
-    _find_cause,
     display_url,
+    find_cause,
     normalize_base_url,
     one_line,
     rejected_settings,
@@ -163,13 +163,13 @@ class ServerConnection:
     def _connect_error(self, exc: httpx.ConnectError) -> RemoteError:
         """No connection: refused, an untrusted certificate, an unknown host, or else."""
         url = self.url
-        if _find_cause(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+        if find_cause(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
             return RemoteError(
                 f"nothing listening at {url}: is the server running?",
                 "Start the server (for example `vllm serve MODEL` or "
                 "`transformers serve MODEL`), or fix the address and port in --server.",
             )
-        cert = _find_cause(exc, ssl.SSLCertVerificationError)
+        cert = find_cause(exc, ssl.SSLCertVerificationError)
         if cert is not None or "certificate" in str(exc).lower():
             return RemoteError(
                 f"the TLS certificate of {url} could not be verified: "
@@ -177,7 +177,7 @@ class ServerConnection:
                 "Give the server a certificate your system trusts (or set SSL_CERT_FILE); "
                 "only for a server you control, turn verify_tls off in config.",
             )
-        if _find_cause(exc, socket.gaierror):
+        if find_cause(exc, socket.gaierror):
             return RemoteError(
                 f"cannot resolve the host of {url}",
                 "Check the host name in --server.",

@@ -216,7 +216,7 @@ def one_line(text: str, limit: int = MAX_SERVER_MESSAGE_CHARS, secret: str | Non
     return out
 
 
-def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+def find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
@@ -227,7 +227,7 @@ def _find_cause(exc: BaseException, kind: type[BaseException]) -> BaseException 
     return None
 
 
-def _context_length(entry: Mapping[str, Any]) -> int:
+def listed_context_length(entry: Mapping[str, Any]) -> int:
     """The context size if the model list says it (vLLM: max_model_len; llama.cpp: meta)."""
     candidates: list[object] = [entry.get("max_model_len"), entry.get("context_length")]
     meta = entry.get("meta")
