@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +147,6 @@ def read_journal(path: Path) -> tuple[Conversation, int]:
     return parse_journal(data, path)
 
 
-_KNOWN = frozenset(
-    {
-        "snapshot",
-        "message",
-        "assistant_started",
-        "assistant_finished",
-        "checkpoint",
-        "settings",
-        "model",
-        "title",
-        "cleared",
-        "removed",
-    }
-)
-
-
 def _fallback_id(session: object, path: Path | str) -> str:
     # No snapshot (its line was damaged): take the id from the records, else the file name.
     for candidate in (session, Path(path).name.removesuffix(SUFFIX)):
@@ -170,11 +155,123 @@ def _fallback_id(session: object, path: Path | str) -> str:
     return new_id()
 
 
+class _Replay:
+    """The conversation being rebuilt from a journal, one record at a time.
+
+    Each record type has one method here (`RECORDS` maps the type to it). A method raises
+    `ValueError`, `TypeError`, `KeyError` or `AttributeError` for a malformed record, which
+    `parse_journal` counts as a damaged line.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        self.conv: Conversation | None = None
+        self.messages: dict[str, Message] = {}  # insertion-ordered; becomes conv.messages
+        self.gaps = 0  # checkpoints that could not be applied
+
+    def started(self, rec: dict[str, Any]) -> Conversation:
+        """The conversation, created from the records' session id when no snapshot came
+        first (its line was damaged)."""
+        if self.conv is None:
+            self.conv = Conversation(id=_fallback_id(rec.get("session"), self.path))
+        return self.conv
+
+    def snapshot(self, rec: dict[str, Any]) -> None:
+        snap = Conversation.from_dict(rec["conversation"])
+        if not is_safe_id(rec["conversation"].get("id")):
+            # A damaged snapshot must not turn the session into a different one.
+            snap.id = self.conv.id if self.conv else _fallback_id(rec.get("session"), self.path)
+        self.conv = snap
+        self.messages = {m.id: m for m in snap.messages}
+
+    def message(self, rec: dict[str, Any]) -> None:
+        """``message``, ``assistant_started`` and ``assistant_finished``."""
+        self.started(rec)
+        msg = Message.from_dict(rec["message"])
+        if rec["type"] == "assistant_started":
+            msg.status = "streaming"
+        self.messages[msg.id] = msg
+
+    def checkpoint(self, rec: dict[str, Any]) -> None:
+        self.started(rec)
+        target = self.messages.get(rec["id"])
+        offset, text = rec["offset"], rec["text"]
+        if (
+            target is None
+            or not isinstance(text, str)
+            or isinstance(offset, bool)
+            or not isinstance(offset, int)
+            or not 0 <= offset <= len(target.content)
+        ):
+            self.gaps += 1
+            return
+        target.content = target.content[:offset] + text
+
+    def settings(self, rec: dict[str, Any]) -> None:
+        conv = self.started(rec)
+        settings, prompt = rec["settings"], rec["system_prompt"]
+        if not isinstance(settings, dict) or not isinstance(prompt, str):
+            raise ValueError("bad settings record")
+        conv.settings, conv.system_prompt = settings, prompt
+
+    def model(self, rec: dict[str, Any]) -> None:
+        conv = self.started(rec)
+        if not isinstance(rec["model"], dict):
+            raise ValueError("bad model record")
+        conv.model = rec["model"]
+
+    def title(self, rec: dict[str, Any]) -> None:
+        conv = self.started(rec)
+        if not isinstance(rec["title"], str):
+            raise ValueError("bad title record")
+        conv.title = rec["title"]
+
+    def cleared(self, rec: dict[str, Any]) -> None:
+        self.started(rec)
+        self.messages = {}
+
+    def removed(self, rec: dict[str, Any]) -> None:
+        self.started(rec)
+        ids = rec["ids"]
+        if not isinstance(ids, list):
+            raise ValueError("bad removed record")
+        for mid in ids:
+            if isinstance(mid, str):
+                self.messages.pop(mid, None)
+
+    def result(self, data: bytes) -> Conversation:
+        """The rebuilt conversation; a reply still streaming was cut off by the process
+        ending, so it is restored as stopped and interrupted."""
+        if self.conv is None:
+            reason = "the file is empty" if not data.strip() else "no readable records"
+            raise SessionLoadError(self.path, reason)
+        self.conv.messages = list(self.messages.values())
+        for m in self.conv.messages:
+            if m.status == "streaming":
+                m.status = "stopped"
+                m.interrupted = True
+        return self.conv
+
+
+# Every record type the format knows, and how a replay applies it.
+RECORDS: dict[str, Callable[[_Replay, dict[str, Any]], None]] = {
+    "snapshot": _Replay.snapshot,
+    "message": _Replay.message,
+    "assistant_started": _Replay.message,
+    "assistant_finished": _Replay.message,
+    "checkpoint": _Replay.checkpoint,
+    "settings": _Replay.settings,
+    "model": _Replay.model,
+    "title": _Replay.title,
+    "cleared": _Replay.cleared,
+    "removed": _Replay.removed,
+}
+
+
 def parse_journal(data: bytes, path: Path | str = "<journal>") -> tuple[Conversation, int]:
     """Parse journal bytes: (conversation, number of skipped lines)."""
-    conv: Conversation | None = None
-    messages: dict[str, Message] = {}  # insertion-ordered; rebuilt into conv.messages
-    skipped = unknown = gaps = 0
+    replay = _Replay(path)
+    skipped = unknown = 0
     lines = data.split(b"\n")
     for i, raw in enumerate(lines):
         if not raw.strip():
@@ -183,78 +280,21 @@ def parse_journal(data: bytes, path: Path | str = "<journal>") -> tuple[Conversa
             rec = json.loads(raw)
             if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
                 raise ValueError("not a record")
-            kind = rec["type"]
-            if conv is None and kind in _KNOWN and kind != "snapshot":
-                conv = Conversation(id=_fallback_id(rec.get("session"), path))
-            if kind == "snapshot":
-                snap = Conversation.from_dict(rec["conversation"])
-                if not is_safe_id(rec["conversation"].get("id")):
-                    # A damaged snapshot must not turn the session into a different one.
-                    snap.id = conv.id if conv else _fallback_id(rec.get("session"), path)
-                conv = snap
-                messages = {m.id: m for m in conv.messages}
-            elif kind in ("message", "assistant_started", "assistant_finished"):
-                msg = Message.from_dict(rec["message"])
-                if kind == "assistant_started":
-                    msg.status = "streaming"
-                messages[msg.id] = msg
-            elif kind == "checkpoint":
-                target = messages.get(rec["id"])
-                offset, text = rec["offset"], rec["text"]
-                if (
-                    target is None
-                    or not isinstance(text, str)
-                    or isinstance(offset, bool)
-                    or not isinstance(offset, int)
-                    or not 0 <= offset <= len(target.content)
-                ):
-                    gaps += 1
-                    continue
-                target.content = target.content[:offset] + text
-            elif kind == "settings":
-                assert conv is not None
-                settings, prompt = rec["settings"], rec["system_prompt"]
-                if not isinstance(settings, dict) or not isinstance(prompt, str):
-                    raise ValueError("bad settings record")
-                conv.settings, conv.system_prompt = settings, prompt
-            elif kind == "model":
-                assert conv is not None
-                if not isinstance(rec["model"], dict):
-                    raise ValueError("bad model record")
-                conv.model = rec["model"]
-            elif kind == "title":
-                assert conv is not None
-                if not isinstance(rec["title"], str):
-                    raise ValueError("bad title record")
-                conv.title = rec["title"]
-            elif kind == "cleared":
-                messages = {}
-            elif kind == "removed":
-                ids = rec["ids"]
-                if not isinstance(ids, list):
-                    raise ValueError("bad removed record")
-                for mid in ids:
-                    if isinstance(mid, str):
-                        messages.pop(mid, None)
-            else:
+            apply = RECORDS.get(rec["type"])
+            if apply is None:
                 unknown += 1  # a newer version's record: ignore, keep the rest
+                continue
+            apply(replay, rec)
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             # RecursionError: json.loads on deeply nested garbage ("[[[[...").
             if i == len(lines) - 1:
                 continue  # the torn last line of a crash: expected, not worth a warning
             skipped += 1
-    if conv is None:
-        reason = "the file is empty" if not data.strip() else "no readable records"
-        raise SessionLoadError(path, reason)
-    conv.messages = list(messages.values())
-    for m in conv.messages:
-        if m.status == "streaming":
-            m.status = "stopped"
-            m.interrupted = True
+    conv = replay.result(data)
     if skipped:
         conv.load_warnings.append(f"{skipped} damaged line(s) in {Path(path).name} skipped")
-    if gaps:
-        conv.load_warnings.append(f"{gaps} reply checkpoint(s) could not be applied")
+    if replay.gaps:
+        conv.load_warnings.append(f"{replay.gaps} reply checkpoint(s) could not be applied")
     if unknown:
         conv.load_warnings.append(f"{unknown} record(s) from a newer llama-tui ignored")
     return conv, skipped
