@@ -337,7 +337,7 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
             app.exit(return_code=code)
 
         restore = install_signal_flush(lambda: app.recorder, exit=on_signal)
-    except (ImportError, ValueError):  # ValueError: not the main thread
+    except ValueError:  # signal handlers can be installed from the main thread only
         log.warning("no signal flush installed", exc_info=True)
     try:
         app.run()
