@@ -280,12 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded.warnings.extend(notes)
     for w in loaded.warnings:
         log.warning("%s", w)
-    try:
-        from llama_tui.ui.app import run_app
-    except ImportError as e:
-        _err(f"llama-tui: error: the TUI could not start ({e}); --prompt still works")
-        return EXIT_ERROR
     from llama_tui.core.errors import LlamaTuiError
+    from llama_tui.ui.app import run_app
 
     try:
         return int(run_app(loaded, resume=loaded.resume))
