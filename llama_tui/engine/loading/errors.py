@@ -76,20 +76,22 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
     `__context__`, so the whole chain is searched, most specific type first. Messages are
     built from the spec, not from exception text, and redacted anyway.
     """
-    from huggingface_hub import errors as hf
-
     chain = list(_chain(exc))
+    for e in chain:
+        if isinstance(e, ModelError):
+            return e
+    return _hub_error(chain, spec) or _load_failure(exc, chain, spec)
+
+
+def _hub_error(chain: list[BaseException], spec: str) -> ModelError | None:
+    """What the Hub said, or that it could not be reached; None when it is not about the Hub."""
+    from huggingface_hub import errors as hf
 
     def find(*types: type[BaseException]) -> BaseException | None:
         return next((e for e in chain if isinstance(e, types)), None)
 
-    for e in chain:
-        if isinstance(e, ModelError):
-            return e
     shown = user_text(spec)
-    repo = spec.partition("@")[0].strip()
-    url = f"https://huggingface.co/{user_text(repo)}"
-
+    url = f"https://huggingface.co/{user_text(spec.partition('@')[0].strip())}"
     gated = find(hf.GatedRepoError)
     if gated is not None:
         status = getattr(getattr(gated, "response", None), "status_code", None)
@@ -102,8 +104,7 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
             f"{shown} is a gated model and your account has not been granted access.",
             f"Request access at {url}, wait for approval, then retry.",
         )
-    rev = find(hf.RevisionNotFoundError)
-    if rev is not None:
+    if find(hf.RevisionNotFoundError) is not None:
         return InvalidModelSpecError(
             f"The revision in {shown} does not exist on the Hub.",
             "Use an existing branch, tag or commit after '@', or drop '@...' for the default.",
@@ -118,26 +119,29 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
             f"{shown} is not a valid Hugging Face repo id, and no such file or folder exists.",
             "Use org/name[@revision], a path to a folder or .gguf file, or demo.",
         )
-    if find(hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled) is not None:
-        return not_cached_error(spec, offline=hub_offline())
     incomplete = getattr(hf, "IncompleteSnapshotError", None)
-    if incomplete is not None and find(incomplete) is not None:
-        return not_cached_error(spec, offline=hub_offline())
-    network = next(
-        (
-            e
-            for e in chain
-            if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _NETWORK_ERRORS
-        ),
-        None,
-    )
-    if network is not None:
+    not_local = (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled)
+    if (
+        find(*not_local) is not None
+        or (incomplete is not None and find(incomplete) is not None)
+        or any(_is_network_error(e) for e in chain)
+    ):
         return not_cached_error(spec, offline=hub_offline())
     if find(hf.EntryNotFoundError) is not None:
         return ModelError(
             f"{shown} is missing a file transformers needs (config.json or weights).",
             "Check that this is a transformers text-generation model.",
         )
+    return None
+
+
+def _is_network_error(e: BaseException) -> bool:
+    return isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _NETWORK_ERRORS
+
+
+def _load_failure(exc: BaseException, chain: list[BaseException], spec: str) -> ModelError:
+    """Loading failed on our side: custom code, memory, a missing package, or else."""
+    shown = user_text(spec)
     texts = [redact(str(e)) for e in chain]
     joined = " ".join(texts).lower()
     if "trust_remote_code" in joined or "custom code" in joined:
@@ -161,15 +165,8 @@ def classify_load_error(exc: BaseException, spec: str) -> ModelError:
             "This way of loading needs the accelerate package.",
             f"{ACCELERATE_FIX}.",
         )
-    oom = next(
-        (
-            e
-            for e in chain
-            if "OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower()
-        ),
-        None,
-    )
-    if oom is not None or isinstance(exc, MemoryError):
+    oom = any("OutOfMemory" in type(e).__name__ or "out of memory" in str(e).lower() for e in chain)
+    if oom or isinstance(exc, MemoryError):
         return ModelError(
             f"Not enough memory to load {shown}.",
             "Close other programs, use a smaller model, --dtype bfloat16, or --load-in-4bit "
