@@ -37,7 +37,7 @@ __all__ = [
     "asking_for",
     "model_label",
     "requested_model",
-    "served_models",
+    "server_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,17 @@ def model_label(settings: Settings) -> str:
     return requested_model(settings) or settings.server or settings.model
 
 
-def served_models(backend: Backend) -> list[str] | None:
-    """The model names a server offers (asks it now), or None for a local backend."""
-    lister = getattr(backend, "list_models", None)
-    if not callable(lister):
-        return None
-    return [str(name) for name in lister()]
+def server_models(settings: Settings, factory: Callable[[Settings], Backend]) -> list[str]:
+    """The model names the server in `settings` serves, asked now (blocking: call it off
+    the UI thread); [] without a server. Raises what the connection raises."""
+    if not settings.server:
+        return []
+    backend = factory(settings)
+    try:
+        lister = getattr(backend, "list_models", None)
+        return [str(name) for name in lister()] if callable(lister) else []
+    finally:
+        backend.close()
 
 
 @dataclass(eq=False)

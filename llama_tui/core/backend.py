@@ -169,6 +169,22 @@ class MemoryReading:
     per_device: tuple[tuple[str, int], ...] = ()
 
 
+# The names a dtype may be given by (--dtype, config, environment) -> torch's name for it.
+DTYPE_ALIASES: dict[str, str] = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+}
+# accelerate's ways to place one model over several devices (--device-map).
+DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load a local model. Built from Settings by the factory; frozen."""
@@ -183,6 +199,27 @@ class LoadOptions:
     load_in_8bit: bool = False
     compile: bool = True  # background-compiled fast decode path where supported
     kv_reuse: bool = True  # reuse the KV cache of the common prefix across turns
+
+
+class BackendSettings(Protocol):
+    """What building a backend reads from the settings (`config.settings.Settings` has it).
+
+    A protocol, so that the engine builds backends without importing the config package.
+    """
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def server(self) -> str | None: ...
+    @property
+    def server_model(self) -> str | None: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+    @property
+    def verify_tls(self) -> bool: ...
+    @property
+    def raw(self) -> bool: ...
+    def load_options(self) -> LoadOptions: ...
 
 
 @runtime_checkable

@@ -13,14 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from llama_tui.config.values import DTYPE_ALIASES
-from llama_tui.core.backend import MemoryReading
+from llama_tui.core.backend import DTYPE_ALIASES, MemoryReading
 from llama_tui.core.errors import ModelError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-# The names --dtype accepts (config_values checks them the same way), "auto" resolved apart.
+# The names --dtype accepts, "auto" resolved apart (by `dtype_name`).
 DTYPE_NAMES: dict[str, str] = {k: v for k, v in DTYPE_ALIASES.items() if k != "auto"}
 
 

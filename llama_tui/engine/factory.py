@@ -1,21 +1,16 @@
 """Build the backend the settings describe: one place, used by the CLI, the UI and tests.
 
-Backends import torch / transformers / an HTTP client lazily, so this module (and its
-callers) stay cheap to import.
+The settings arrive as `core.backend.BackendSettings` (config's `Settings` fits it), so the
+engine never imports the config package. Backends import torch / transformers / an HTTP
+client lazily, so this module (and its callers) stay cheap to import.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from llama_tui.config.settings import Settings
-    from llama_tui.core.backend import Backend
-
-__all__ = ["make_backend"]
+from llama_tui.core.backend import Backend, BackendSettings
 
 
-def make_backend(settings: Settings) -> Backend:
+def make_backend(settings: BackendSettings) -> Backend:
     """A `RemoteBackend` when `settings.server` is set, else a `LocalBackend`. Not loaded yet.
 
     The caller runs `backend.load(progress)` (in a worker thread in the UI). `settings.raw`

@@ -17,8 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from llama_tui.config import values as config_values
-from llama_tui.core.backend import LoadOptions
+from llama_tui.core.backend import DEVICE_MAPS, LoadOptions
 from llama_tui.core.errors import (
     DependencyMissingError,
     InvalidModelSpecError,
@@ -29,7 +28,6 @@ from llama_tui.core.errors import (
 from llama_tui.engine.loading.specs import user_text
 
 # accelerate's placement strategies, what `--device-map` accepts: one list, in config_values.
-DEVICE_MAPS = config_values.DEVICE_MAPS
 
 # accelerate is a core dependency, so missing means a broken environment, not a missing extra.
 ACCELERATE_FIX = (
