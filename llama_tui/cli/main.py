@@ -170,19 +170,15 @@ def _settings_cli(args: dict[str, Any]) -> dict[str, Any]:
 
 def _list_models() -> int:
     """Print the bundled demo model and every model in the Hugging Face cache."""
+    from llama_tui.engine.loading.hub import cached_models
+
     lines = ["demo\tbundled SmolLM2-135M-Instruct (Q4_1 GGUF)"]
     try:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir()
-        for repo in sorted(info.repos, key=lambda r: r.repo_id):
-            if repo.repo_type != "model":
-                continue
-            lines.append(f"{repo.repo_id}\t{repo.size_on_disk_str}")
-    except Exception as e:  # no cache yet, unreadable cache: just say so
-        name = type(e).__name__
-        if name != "CacheNotFound":
-            _err(f"llama-tui: warning: could not read the Hugging Face cache: {e}")
+        models = sorted(cached_models(), key=lambda m: m.repo_id)
+    except Exception as e:  # an unreadable cache: say so, still list the demo
+        _err(f"llama-tui: warning: could not read the Hugging Face cache: {e}")
+        models = []
+    lines += [f"{m.repo_id}\t{m.size}" for m in models]
     for line in lines:
         sys.stdout.write(redact(clean(line)) + "\n")
     sys.stdout.flush()

@@ -172,6 +172,24 @@ def test_list_models_with_empty_cache(
     assert out.startswith("demo\t")
 
 
+def test_list_models_reads_the_cache_the_environment_names_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub reads HF_HOME once, at import; --list-models looks where it says now."""
+    import huggingface_hub  # noqa: F401  (imported first, as in a longer-running process)
+
+    snapshot = tmp_path / "hf" / "hub" / "models--org--tiny" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert cli.main(["--list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("demo\t") and lines[1].startswith("org/tiny\t"), lines
+
+
 # --- headless with a fake backend ---------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,44 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def cached_model_ids(limit: int = 10) -> list[str]:
-    """Model repo ids in the local Hub cache (sorted, at most `limit`); no network."""
+@dataclass(frozen=True)
+class CachedModel:
+    """A model in the local Hub cache."""
+
+    repo_id: str
+    size: str  # on disk, as huggingface_hub writes it ("538.0M")
+    last_modified: float  # Unix time
+
+
+def cached_models() -> list[CachedModel]:
+    """The models in the local Hub cache, newest first; no network (~0.1 s).
+
+    The one scan of the cache, for `--list-models`, the model picker and the not-cached
+    error. No cache folder yet means no models; a cache that cannot be read raises (the
+    callers decide whether to say so).
+    """
     from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
 
     try:
         info = scan_cache_dir(hub_cache_dir())
-    except Exception:  # CacheNotFound, permission errors: nothing usable is cached
+    except CacheNotFound:
         return []
-    ids = sorted(r.repo_id for r in info.repos if r.repo_type == "model")
-    return ids[:limit]
+    models = [
+        CachedModel(r.repo_id, r.size_on_disk_str, r.last_modified)
+        for r in info.repos
+        if r.repo_type == "model"
+    ]
+    return sorted(models, key=lambda m: m.last_modified, reverse=True)
+
+
+def cached_model_ids(limit: int = 10) -> list[str]:
+    """Model repo ids in the local Hub cache (sorted, at most `limit`); [] if unreadable."""
+    try:
+        models = cached_models()
+    except Exception:  # permission errors, a damaged cache: nothing usable is cached
+        return []
+    return sorted(m.repo_id for m in models)[:limit]
 
 
 def not_cached_error(spec_text: str, *, offline: bool) -> ModelNotCachedError:
