@@ -1,8 +1,7 @@
 """Exit codes and stderr messages, shared by the command line and headless mode.
 
 Everything here writes to stderr only (stdout carries the headless reply and nothing else),
-sanitised and redacted. Imports nothing heavy: the engine's error class is imported only
-when an error is described.
+sanitised and redacted. Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from llama_tui.core import errors as core_errors
 from llama_tui.text import clean, redact
 
 __all__ = [
@@ -48,11 +48,6 @@ def isatty(stream: IO[str] | Any) -> bool:
 
 
 def describe_error(exc: BaseException) -> str:
-    """The classified cause and fix for our errors; type and message for anything else."""
-    from llama_tui.core.errors import LlamaTuiError
-
-    if isinstance(exc, LlamaTuiError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.strerror and exc.filename:
-        return f"{exc.strerror}: {exc.filename}"
-    return f"unexpected error: {type(exc).__name__}: {exc}"
+    """`llama_tui.core.errors.describe_error` as stderr text: the cause, then the fix."""
+    cause, fix, _kind = core_errors.describe_error(exc)
+    return f"{cause}\n{fix}" if fix else cause

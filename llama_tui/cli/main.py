@@ -33,6 +33,7 @@ from llama_tui.cli.console import err as _err
 from llama_tui.cli.console import isatty as _isatty
 from llama_tui.cli.headless import run_headless
 from llama_tui.config.settings import load_settings
+from llama_tui.core.params import PARAM_FIELDS, ParamField
 from llama_tui.startup import endpoint_warning, startup_warnings
 from llama_tui.text import clean, redact
 
@@ -115,17 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("generation")
     g.add_argument("--system", dest="system_prompt", metavar="TEXT", help="system prompt")
-    g.add_argument("--max-new-tokens", type=int, metavar="N")
-    g.add_argument("--temperature", type=float, metavar="T")
-    g.add_argument("--top-p", type=float, metavar="P")
-    g.add_argument("--top-k", type=int, metavar="K", help="0 means off")
-    g.add_argument("--min-p", type=float, metavar="P", help="0 means off")
-    g.add_argument("--repetition-penalty", type=float, metavar="R", help="1.0 means off")
-    g.add_argument("--seed", type=int, metavar="N")
-    g.add_argument(
-        "--greedy", dest="do_sample", action="store_false", help="greedy decoding (no sampling)"
-    )
-    g.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    for f in PARAM_FIELDS:
+        _add_param_flag(g, f)
     g.add_argument(
         "--raw", action="store_true", help="no chat template: the prompt is sent as typed"
     )
@@ -159,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="print every effective setting and where it came from (secrets hidden), and exit",
     )
     return p
+
+
+def _add_param_flag(group: argparse._ArgumentGroup, f: ParamField) -> None:
+    """The flag of one generation setting, from its row in the field table."""
+    extra: dict[str, Any] = {"help": f.flag_help} if f.flag_help else {}
+    if f.kind == "bool":
+        action = "store_false" if f.inverse else "store_true"
+        group.add_argument(f.flag, dest=f.name, action=action, **extra)
+    elif f.kind == "strlist":
+        group.add_argument(f.flag, dest=f.name, action="append", metavar=f.metavar, **extra)
+    else:
+        kind = float if f.kind == "float" else int
+        group.add_argument(f.flag, dest=f.name, type=kind, metavar=f.metavar, **extra)
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from dotenv.parser import parse_stream
 from llama_tui.config.values import (
     ENV_KEYS,
     ENV_ONLY_KEYS,
-    ENV_PREFIX,
     HF_DOTENV_KEYS,
     SECRET_DOTENV_KEYS,
     SENSITIVE_HF_KEYS,
@@ -30,6 +29,7 @@ from llama_tui.config.values import (
     Item,
     read_text,
 )
+from llama_tui.core.params import ENV_PREFIX
 from llama_tui.text import clean, redact
 
 __all__ = ["read_dotenv"]

@@ -36,8 +36,8 @@ from typing import Any
 
 from llama_tui import locations
 from llama_tui.atomic import atomic_write, make_private_dirs
-from llama_tui.config.values import PARAM_KINDS, Invalid, Item, Layer, coerce, read_text, show
-from llama_tui.core.params import GenerationParams
+from llama_tui.config.values import PARAM_KINDS, Item, Layer, coerce, read_text, show
+from llama_tui.core.params import GenerationParams, InvalidValue
 from llama_tui.text import clean, redact
 
 try:
@@ -147,7 +147,7 @@ def update_remembered(
         if entry is not None:
             try:
                 coerce(_KINDS[key], entry.value)
-            except Invalid as e:
+            except InvalidValue as e:
                 raise ValueError(f"{key} {e}") from None
     target = remembered_settings_file() if path is None else path
     make_private_dirs(target.parent, chmod_existing=True)
@@ -267,14 +267,14 @@ def _entry(key: str, spec: Any, where: str, warnings: list[str]) -> Entry | None
         return None
     try:
         value = coerce(_KINDS[key], spec["value"])
-    except Invalid as e:
+    except InvalidValue as e:
         warnings.append(redact(clean(f"{where}: {key} = {show(spec['value'])}: {e}; ignored")))
         return None
     if "base" not in spec:
         return Entry(value)
     try:
         return Entry(value, coerce(_KINDS[key], spec["base"]), True)
-    except Invalid:
+    except InvalidValue:
         return Entry(value, spec["base"], True)  # never matches config.toml: stale
 
 
@@ -303,7 +303,7 @@ def _legacy_entries(
 def _same(key: str, a: Any, b: Any) -> bool:
     try:
         return bool(coerce(_KINDS[key], a) == coerce(_KINDS[key], b))
-    except Invalid:
+    except InvalidValue:
         return False
 
 

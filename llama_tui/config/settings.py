@@ -60,11 +60,9 @@ from llama_tui.config.values import (
     ALL_KINDS,
     ENV_KEYS,
     ENV_ONLY_KEYS,
-    ENV_PREFIX,
     HF_DOTENV_KEYS,
     PARAM_KINDS,
     SETTING_KINDS,
-    Invalid,
     Item,
     Layer,
     check_setting,
@@ -76,7 +74,7 @@ from llama_tui.config.values import (
     show,
 )
 from llama_tui.core.backend import LoadOptions
-from llama_tui.core.params import GenerationParams
+from llama_tui.core.params import ENV_PREFIX, PARAM_BY_NAME, GenerationParams, InvalidValue
 from llama_tui.startup import DEFAULT_HF_ENDPOINT, endpoint_warning
 from llama_tui.text import clean, redact
 
@@ -208,7 +206,7 @@ class _Resolver:
                 v = coerce(kind, item.value) if item.typed else parse_str(kind, item.value)
                 if item.key in SETTING_KINDS:
                     v = check_setting(item.key, v)
-            except Invalid as e:
+            except InvalidValue as e:
                 self._report(layer, item, str(e))
                 continue
             accepted[item.key] = (v, item)
@@ -296,7 +294,9 @@ def _flag_layer(cli: Mapping[str, Any]) -> Layer:
             continue
         if key == "stop" and isinstance(value, list):
             value = tuple(value)
-        items.append(Item(key, value, "--" + key.replace("_", "-"), typed=True))
+        field = PARAM_BY_NAME.get(key)
+        flag = field.flag if field else "--" + key.replace("_", "-")
+        items.append(Item(key, value, flag, typed=True))
     return Layer("flag", items, strict=True)
 
 

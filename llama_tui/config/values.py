@@ -4,7 +4,8 @@
 value arrives as an `Item` (key, value, where it came from) inside a `Layer`; `coerce`
 (typed values: TOML, JSON, flags) or `parse_str` (strings: environment, .env) turns it into
 the setting's kind, and `check_setting` validates and normalises it. A value that cannot be
-used raises `Invalid` with the reason, for a message that names the key and its source.
+used raises `InvalidValue` with the reason, for a message that names the key and its source.
+The generation settings' keys and kinds come from `llama_tui.core.params.PARAM_FIELDS`.
 
 This module imports no torch, transformers or textual.
 """
@@ -19,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from llama_tui.core.backend import DEVICE_MAPS, DTYPE_ALIASES
+from llama_tui.core.params import ENV_PREFIX, PARAM_FIELDS, InvalidValue, parse_text
 from llama_tui.text import clean, redact
-
-ENV_PREFIX = "LLAMA_TUI_"
 
 # --- keys and kinds ------------------------------------------------------------------------
 
@@ -46,17 +46,7 @@ SETTING_KINDS: dict[str, str] = {
     "system_prompt": "str",
     "raw": "bool",
 }
-PARAM_KINDS: dict[str, str] = {
-    "temperature": "float",
-    "top_p": "float",
-    "top_k": "int",
-    "min_p": "float",
-    "repetition_penalty": "float",
-    "max_new_tokens": "int",
-    "do_sample": "bool",
-    "seed": "optint",
-    "stop": "strlist",
-}
+PARAM_KINDS: dict[str, str] = {f.name: f.kind for f in PARAM_FIELDS}
 ALL_KINDS: dict[str, str] = {**SETTING_KINDS, **PARAM_KINDS}
 
 # Keys a .env in the working directory may not set (it may come with a cloned repository).
@@ -73,8 +63,6 @@ ENV_ONLY_KEYS = frozenset({"LLAMA_TUI_CONFIG", "LLAMA_TUI_HOME"})
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def env_var(key: str) -> str:
@@ -82,48 +70,47 @@ def env_var(key: str) -> str:
     return ENV_PREFIX + key.upper()
 
 
-ENV_KEYS: dict[str, str] = {env_var(k): k for k in ALL_KINDS}
+ENV_KEYS: dict[str, str] = {
+    **{env_var(k): k for k in SETTING_KINDS},
+    **{f.env_var: f.name for f in PARAM_FIELDS},
+}
 
 
 # --- coercion and validation -----------------------------------------------------------------
-
-
-class Invalid(ValueError):
-    """A raw value that cannot be used; the message is the reason."""
 
 
 def coerce(kind: str, value: Any) -> Any:
     """Typed values (TOML, JSON, flags): check the type, normalise, never guess."""
     if kind == "str":
         if not isinstance(value, str):
-            raise Invalid("must be a string")
+            raise InvalidValue("must be a string")
         return value
     if kind == "optstr":
         if value is None:
             return None
         if not isinstance(value, str):
-            raise Invalid("must be a string")
+            raise InvalidValue("must be a string")
         return value.strip() or None
     if kind == "bool":
         if not isinstance(value, bool):
-            raise Invalid("must be true or false")
+            raise InvalidValue("must be true or false")
         return value
     if kind in ("int", "optint"):
         if value is None and kind == "optint":
             return None
         if isinstance(value, bool) or not isinstance(value, int):
-            raise Invalid("must be a whole number")
+            raise InvalidValue("must be a whole number")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise Invalid("must be a number")
+            raise InvalidValue("must be a number")
         return float(value)
     if kind == "strlist":
         if isinstance(value, str):
             return (value,) if value else ()
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
-        raise Invalid("must be a list of strings")
+        raise InvalidValue("must be a list of strings")
     raise AssertionError(kind)  # pragma: no cover
 
 
@@ -134,61 +121,45 @@ def parse_str(kind: str, raw: str) -> Any:
         return raw
     if kind == "optstr":
         return s or None
-    if kind == "bool":
-        if s.lower() in _TRUE:
-            return True
-        if s.lower() in _FALSE:
-            return False
-        raise Invalid("must be one of 1/0, true/false, yes/no, on/off")
-    if kind in ("int", "optint"):
-        if kind == "optint" and s.lower() in ("", "none", "random"):
-            return None
-        try:
-            return int(s)
-        except ValueError:
-            raise Invalid("must be a whole number") from None
-    if kind == "float":
-        try:
-            return float(s)
-        except ValueError:
-            raise Invalid("must be a number") from None
+    if kind in ("bool", "int", "optint", "float"):
+        return parse_text(kind, s)
     if kind == "strlist":
         if s.startswith("["):
             try:
                 parsed = json.loads(s)
             except (ValueError, RecursionError):
-                raise Invalid("must be a JSON list of strings or one string") from None
+                raise InvalidValue("must be a JSON list of strings or one string") from None
             return coerce("strlist", parsed)
         return (raw,) if raw else ()
     raise AssertionError(kind)  # pragma: no cover
 
 
 def check_setting(key: str, value: Any) -> Any:
-    """Validate and normalise one non-generation setting; raise `Invalid` with the reason."""
+    """Validate and normalise one non-generation setting; raise `InvalidValue` with the reason."""
     if key == "model":
         if not value.strip():
-            raise Invalid("must not be empty (use 'demo' for the bundled model)")
+            raise InvalidValue("must not be empty (use 'demo' for the bundled model)")
         return value.strip()
     if key == "server" and value is not None:
         if not re.match(r"^https?://[^\s/]+", value) or any(c.isspace() for c in value):
-            raise Invalid("must be an http:// or https:// URL")
+            raise InvalidValue("must be an http:// or https:// URL")
         return value.rstrip("/")
     if key == "api_key_env" and not _ENV_NAME.match(value):
-        raise Invalid("must be an environment variable name, like LLAMA_TUI_API_KEY")
+        raise InvalidValue("must be an environment variable name, like LLAMA_TUI_API_KEY")
     if key == "device":
         v = value.strip().lower()
         if not _DEVICE.match(v):
-            raise Invalid("must be auto, cpu, mps, cuda or cuda:N")
+            raise InvalidValue("must be auto, cpu, mps, cuda or cuda:N")
         return v
     if key == "dtype":
         v = DTYPE_ALIASES.get(value.strip().lower())
         if v is None:
-            raise Invalid("must be auto, float32, bfloat16 or float16")
+            raise InvalidValue("must be auto, float32, bfloat16 or float16")
         return v
     if key == "threads" and value is not None and value < 1:
-        raise Invalid("must be >= 1")
+        raise InvalidValue("must be >= 1")
     if key == "device_map" and value is not None and value not in DEVICE_MAPS:
-        raise Invalid("must be one of " + ", ".join(DEVICE_MAPS))
+        raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
     return value
 
 

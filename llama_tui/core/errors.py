@@ -1,4 +1,4 @@
-"""Errors that carry a user-facing cause and fix."""
+"""Errors that carry a user-facing cause and fix, and `describe_error` for any exception."""
 
 from __future__ import annotations
 
@@ -78,3 +78,19 @@ class ContextOverflowError(GenerationError):
 
 class RemoteError(GenerationError):
     """A remote server refused, failed, timed out or cut the stream."""
+
+
+def describe_error(exc: BaseException, details: str = "") -> tuple[str, str, str]:
+    """(cause, fix, kind) of any exception, for the user; `kind` is its class name.
+
+    Ours carry their cause and fix; a file error names the file; anything else is unexpected:
+    its type and message, with `details` (where to read more, such as the log file) as the
+    fix. The text is raw: each caller cleans and redacts it for where it shows it.
+    """
+    kind = type(exc).__name__
+    if isinstance(exc, LlamaTuiError):
+        return exc.cause, exc.fix, kind
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}", details, kind
+    message = str(exc)
+    return f"unexpected error: {kind}" + (f": {message}" if message else ""), details, kind

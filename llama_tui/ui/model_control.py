@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from textual import work
 
 from llama_tui import locations
+from llama_tui.core import errors
 from llama_tui.core.backend import Backend, LoadProgress, LoadStage, ReportsOptimising
-from llama_tui.core.errors import LlamaTuiError
 from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean, redact
 from llama_tui.ui.base import ChatAppBase
@@ -42,12 +42,10 @@ PICK_HINT = "Press F4 to pick another model, or type /model SPEC (a repo id, fol
 
 
 def describe_error(exc: BaseException) -> tuple[str, str, str]:
-    """(cause, fix, kind) for the user: sanitised, secrets redacted, never markup."""
-    kind = type(exc).__name__
-    if isinstance(exc, LlamaTuiError):
-        return redact(clean(exc.cause)), redact(clean(exc.fix)), kind
-    text = redact(clean(str(exc))) or kind
-    return f"{kind}: {text}", f"Details are in the log file {locations.log_file()}.", kind
+    """`llama_tui.core.errors.describe_error` for the screen: sanitised, secrets redacted."""
+    details = f"Details are in the log file {locations.log_file()}."
+    cause, fix, kind = errors.describe_error(exc, details)
+    return redact(clean(cause)), redact(clean(fix)), kind
 
 
 class ModelControl(ChatAppBase):

@@ -15,13 +15,11 @@ from typing import Any
 from textual import on
 
 from llama_tui.config.values import show
+from llama_tui.core.params import PARAM_BY_NAME, InvalidValue, lookup
 from llama_tui.text import clean
 from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.params_form import (
-    ALIASES,
-    FIELD_BY_NAME,
     PRESETS,
-    ParseError,
     apply_setting,
     format_value,
     overrides,
@@ -45,16 +43,16 @@ class SettingsControl(ChatControl):
         changed: list[str] = []
         recorded = self.conversation.settings
         for key, value in (recorded.items() if isinstance(recorded, dict) else ()):
-            if key not in FIELD_BY_NAME and key != "do_sample":
+            if key not in PARAM_BY_NAME:
                 continue
             if key == "stop" and not (
                 isinstance(value, list) and all(isinstance(v, str) for v in value)
             ):
                 continue
             try:
-                text = str(value).lower() if key == "do_sample" else format_value(key, value)
+                text = format_value(key, value)
                 candidate = apply_setting(new, key, text, self.context_length)
-            except (ParseError, TypeError, ValueError):
+            except (TypeError, ValueError):  # InvalidValue is a ValueError
                 continue
             if candidate != new:
                 new = candidate
@@ -66,7 +64,7 @@ class SettingsControl(ChatControl):
         if key == "preset":
             try:
                 new = preset_params(value, self.params, self.defaults)
-            except ParseError as e:
+            except InvalidValue as e:
                 await self.note(f"/set preset: {e}. Nothing was changed.", variant="warning")
                 return
             self.apply_params(new, self.system_prompt)
@@ -94,7 +92,7 @@ class SettingsControl(ChatControl):
             return
         try:
             new = apply_setting(self.params, key, value, self.context_length)
-        except ParseError as e:
+        except InvalidValue as e:
             # "top_p must be in (0, 1]" names the key already; "must be a number" does not.
             reason = str(e)
             said = reason if reason.startswith(f"{key.lower()} ") else f"{key}: {reason}"
@@ -124,8 +122,8 @@ class SettingsControl(ChatControl):
         """`/set forget KEY|all`: drop remembered values; use what the files and flags give."""
         from llama_tui.config.settings import REMEMBERED_KEYS, config_file_values, update_remembered
 
-        name = ALIASES.get(what.lower(), what.lower())
-        name = "do_sample" if name == "greedy" else name
+        found = lookup(what)
+        name = found[0].name if found else what.strip().lower()
         if name != "all" and name not in REMEMBERED_KEYS:
             await self.note(f"/set forget: unknown setting {clean(what)!r}; {_FORGET_USAGE}.",
                             variant="warning")

@@ -27,6 +27,7 @@ from typing import Any
 
 from llama_tui.core.backend import LoadOptions, LoadStage, ModelInfo, ProgressCallback
 from llama_tui.core.errors import ModelError
+from llama_tui.core.params import MODEL_DEFAULT_FIELDS
 from llama_tui.engine import device as devices
 from llama_tui.engine.loading import hub
 from llama_tui.engine.loading.checks import (
@@ -50,17 +51,6 @@ from llama_tui.engine.loading.specs import (
 from llama_tui.text import redact
 
 log = logging.getLogger(__name__)
-
-# generation_config.json fields the chat UI uses as the model's own defaults.
-GENERATION_FIELDS = (
-    "do_sample",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "max_new_tokens",
-)
 
 
 @dataclass
@@ -137,7 +127,7 @@ def generation_defaults(model: Any) -> dict[str, Any]:
         diff = gc.to_diff_dict()
     except Exception:
         return {}
-    return {k: diff[k] for k in GENERATION_FIELDS if diff.get(k) is not None}
+    return {k: diff[k] for k in MODEL_DEFAULT_FIELDS if diff.get(k) is not None}
 
 
 def load_model(

@@ -37,14 +37,13 @@ from llama_tui.core.backend import (
     ProgressCallback,
 )
 from llama_tui.core.errors import GenerationError, OutOfMemoryError
-from llama_tui.core.params import GenerationParams
+from llama_tui.core.params import MODEL_DEFAULT_FIELDS, GenerationParams
 from llama_tui.engine.fast.decoder import common_prefix_length
 from llama_tui.engine.fast.glue import FastPath, FastPathMode
 from llama_tui.engine.host_memory import release_host_memory
 from llama_tui.engine.local.chat_format import ChatFormatter
 from llama_tui.engine.local.failures import classify_error, free_device_memory
 from llama_tui.engine.local.sampling import (
-    SAMPLING_FIELDS,
     generate_sampling_kwargs,
     params_from_generation_config,
 )
@@ -173,9 +172,7 @@ class LocalBackend:
         self._formatter = ChatFormatter(tokenizer, raw=self._raw, lock=self._tok_lock)
         gen_cfg = getattr(model, "generation_config", None)
         if generation_defaults is None:
-            generation_defaults = {
-                k: getattr(gen_cfg, k, None) for k in (*SAMPLING_FIELDS, "max_new_tokens")
-            }
+            generation_defaults = {k: getattr(gen_cfg, k, None) for k in MODEL_DEFAULT_FIELDS}
         self._generation_defaults = dict(generation_defaults)
         eos: set[int] = set()
         for source in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):

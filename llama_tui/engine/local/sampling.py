@@ -29,10 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llama_tui.core.params import GenerationParams
-
-# The generation_config fields that map onto GenerationParams.
-SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "do_sample")
+from llama_tui.core.params import SAMPLING_FIELDS, GenerationParams
 
 _M32 = 0xFFFFFFFF
 # Multipliers below 2**31 so that x * C with x < 2**32 never overflows a signed int64

@@ -22,9 +22,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Static, TextArea
 
-from llama_tui.core.params import GenerationParams
+from llama_tui.core.params import GenerationParams, ParamField
 from llama_tui.text import clean
 from llama_tui.ui.params_form import (
+    CHECKBOXES,
     FIELD_BY_NAME,
     FIELDS,
     PRESETS,
@@ -81,7 +82,7 @@ class SettingsPanel(VerticalScroll):
         ]
         widgets: list[Widget] = [
             Horizontal(*presets, id="sp-presets"),
-            Checkbox("Greedy", id="sp-greedy", compact=True),
+            *(Checkbox(f.label, id=_box_id(f), compact=True, tooltip=f.help) for f in CHECKBOXES),
         ]
         for f in FIELDS:
             widgets.append(Horizontal(
@@ -114,7 +115,8 @@ class SettingsPanel(VerticalScroll):
         if not self.built:
             return
         with self.prevent(Input.Changed, Checkbox.Changed, TextArea.Changed):
-            self.query_one("#sp-greedy", Checkbox).value = not params.do_sample
+            for f in CHECKBOXES:
+                self._box(f).value = getattr(params, f.name) != bool(f.inverse)
             for f in FIELDS:
                 self.query_one(f"#sp-{f.name}", Input).value = format_value(
                     f.name, getattr(params, f.name)
@@ -161,8 +163,8 @@ class SettingsPanel(VerticalScroll):
         self.validate_now()
 
     def validate_now(self) -> None:
-        do_sample = not self.query_one("#sp-greedy", Checkbox).value
-        params, problems = build_params(self.params, self.texts(), do_sample, self.context_length)
+        flags = {f.name: self._box(f).value != bool(f.inverse) for f in CHECKBOXES}
+        params, problems = build_params(self.params, self.texts(), flags, self.context_length)
         text = self.query_one("#sp-system", TextArea).text
         # The prompt shown is sanitised: unless edited, it stands for the prompt in use.
         system = self.shown_system[1] if text == self.shown_system[0] else text
@@ -182,7 +184,7 @@ class SettingsPanel(VerticalScroll):
         self.apply_preset((event.button.id or "").removeprefix("sp-preset-"))
 
     def apply_preset(self, name: str) -> None:
-        """A preset over the current values (raises ParseError for an unknown name)."""
+        """A preset over the current values (raises InvalidValue for an unknown name)."""
         params = preset_params(name, self.params, self.defaults)
         self.load(params, self.defaults, self.system_prompt, self.context_length)
         self.post_message(self.Applied(params, self.system_prompt))
@@ -200,10 +202,13 @@ class SettingsPanel(VerticalScroll):
         over_file = {k for k in self.yours if k in self.file_values
                      and self.file_values[k] != self._value(k)}
         self.set_class(bool(self.problems), "-invalid")
-        greedy = self.query_one("#sp-greedy", Checkbox)
-        greedy.set_class("do_sample" in changed or "do_sample" in over_file, "-override")
-        # The compact checkbox shows its state only in colour; say it in words too.
-        greedy.label = f"Greedy: {'on' if greedy.value else 'off (sampling)'}"
+        for f in CHECKBOXES:
+            box = self._box(f)
+            box.set_class(f.name in changed or f.name in over_file, "-override")
+            # The compact checkbox shows its state only in colour; say it in words too.
+            # An inverse box off means its field is on: "Greedy: off (sampling)".
+            off = "off (sampling)" if f.inverse and f.sampling else "off"
+            box.label = f"{f.label}: {'on' if box.value else off}"
         for f in FIELDS:
             row = self.query_one(f"#sp-row-{f.name}", Horizontal)
             why = self.query_one(f"#sp-why-{f.name}", Static)
@@ -229,3 +234,11 @@ class SettingsPanel(VerticalScroll):
 
     def _value(self, key: str) -> Any:
         return self.system_prompt if key == "system_prompt" else getattr(self.params, key, None)
+
+    def _box(self, f: ParamField) -> Checkbox:
+        return self.query_one(f"#{_box_id(f)}", Checkbox)
+
+
+def _box_id(f: ParamField) -> str:
+    """A boolean field's checkbox, named after what it shows: ``sp-greedy``."""
+    return f"sp-{f.inverse or f.name}"
