@@ -30,6 +30,7 @@ from typing import IO, Any
 from llama_tui.cli.console import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from llama_tui.cli.headless import run_headless
 from llama_tui.config.settings import LoadedSettings
+from llama_tui.core.errors import LlamaTuiError, describe_error
 from llama_tui.text import clean, redact
 
 __all__ = ["JsonReport", "run_json"]
@@ -109,9 +110,9 @@ def _error(code: int, report: JsonReport, stderr: str) -> dict[str, str]:
     exc = report.exception
     if code == EXIT_INTERRUPTED and exc is None:
         return {"kind": "interrupted", "cause": "interrupted (Ctrl+C)", "fix": ""}
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, str):
-        return {"kind": type(exc).__name__, "cause": cause, "fix": str(getattr(exc, "fix", ""))}
+    if isinstance(exc, LlamaTuiError):
+        cause, fix, kind = describe_error(exc)
+        return {"kind": kind, "cause": cause, "fix": fix}
     # An error headless mode found itself (bad prompt, no session, ...): its last stderr
     # message, first line the cause and the lines after it the fix, as our errors are written.
     lines = stderr.splitlines()

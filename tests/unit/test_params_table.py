@@ -172,3 +172,11 @@ def test_core_imports_nothing_of_ours_nor_heavy_libraries() -> None:
                 top = name.split(".")[0]
                 assert top not in ("torch", "transformers", "textual", "httpx", "httpx2"), path
                 assert top != "llama_tui" or name.startswith("llama_tui.core"), (path, name)
+
+
+def test_env_example_documents_every_field_with_its_flag() -> None:
+    example = Path(__file__).parents[2] / ".env.example"
+    lines = example.read_text(encoding="utf-8").splitlines()
+    for f in PARAM_FIELDS:
+        at = next(i for i, line in enumerate(lines) if line.startswith(f"# {f.env_var}="))
+        assert f.flag in " ".join(lines[at - 1 : at + 1]), f.name
