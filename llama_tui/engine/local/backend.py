@@ -7,9 +7,10 @@ settles the KV cache bookkeeping, releases the backend and pushes a sentinel. Th
 iteration of the returned `Generation` decodes ids into whole-character chunks. Cancellation is a
 `StoppingCriteria` reading the caller's event, so the device stops within one token step.
 
-Where the policy in `fast_glue` says so (CUDA; CPU float16), the thread runs the `FastDecoder`
-(static KV cache, compiled step on CUDA) instead of `generate`, behind the same queue, stop
-flags, stats and error handling; replies it cannot serve still go to `generate`.
+Where the policy in `engine.fast.glue` says so (CUDA; CPU float16), the thread runs the
+`FastDecoder` (static KV cache, compiled step on CUDA) instead of `generate`, behind the same
+queue, stop flags, stats and error handling; replies it cannot serve still go to `generate`
+(whose arguments and KV cache reuse are in `generate_job`).
 
 torch and transformers are imported lazily (inside methods) so that importing this module is
 cheap: the UI paints before they load (docs/architecture.md).
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import queue
 import threading
 import time
 import traceback
@@ -38,22 +38,25 @@ from llama_tui.core.backend import (
 )
 from llama_tui.core.errors import GenerationError, OutOfMemoryError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS, GenerationParams
-from llama_tui.engine.fast.decoder import common_prefix_length
 from llama_tui.engine.fast.glue import FastPath, FastPathMode
 from llama_tui.engine.host_memory import release_host_memory
 from llama_tui.engine.local.chat_format import ChatFormatter
 from llama_tui.engine.local.failures import classify_error, free_device_memory
+from llama_tui.engine.local.generate_job import (
+    GenerateSetup,
+    cache_kwarg,
+    eos_and_pad,
+    generate_job,
+    reuse_cache,
+)
 from llama_tui.engine.local.sampling import (
-    generate_sampling_kwargs,
     params_from_generation_config,
 )
 from llama_tui.engine.local.streaming import (
     FINISHED,
     Failed,
     GenerationJob,
-    IdStreamer,
     QueueItem,
-    StopFlags,
     consume,
 )
 
@@ -64,14 +67,6 @@ log = logging.getLogger(__name__)
 # prefill or last step) before giving up. A prefill cannot be interrupted: the stop flag is
 # read between tokens, so a 1,300-token prompt on a CPU keeps its thread busy for seconds.
 WAIT_PREVIOUS_S = 60.0
-
-
-def _cache_kwarg() -> str:
-    """transformers renamed generate's `past_key_values=` to `cache=` (5.24 warns on the old
-    name); earlier 5.x releases only know `past_key_values`."""
-    from transformers.generation import utils
-
-    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 class LocalBackend:
@@ -174,20 +169,8 @@ class LocalBackend:
         if generation_defaults is None:
             generation_defaults = {k: getattr(gen_cfg, k, None) for k in MODEL_DEFAULT_FIELDS}
         self._generation_defaults = dict(generation_defaults)
-        eos: set[int] = set()
-        for source in (getattr(gen_cfg, "eos_token_id", None), tokenizer.eos_token_id):
-            if isinstance(source, int):
-                eos.add(source)
-            elif isinstance(source, (list, tuple)):
-                eos.update(int(i) for i in source)
-        self._eos_ids = frozenset(eos)
-        # Passing pad_token_id only when the config lacks one avoids generate's warning.
-        if getattr(gen_cfg, "pad_token_id", None) is None:
-            pad = tokenizer.pad_token_id
-            self._pad_id = pad if pad is not None else min(eos, default=None)
-        else:
-            self._pad_id = None
-        self._cache_kw = _cache_kwarg()
+        self._eos_ids, self._pad_id = eos_and_pad(gen_cfg, tokenizer)
+        self._cache_kw = cache_kwarg()
         if info is None:
             info = ModelInfo(
                 name=self.spec.rstrip("/").rsplit("/", 1)[-1] or self.spec,
@@ -335,71 +318,23 @@ class LocalBackend:
                 self._cache, self._cache_ids = None, []
                 return self._fast.job(ids, params, cancel, t0, self.options.kv_reuse)
             log.info("fast decode path cannot serve this reply (%s): using generate", why)
-        import torch
-        from transformers import StoppingCriteriaList
-
         reused = 0
         cache = None
         if self.options.kv_reuse:
-            cache, reused = self._reuse_cache(model, ids)
+            cache, reused = reuse_cache(model, self._cache, self._cache_ids, ids)
             # Invalid until the generation settles: the thread writes the covered ids back.
             self._cache, self._cache_ids = cache, []
         else:
             self._cache, self._cache_ids = None, []
-        q: queue.SimpleQueue[QueueItem] = queue.SimpleQueue()
-        streamer = IdStreamer(q)
-        internal = threading.Event()
-        stop_flags = StopFlags(cancel, internal)
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self._input_device)
-        kwargs: dict[str, Any] = {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "max_new_tokens": params.max_new_tokens,
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([stop_flags]),
-            **generate_sampling_kwargs(params),
-        }
-        # Stop strings are matched on the decoded text by the consumer, which then sets
-        # `internal` (the device stops a step or so later). generate's own `stop_strings`
-        # was measured adding ~100 ms to every reply's TTFT on the demo model (it scans the
-        # whole vocabulary per call), for a saving of one or two decode steps.
-        if self._pad_id is not None:
-            kwargs["pad_token_id"] = self._pad_id
-        if cache is not None:
-            kwargs[self._cache_kw] = cache
-        return GenerationJob(
-            kwargs,
-            q,
-            streamer,
-            internal,
+        return generate_job(
             ids,
-            params.seed,
+            params,
+            cancel,
+            t0,
+            GenerateSetup(self._input_device, self._pad_id, self._cache_kw),
             cache,
-            max_new_tokens=params.max_new_tokens,
-            t0=t0,
-            reused=reused,
+            reused,
         )
-
-    def _reuse_cache(self, model: Any, ids: list[int]) -> tuple[Any, int]:
-        """The previous turn's cache cropped to the common prefix with `ids`, or a new one."""
-        cache, covered = self._cache, self._cache_ids
-        keep = min(common_prefix_length(covered, ids), len(ids) - 1) if cache is not None else 0
-        if cache is not None and keep > 0:
-            try:
-                length = int(cache.get_seq_length())
-                if length != len(covered):
-                    raise ValueError("cache length does not match its ids")
-                if length > keep:
-                    cache.crop(keep - length)  # negative: tokens to remove (5.24 semantics)
-                return cache, keep
-            except (ValueError, RuntimeError):
-                pass  # sliding-window layers past their window cannot crop: start over
-        from transformers import DynamicCache
-
-        try:
-            return DynamicCache(config=model.config), 0
-        except TypeError:  # pragma: no cover - older transformers without config=
-            return DynamicCache(), 0
 
     def _run(self, job: GenerationJob) -> None:
         """The generate thread. Always ends by releasing the backend and pushing a sentinel."""
