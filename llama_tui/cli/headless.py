@@ -83,16 +83,6 @@ def _read_prompt(value: str) -> str | None:
     return value
 
 
-def _store() -> Any:
-    """The session store module, or None with an error printed."""
-    try:
-        from llama_tui.session import store
-    except ImportError as e:
-        err(f"llama-tui: error: saving and resuming sessions is not available ({e})")
-        return None
-    return store
-
-
 def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = None) -> int:
     """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code.
 
@@ -108,9 +98,9 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = Non
     resume, save = args.get("resume"), args.get("save")
     store: Any = None
     if resume is not None or save is not None:
-        store = _store()
-        if store is None:
-            return EXIT_ERROR
+        from llama_tui.session import store as session_store
+
+        store = session_store
     opened = _open_conversation(loaded, resume, store)
     if isinstance(opened, int):
         return opened
