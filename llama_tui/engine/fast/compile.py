@@ -49,10 +49,10 @@ def configure_compile_cache() -> str:
     Python model is not cached by torch: every launch traces again; what a warm cache saves is
     inductor's code generation and the C++/Triton compilation. An explicit env var wins.
     """
+    from llama_tui.atomic import make_private_dirs
     from llama_tui.locations import cache_dir
 
-    root = cache_dir() / "inductor"
-    root.mkdir(parents=True, exist_ok=True)
+    root = make_private_dirs(cache_dir() / "inductor")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root))
     os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
     try:
