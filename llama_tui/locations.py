@@ -14,18 +14,20 @@ from platformdirs import PlatformDirs
 APP_NAME = "llama_tui"
 
 
+def _folder(sub: str, platform_folder: str) -> Path:
+    """`$LLAMA_TUI_HOME/<sub>` when LLAMA_TUI_HOME is set (everything under one folder: tests,
+    portable setups), else `platform_folder` (platformdirs' answer, read now)."""
+    home = os.environ.get("LLAMA_TUI_HOME")
+    return Path(home) / sub if home else Path(platform_folder)
+
+
 def _dirs() -> PlatformDirs:
     return PlatformDirs(APP_NAME, appauthor=False)
 
 
-def _home_override(sub: str) -> Path | None:
-    # LLAMA_TUI_HOME puts everything under one folder (handy for tests and portable setups).
-    home = os.environ.get("LLAMA_TUI_HOME")
-    return Path(home) / sub if home else None
-
-
 def config_dir() -> Path:
-    return _home_override("config") or Path(_dirs().user_config_dir)
+    """config.toml, the trusted .env and remembered.json (e.g. ~/.config/llama_tui)."""
+    return _folder("config", _dirs().user_config_dir)
 
 
 def config_file() -> Path:
@@ -33,24 +35,28 @@ def config_file() -> Path:
 
 
 def data_dir() -> Path:
-    return _home_override("data") or Path(_dirs().user_data_dir)
+    """The conversations (e.g. ~/.local/share/llama_tui)."""
+    return _folder("data", _dirs().user_data_dir)
 
 
 def sessions_dir() -> Path:
+    """One journal per conversation, `<id>.jsonl`."""
     return data_dir() / "sessions"
 
 
 def cache_dir() -> Path:
-    return _home_override("cache") or Path(_dirs().user_cache_dir)
+    """What can be made again: converted models, compiled kernels (e.g. ~/.cache/llama_tui)."""
+    return _folder("cache", _dirs().user_cache_dir)
 
 
 def converted_models_dir() -> Path:
-    """GGUF files converted once to safetensors live here (see engine/loading/models.py)."""
+    """GGUF files converted once to safetensors (engine/loading/conversion.py)."""
     return cache_dir() / "converted"
 
 
 def log_dir() -> Path:
-    return _home_override("log") or Path(_dirs().user_log_dir)
+    """The log file's folder (e.g. ~/.local/state/llama_tui/log)."""
+    return _folder("log", _dirs().user_log_dir)
 
 
 def log_file() -> Path:
@@ -61,4 +67,4 @@ def save_dir() -> Path:
     """Where Ctrl+S, `/save NAME` and `/copy file` write: the user's documents folder's
     `llama-tui` (e.g. ~/Documents/llama-tui), or `$LLAMA_TUI_HOME/saved`. Never the working
     directory, which is often a git checkout."""
-    return _home_override("saved") or Path(_dirs().user_documents_dir) / "llama-tui"
+    return _folder("saved", os.path.join(_dirs().user_documents_dir, "llama-tui"))
