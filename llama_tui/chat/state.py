@@ -9,7 +9,9 @@ or headless mode's main thread) calls it; workers only get snapshots.
 
 `requested_model` / `asking_for` are the one rule for which model is asked for: with
 ``--server`` the server's model name (``--server-model``; None means the one the server
-serves), else ``--model``. The TUI and headless mode both go through them.
+serves), else ``--model``. `params_for_model` is the one rule for the params a reply uses
+once a model is loaded: its defaults with the user's own choices on top. The TUI and
+headless mode both go through them.
 
 A journal problem never breaks the chat: the recorder already turns I/O errors into its
 `error` attribute, and anything else it raises is logged here and dropped.
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec
 
 from llama_tui.core.backend import Backend, ModelInfo
-from llama_tui.core.params import GenerationParams
+from llama_tui.core.params import PARAM_BY_NAME, GenerationParams
 from llama_tui.session.transcript import Conversation, Message
 
 if TYPE_CHECKING:
@@ -36,8 +38,10 @@ __all__ = [
     "ChatState",
     "asking_for",
     "model_label",
+    "params_for_model",
     "requested_model",
     "server_models",
+    "user_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,35 @@ def model_label(settings: Settings) -> str:
     """What to call the requested model before it is loaded (the server's URL when the
     server chooses)."""
     return requested_model(settings) or settings.server or settings.model
+
+
+def user_fields(sources: dict[str, str]) -> set[str]:
+    """The generation fields the user chose (config, remembered, env, flags): they win over
+    a model's defaults and survive a model switch; the others follow the model."""
+    return {name for name in GenerationParams.field_names()
+            if sources.get(name, "default") != "default"}
+
+
+def params_for_model(
+    defaults: GenerationParams,
+    current: GenerationParams,
+    chosen: set[str],
+    context_length: int | None,
+) -> tuple[GenerationParams, list[str]]:
+    """The params a reply uses with a newly loaded model: the model's `defaults` with the
+    user's `chosen` fields of `current` on top, and a warning for each chosen value that
+    does not fit this model (e.g. max_new_tokens above its context), which gives way to
+    the model's default."""
+    params = defaults.with_changes(**{name: getattr(current, name) for name in chosen})
+    problems = params.problems(context_length)
+    if not problems:
+        return params, []
+    params = params.with_changes(**{k: getattr(defaults, k) for k in problems if k in chosen})
+    warnings = []
+    for name, why in problems.items():
+        label = PARAM_BY_NAME[name].label if name in PARAM_BY_NAME else name
+        warnings.append(f"{label} {why}; using the model default.")
+    return params, warnings
 
 
 def server_models(settings: Settings, factory: Callable[[Settings], Backend]) -> list[str]:

@@ -33,7 +33,7 @@ from llama_tui.cli.console import (
     err,
     isatty,
 )
-from llama_tui.config.settings import LoadedSettings, Settings
+from llama_tui.config.settings import LoadedSettings
 from llama_tui.text import StreamCleaner, clean, looks_like_token, redact
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = Non
     conv, system_prompt = opened
     if not _model_is_usable(loaded):
         return EXIT_ERROR
-    code = _journaled_reply(conv, prompt, loaded.settings, system_prompt, report)
+    code = _journaled_reply(conv, prompt, loaded, system_prompt, report)
     if code == EXIT_BROKEN_PIPE or save is None or not conv.messages:
         return code
     return _save(store, conv, Path(save).expanduser(), resume, code)
@@ -156,7 +156,7 @@ def _model_is_usable(loaded: LoadedSettings) -> bool:
 
 
 def _journaled_reply(
-    conv: Conversation, prompt: str, settings: Settings, system_prompt: str, report: Any
+    conv: Conversation, prompt: str, loaded: LoadedSettings, system_prompt: str, report: Any
 ) -> int:
     """One reply in `conv`, journaled like a TUI turn (so the next --resume, TUI or
     headless, shows it); the exit code. The recorder is made before anything changes
@@ -165,10 +165,10 @@ def _journaled_reply(
     from llama_tui.session.recorder import SessionRecorder, install_signal_flush
 
     recorder = SessionRecorder(conv, on_error=lambda t: err(f"llama-tui: warning: {t}"))
-    state = ChatState(conv, settings.params, system_prompt, recorder)
+    state = ChatState(conv, loaded.settings.params, system_prompt, recorder)
     restore_signals = install_signal_flush(lambda: recorder)
     try:
-        code = _answer(state, prompt, settings, report)
+        code = _answer(state, prompt, loaded, report)
     finally:
         state.close()
         restore_signals()
@@ -177,7 +177,7 @@ def _journaled_reply(
     return code
 
 
-def _answer(state: ChatState, prompt: str, settings: Settings, report: Any) -> int:
+def _answer(state: ChatState, prompt: str, loaded: LoadedSettings, report: Any) -> int:
     """Load the model and stream one reply to stdout; the exit code."""
     from llama_tui.chat.reply import run_reply
     from llama_tui.engine.factory import make_backend
@@ -185,8 +185,8 @@ def _answer(state: ChatState, prompt: str, settings: Settings, report: Any) -> i
     backend: Backend | None = None
     printer = _Printer(sys.stdout)
     try:
-        backend = make_backend(settings)
-        state.model_loaded(backend.load(_progress_printer()))
+        backend = make_backend(loaded.settings)
+        _use_model(state, backend, loaded)
         outcome = run_reply(state, backend, prompt, on_chunk=printer.write)
         if outcome.error is None:
             printer.end_reply()
@@ -207,6 +207,20 @@ def _answer(state: ChatState, prompt: str, settings: Settings, report: Any) -> i
         printer.end_line()
         return _failed(report, outcome.error.exception, outcome.error)
     return EXIT_OK
+
+
+def _use_model(state: ChatState, backend: Backend, loaded: LoadedSettings) -> None:
+    """Load the model; the params in use become its defaults with the user's choices on
+    top (as in the TUI), and a choice that does not fit it is named on stderr."""
+    from llama_tui.chat.state import params_for_model, user_fields
+
+    info = backend.load(_progress_printer())
+    state.model_loaded(info)
+    state.params, warnings = params_for_model(
+        backend.default_params(), loaded.settings.params, user_fields(loaded.sources),
+        info.context_length)
+    for warning in warnings:
+        err(f"llama-tui: warning: {warning}")
 
 
 def _failed(report: Any, exc: BaseException | None, error: ReplyError | None = None) -> int:

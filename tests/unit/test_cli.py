@@ -230,6 +230,9 @@ class FakeBackend:
         gen = Generation(run())
         return gen
 
+    def default_params(self) -> GenerationParams:
+        return GenerationParams()
+
     def close(self) -> None:
         self.closed = True
 
