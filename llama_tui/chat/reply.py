@@ -42,7 +42,7 @@ from llama_tui.core.backend import (
     GenerationStats,
     StopReason,
 )
-from llama_tui.core.errors import LlamaTuiError
+from llama_tui.core.errors import describe_error
 from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean, redact
 
@@ -107,13 +107,11 @@ class ReplySink(Protocol):
 
 
 def describe_failure(exc: BaseException) -> ReplyError:
-    """The cause, fix and kind of a failed reply or load (sanitised, secrets redacted)."""
-    kind = type(exc).__name__
-    if isinstance(exc, LlamaTuiError):
-        return ReplyError(redact(clean(exc.cause)), redact(clean(exc.fix)), kind, exc)
-    text = redact(clean(str(exc))) or kind
-    return ReplyError(f"{kind}: {text}", f"Details are in the log file {locations.log_file()}.",
-                      kind, exc)
+    """The cause, fix and kind of a failed reply or load, for the screen or the journal:
+    `core.errors.describe_error`, sanitised and redacted; the log file for the unexpected."""
+    details = f"Details are in the log file {locations.log_file()}."
+    cause, fix, kind = describe_error(exc, details)
+    return ReplyError(redact(clean(cause)), redact(clean(fix)), kind, exc)
 
 
 class ReplyRun:
