@@ -175,7 +175,8 @@ def main() -> int:
     import transformers
 
     from llama_tui.core.params import GenerationParams
-    from llama_tui.engine.fast.decoder import FastDecoder, configure_compile_cache
+    from llama_tui.engine.fast.compile import configure_compile_cache
+    from llama_tui.engine.fast.decoder import FastDecoder
 
     dev = torch.device("cpu" if tiny else "cuda")
     if dev.type == "cuda" and not torch.cuda.is_available():

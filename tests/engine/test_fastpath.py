@@ -17,12 +17,12 @@ torch = pytest.importorskip("torch")
 
 from llama_tui.core.backend import StopReason  # noqa: E402
 from llama_tui.core.params import GenerationParams  # noqa: E402
-from llama_tui.engine.fast.decoder import (  # noqa: E402
-    FastDecoder,
+from llama_tui.engine.fast.cache import (  # noqa: E402
     bucket_for,
     common_prefix_length,
     unsupported_reason,
 )
+from llama_tui.engine.fast.decoder import FastDecoder  # noqa: E402
 from llama_tui.engine.local.sampling import SamplingBuffers, exponential_noise, select_token  # noqa: E402
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24)

@@ -58,11 +58,9 @@ def crop_static_cache(cache: Any, remove: int) -> None:
 
 def unsupported_reason(model: Any) -> str | None:
     """Why `FastDecoder` cannot drive `model` (then use `generate`), or None when it can."""
-    try:
-        from transformers import StaticCache
-        from transformers.cache_utils import StaticLayer
-    except ImportError as e:  # pragma: no cover - very old transformers
-        return f"transformers has no StaticCache ({e})"
+    from transformers import StaticCache
+    from transformers.cache_utils import StaticLayer
+
     cfg = getattr(model, "config", None)
     if cfg is None or getattr(cfg, "is_encoder_decoder", False):
         return "not a decoder-only model"

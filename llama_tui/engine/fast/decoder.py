@@ -44,79 +44,26 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from llama_tui.core.backend import StopReason
 from llama_tui.core.params import GenerationParams
-from llama_tui.engine.fast.cache import (
-    LiveCache,
-    bucket_for,
-    common_prefix_length,
-    crop_static_cache,
-    new_static_cache,
-    unsupported_reason,
-)
+from llama_tui.engine.fast.cache import LiveCache, new_static_cache, unsupported_reason
 from llama_tui.engine.fast.compile import (
     DecoderState,
     GraphMode,
     StateCallback,
     StepRunner,
-    configure_compile_cache,
     make_step,
     mark_static,
 )
+from llama_tui.engine.fast.stats import DecodeStats, StopFlag
 from llama_tui.engine.local.sampling import NON_FINITE_TOKEN, SamplingBuffers, select_token
-
-# Names other modules, benchmarks and tests import from here (some defined next door).
-__all__ = [
-    "DEFAULT_MIN_BUCKET",
-    "DEFAULT_PREFILL_CHUNK",
-    "DecodeStats",
-    "DecoderState",
-    "FastDecoder",
-    "GraphMode",
-    "StateCallback",
-    "StopFlag",
-    "bucket_for",
-    "common_prefix_length",
-    "configure_compile_cache",
-    "crop_static_cache",
-    "unsupported_reason",
-]
 
 log = logging.getLogger(__name__)
 
-
-class StopFlag(Protocol):
-    """What `generate_ids` polls between tokens: a `threading.Event`, or any object that
-    combines several (the user's cancel and a stop-string hit)."""
-
-    def is_set(self) -> bool: ...
-
-
 DEFAULT_MIN_BUCKET = 512
 DEFAULT_PREFILL_CHUNK = 512
-
-
-@dataclass
-class DecodeStats:
-    """What the last `generate_ids` did."""
-
-    prompt_tokens: int = 0
-    reused_tokens: int = 0  # prompt tokens served from the KV cache
-    generated_tokens: int = 0  # ids produced (an EOS counts, but is not yielded)
-    ttft_s: float | None = None  # start -> first id ready (prefill + first pick)
-    decode_s: float = 0.0  # first id -> last id
-    stop_reason: StopReason = StopReason.EOS
-    eos_token_id: int | None = None  # the EOS id that ended the reply (counted, not yielded)
-    bucket: int = 0
-    steps_by_path: dict[str, int] = field(default_factory=dict)  # eager / compiled / graph
-
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        n = self.generated_tokens - 1
-        return n / self.decode_s if n > 0 and self.decode_s > 0 else None
 
 
 class FastDecoder:
@@ -170,20 +117,14 @@ class FastDecoder:
         self.max_context = int(ctx)
         self.prefill_chunk = prefill_chunk
         self.on_state = on_state
-        # transformers 5.24 renamed forward(past_key_values=) to cache= (the old name warns);
-        # the GPU image's 5.17 only knows past_key_values.
-        params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = _forward_cache_keyword(model)
         self.eos_ids = self._eos_ids(eos_token_ids)
-
-        # out_features, not weight.shape: a dynamically quantized head has weight() as a method.
-        head = model.get_output_embeddings()
-        vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
+        vocab = _vocab_size(model)
         self._buf = SamplingBuffers.allocate(vocab, self.device)
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         mark_static(self.graphs, self._token, self._buf)
         self._busy = threading.Lock()
-        # The step (eager, compiled variants, their warm-up thread, CUDA graphs): fast_compile.py
+        # The step: eager, its compiled variants, their warm-up thread, CUDA graphs.
         self._steps = StepRunner(
             enabled=self.compile_enabled,
             graphs=self.graphs,
@@ -195,7 +136,7 @@ class FastDecoder:
             set_state=self._set_state,
         )
         self.ready = self._steps.ready  # set while the variant wanted last is compiled
-        # The live KV cache and the ids in it (fast_cache.py); graphs go with a replaced cache.
+        # The live KV cache and the ids in it; graphs go with a replaced cache.
         self._kv = LiveCache(
             self._new_cache,
             min_bucket=min_bucket,
@@ -371,43 +312,7 @@ class FastDecoder:
             # Queue the compile only now: dynamo's tracing holds the GIL for long stretches and
             # would otherwise delay the first token it is meant not to delay.
             self._steps.want(self._kv.bucket, greedy)
-            generated = 0
-            ahead = self.run_ahead
-            while True:
-                if cur == NON_FINITE_TOKEN:
-                    # The wording is the one generate's sampler uses, which classify_error
-                    # turns into "use bfloat16 or greedy". Raised before the id is fed back.
-                    raise RuntimeError(
-                        "probability tensor contains either `inf`, `nan` or element < 0"
-                    )
-                generated += 1
-                stop: StopReason | None = None
-                if cur in self.eos_ids:
-                    stop = StopReason.EOS
-                    stats.eos_token_id = cur
-                elif generated >= max_new or len(self._kv.tokens) >= self._kv.bucket:
-                    stop = StopReason.LENGTH
-                elif cancel.is_set():
-                    stop = StopReason.CANCELLED
-                if stop is None and ahead:
-                    # Launch the next step before handing `cur` out (it is already in the
-                    # device buffer): the device computes while the caller renders.
-                    self._launch(greedy, counts)
-                    self._kv.tokens.append(cur)
-                stats.generated_tokens = generated
-                if stop is not None:
-                    stats.stop_reason = stop
-                    if stop is not StopReason.EOS:
-                        yield cur
-                    return
-                yield cur
-                if cancel.is_set():
-                    stats.stop_reason = StopReason.CANCELLED
-                    return
-                if not ahead:
-                    self._launch(greedy, counts)
-                    self._kv.tokens.append(cur)
-                cur = int(self._token.item())  # the one host sync per token
+            yield from self._decode(cur, greedy, max_new, cancel, stats, counts)
         except Exception:
             # A failure mid-forward (out of memory, a device error) can leave some layers one
             # update ahead of the others: forget the cache rather than trust it.
@@ -421,3 +326,62 @@ class FastDecoder:
             stats.steps_by_path = counts
             self.last_stats = stats
             self._busy.release()
+
+    def _decode(
+        self,
+        cur: int,
+        greedy: bool,
+        max_new: int,
+        cancel: StopFlag,
+        stats: DecodeStats,
+        counts: dict[str, int],
+    ) -> Iterator[int]:
+        """The token loop after the prefill picked `cur`; sets the stop reason in `stats`."""
+        generated = 0
+        ahead = self.run_ahead
+        while True:
+            if cur == NON_FINITE_TOKEN:
+                # The wording is the one generate's sampler uses, which classify_error turns
+                # into "use bfloat16 or greedy". Raised before the id is fed back.
+                raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+            generated += 1
+            stop: StopReason | None = None
+            if cur in self.eos_ids:
+                stop = StopReason.EOS
+                stats.eos_token_id = cur
+            elif generated >= max_new or len(self._kv.tokens) >= self._kv.bucket:
+                stop = StopReason.LENGTH
+            elif cancel.is_set():
+                stop = StopReason.CANCELLED
+            if stop is None and ahead:
+                # Launch the next step before handing `cur` out (it is already in the device
+                # buffer): the device computes while the caller renders.
+                self._launch(greedy, counts)
+                self._kv.tokens.append(cur)
+            stats.generated_tokens = generated
+            if stop is not None:
+                stats.stop_reason = stop
+                if stop is not StopReason.EOS:
+                    yield cur
+                return
+            yield cur
+            if cancel.is_set():
+                stats.stop_reason = StopReason.CANCELLED
+                return
+            if not ahead:
+                self._launch(greedy, counts)
+                self._kv.tokens.append(cur)
+            cur = int(self._token.item())  # the one host sync per token
+
+
+def _forward_cache_keyword(model: Any) -> str:
+    """transformers 5.24 renamed forward(past_key_values=) to cache= (the old name warns);
+    earlier 5.x releases only know past_key_values."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _vocab_size(model: Any) -> int:
+    # out_features, not weight.shape: a dynamically quantized head has weight() as a method.
+    head = model.get_output_embeddings()
+    return int(getattr(head, "out_features", 0) or head.weight.shape[0])

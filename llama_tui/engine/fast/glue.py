@@ -16,13 +16,13 @@ The policy (figures: benchmarks/README.md, "Measured"):
   only a reply that would not fit the decoder's context. Every sampling setting (temperature,
   top-k, top-p, min-p, repetition penalty, seed) runs on the device, and raw mode is only a
   different prompt, so both are served. A model the decoder cannot drive at all (sliding-window
-  attention, several devices, most quantizers) never gets one: `fastpath.unsupported_reason`.
+  attention, several devices, most quantizers) never gets one: `fast.cache.unsupported_reason`.
 
 Greedy replies are token-identical on both paths (fp32 and fp16; tests pin it). A seeded
 sampled reply is reproducible on each path, but the two draw differently: the decoder hashes
 (seed, position, token id) where `generate` uses torch's generator.
 
-No torch import at module level (fastpath imports it lazily).
+No torch import at module level (the decoder imports it lazily).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llama_tui.core.params import GenerationParams
-from llama_tui.engine.fast.decoder import FastDecoder, unsupported_reason
+from llama_tui.engine.fast.cache import unsupported_reason
+from llama_tui.engine.fast.decoder import FastDecoder
 from llama_tui.engine.local.streaming import (
     FastReply,
     GenerationJob,

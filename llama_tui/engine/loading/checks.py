@@ -27,8 +27,6 @@ from llama_tui.core.errors import (
 )
 from llama_tui.engine.loading.specs import user_text
 
-# accelerate's placement strategies, what `--device-map` accepts: one list, in config_values.
-
 # accelerate is a core dependency, so missing means a broken environment, not a missing extra.
 ACCELERATE_FIX = (
     "accelerate is one of llama-tui's dependencies; reinstall it with "

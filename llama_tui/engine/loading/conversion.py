@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from llama_tui import locations
 from llama_tui.atomic import make_private_dirs
@@ -80,12 +81,8 @@ def _convert_gguf_into(
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.initialization import no_init_weights
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    try:
-        from transformers.initialization import no_init_weights
-    except ImportError:  # older transformers 5.x kept it in modeling_utils
-        from transformers.modeling_utils import no_init_weights
 
     dtype = getattr(torch, dtype_name)
     folder, name = str(gguf.parent), gguf.name
@@ -101,6 +98,20 @@ def _convert_gguf_into(
     )["tensors"]
     result = model.load_state_dict(tensors, strict=False)
     del tensors
+    _check_weights(model, config, result, name)
+    model.tie_weights()
+    if dtype_name == "float16":
+        for param in model.parameters():
+            if not bool(torch.isfinite(param).all()):
+                raise _Overflow(dtype_name)
+    emit_progress(progress, LoadStage.CONVERT, f"Saving {name} as safetensors", 0.85)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_marker(gguf, out, dtype_name)
+
+
+def _check_weights(model: Any, config: Any, result: Any, name: str) -> None:
+    """Refuse a conversion whose GGUF weights do not fill the model built from its config."""
     # Tied weights (lm_head = embed_tokens) are absent from the file by design.
     tied = set(getattr(model, "_tied_weights_keys", None) or ())  # a list in 4.x, a dict in 5.x
     missing = [k for k in result.missing_keys if k not in tied]
@@ -113,14 +124,10 @@ def _convert_gguf_into(
             "This GGUF architecture may not be supported by transformers; try the original "
             "safetensors model from the Hub instead.",
         )
-    model.tie_weights()
-    if dtype_name == "float16":
-        for param in model.parameters():
-            if not bool(torch.isfinite(param).all()):
-                raise _Overflow(dtype_name)
-    emit_progress(progress, LoadStage.CONVERT, f"Saving {name} as safetensors", 0.85)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+
+
+def _write_marker(gguf: Path, out: Path, dtype_name: str) -> None:
+    """What the folder was converted from, so a changed GGUF or a new version converts again."""
     st = gguf.stat()
     marker = {
         "source": str(gguf.resolve()),

@@ -74,7 +74,7 @@ class LocalBackend:
 
     `raw=True` is plain completion for any model: no chat template, no history; the last user
     message is the prompt as typed (the CLI's `--raw`). It may be toggled between replies.
-    `fast_path` overrides the device policy of `fast_glue` (tests, benchmarks); with
+    `fast_path` overrides the device policy of `engine.fast.glue` (tests, benchmarks); with
     `options.compile` false replies always use `generate`.
     """
 
