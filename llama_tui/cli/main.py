@@ -66,8 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--version", action="version", version=f"llama-tui {__version__}")
+    _add_model_flags(p.add_argument_group("model"))
+    _add_generation_flags(p.add_argument_group("generation"))
+    _add_run_flags(p.add_argument_group("run"))
+    return p
 
-    m = p.add_argument_group("model")
+
+def _add_model_flags(m: argparse._ArgumentGroup) -> None:
     m.add_argument(
         "--model",
         "-m",
@@ -114,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--load-in-4bit", action="store_true", help="4-bit weights (bitsandbytes)")
     m.add_argument("--load-in-8bit", action="store_true", help="8-bit weights (bitsandbytes)")
 
-    g = p.add_argument_group("generation")
+
+def _add_generation_flags(g: argparse._ArgumentGroup) -> None:
+    """--system and --raw, and one flag per generation setting in `PARAM_FIELDS`."""
     g.add_argument("--system", dest="system_prompt", metavar="TEXT", help="system prompt")
     for f in PARAM_FIELDS:
         _add_param_flag(g, f)
@@ -122,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--raw", action="store_true", help="no chat template: the prompt is sent as typed"
     )
 
-    r = p.add_argument_group("run")
+
+def _add_run_flags(r: argparse._ArgumentGroup) -> None:
+    """Flags that steer this run only (`_RUN_KEYS`), not settings."""
     r.add_argument(
         "--prompt",
         metavar="TEXT",
@@ -150,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print every effective setting and where it came from (secrets hidden), and exit",
     )
-    return p
 
 
 def _add_param_flag(group: argparse._ArgumentGroup, f: ParamField) -> None:

@@ -28,8 +28,7 @@ This module holds `Settings`, `LoadedSettings` and the resolution of the layers.
 live beside it: `llama_tui.config.values` (keys, kinds, coercion, validation, reading a
 settings file), `llama_tui.config.dotenv` (``.env`` files),
 `llama_tui.config.remembered` (the remembered panel settings) and `llama_tui.startup` (the
-``HF_ENDPOINT`` warning); the names other code
-uses are importable from here too.
+``HF_ENDPOINT`` warning).
 
 This module imports no torch, transformers or textual.
 """
@@ -47,20 +46,14 @@ from llama_tui import locations
 from llama_tui.config.dotenv import read_dotenv
 from llama_tui.config.remembered import (
     REMEMBERED_KEYS,
-    Entry,
     Remembered,
-    base_entry,
-    forget_remembered,
     read_remembered,
     remembered_notes,
     remembered_settings_file,
-    update_remembered,
 )
 from llama_tui.config.values import (
     ALL_KINDS,
     ENV_KEYS,
-    ENV_ONLY_KEYS,
-    HF_DOTENV_KEYS,
     PARAM_KINDS,
     SETTING_KINDS,
     Item,
@@ -75,29 +68,7 @@ from llama_tui.config.values import (
 )
 from llama_tui.core.backend import LoadOptions
 from llama_tui.core.params import ENV_PREFIX, PARAM_BY_NAME, GenerationParams, InvalidValue
-from llama_tui.startup import DEFAULT_HF_ENDPOINT, endpoint_warning
 from llama_tui.text import clean, redact
-
-__all__ = [
-    "ALL_KINDS",
-    "DEFAULT_HF_ENDPOINT",
-    "ENV_KEYS",
-    "ENV_ONLY_KEYS",
-    "ENV_PREFIX",
-    "HF_DOTENV_KEYS",
-    "REMEMBERED_KEYS",
-    "Entry",
-    "LoadedSettings",
-    "Settings",
-    "base_entry",
-    "config_file_values",
-    "endpoint_warning",
-    "env_var",
-    "forget_remembered",
-    "load_settings",
-    "remembered_settings_file",
-    "update_remembered",
-]
 
 
 @dataclass(frozen=True)
@@ -300,6 +271,53 @@ def _flag_layer(cli: Mapping[str, Any]) -> Layer:
     return Layer("flag", items, strict=True)
 
 
+def _config_path(
+    config_path: Path | None, env: Mapping[str, str], errors: list[str], warnings: list[str]
+) -> Path:
+    """--config, else LLAMA_TUI_CONFIG, else the config dir's config.toml.
+
+    A file the user named that is missing is an error for the flag, a warning for the
+    variable.
+    """
+    explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
+    path = (
+        config_path
+        if config_path is not None
+        else Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
+        if env.get(ENV_PREFIX + "CONFIG")
+        else locations.config_file()
+    )
+    if explicit and not path.is_file():
+        msg = redact(clean(f"config file {path} does not exist or is not a file"))
+        (errors if config_path is not None else warnings).append(msg)
+    return path
+
+
+def _apply_dotenv(
+    resolver: _Resolver, env: Mapping[str, str], here: Path, warnings: list[str]
+) -> dict[str, str]:
+    """Apply the .env layers, the config dir's first, then the working directory's (which
+    wins); return the HF_* exports the environment does not set."""
+    exports: dict[str, str] = {}
+    seen: set[Path] = set()
+    for dotenv, trusted in ((locations.config_dir() / ".env", True), (here / ".env", False)):
+        try:
+            resolved = dotenv.resolve()
+        except (OSError, RuntimeError):
+            resolved = dotenv
+        if resolved in seen:
+            continue  # the working directory is the config dir
+        seen.add(resolved)
+        items, hf = read_dotenv(dotenv, trusted=trusted, warnings=warnings)
+        # Never override the real environment.
+        items = [i for i in items if env_var(i.key) not in env]
+        if items:
+            resolver.apply(Layer(f".env:{dotenv}", items))
+        exports.update(hf)
+    exports = {k: v for k, v in exports.items() if k not in env}
+    return exports
+
+
 def load_settings(
     cli: Mapping[str, Any] | None = None,
     config_path: Path | None = None,
@@ -319,17 +337,7 @@ def load_settings(
     errors: list[str] = []
     resolver = _Resolver()
 
-    explicit = config_path is not None or bool(env.get(ENV_PREFIX + "CONFIG"))
-    path = (
-        config_path
-        if config_path is not None
-        else Path(env[ENV_PREFIX + "CONFIG"]).expanduser()
-        if env.get(ENV_PREFIX + "CONFIG")
-        else locations.config_file()
-    )
-    if explicit and not path.is_file():
-        msg = redact(clean(f"config file {path} does not exist or is not a file"))
-        (errors if config_path is not None else warnings).append(msg)
+    path = _config_path(config_path, env, errors, warnings)
     layer = _config_layer(path, warnings)
     if layer:
         resolver.apply(layer)
@@ -337,25 +345,7 @@ def load_settings(
     remembered = read_remembered(remembered_settings_file(), file_values, warnings)
     resolver.apply(remembered.layer())
 
-    # .env: the config dir's first, then the working directory's, so the latter wins.
-    exports: dict[str, str] = {}
-    seen: set[Path] = set()
-    for dotenv, trusted in ((locations.config_dir() / ".env", True), (here / ".env", False)):
-        try:
-            resolved = dotenv.resolve()
-        except (OSError, RuntimeError):
-            resolved = dotenv
-        if resolved in seen:
-            continue  # the working directory is the config dir
-        seen.add(resolved)
-        items, hf = read_dotenv(dotenv, trusted=trusted, warnings=warnings)
-        # Never override the real environment.
-        items = [i for i in items if env_var(i.key) not in env]
-        if items:
-            resolver.apply(Layer(f".env:{dotenv}", items))
-        exports.update(hf)
-    exports = {k: v for k, v in exports.items() if k not in env}
-
+    exports = _apply_dotenv(resolver, env, here, warnings)
     resolver.apply(_env_layer(env))
     if cli:
         resolver.apply(_flag_layer(cli))

@@ -120,7 +120,8 @@ class SettingsControl(ChatControl):
 
     async def forget_settings(self, what: str) -> None:
         """`/set forget KEY|all`: drop remembered values; use what the files and flags give."""
-        from llama_tui.config.settings import REMEMBERED_KEYS, config_file_values, update_remembered
+        from llama_tui.config.remembered import REMEMBERED_KEYS, update_remembered
+        from llama_tui.config.settings import config_file_values
 
         found = lookup(what)
         name = found[0].name if found else what.strip().lower()
@@ -176,7 +177,8 @@ class SettingsControl(ChatControl):
         """Write the fields the user changed since the last write (valid values only)."""
         if not self.unsaved or self.params.problems(self.context_length):
             return  # nothing new, or never persist an invalid value
-        from llama_tui.config.settings import base_entry, config_file_values, update_remembered
+        from llama_tui.config.remembered import base_entry, update_remembered
+        from llama_tui.config.settings import config_file_values
 
         done = set(self.unsaved)
         try:
@@ -206,7 +208,8 @@ class SettingsControl(ChatControl):
 
     async def settings_startup(self) -> None:
         """Once at startup: notes about remembered settings; drop stale ones, convert old files."""
-        from llama_tui.config.settings import config_file_values, update_remembered
+        from llama_tui.config.remembered import update_remembered
+        from llama_tui.config.settings import config_file_values
 
         loaded = self.loaded
         if self.system_prompt != loaded.settings.system_prompt:

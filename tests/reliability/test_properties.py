@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llama_tui import locations
-from llama_tui.config.settings import load_settings, remembered_settings_file
+from llama_tui.config.remembered import remembered_settings_file
+from llama_tui.config.settings import load_settings
 from llama_tui.session.export import from_json
 from llama_tui.session.journal import SessionLoadError, parse_journal
 from llama_tui.text import StreamCleaner, clean, has_controls

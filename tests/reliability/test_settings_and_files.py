@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from llama_tui import locations
-from llama_tui.config.settings import load_settings, remembered_settings_file
+from llama_tui.config.remembered import remembered_settings_file
+from llama_tui.config.settings import load_settings
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.save_dialog import SaveDialog
 from tests.ui.fakes import FakeBackend

@@ -10,13 +10,8 @@ import json
 import pytest
 from textual.widgets import Button, Input, Static
 
-from llama_tui.config.settings import (
-    base_entry,
-    config_file_values,
-    load_settings,
-    remembered_settings_file,
-    update_remembered,
-)
+from llama_tui.config.remembered import base_entry, remembered_settings_file, update_remembered
+from llama_tui.config.settings import config_file_values, load_settings
 from llama_tui.core.params import GenerationParams
 from llama_tui.ui.app import LlamaTuiApp, create_app
 from tests.ui.fakes import FAKE_DEFAULTS, FakeBackend, FakeFactory

@@ -68,7 +68,7 @@ def test_only_typed_flags_are_present() -> None:
 
 
 def test_every_settings_flag_maps_to_a_setting() -> None:
-    from llama_tui.config.settings import ALL_KINDS
+    from llama_tui.config.values import ALL_KINDS
 
     p = cli.build_parser()
     dests = {a.dest for a in p._actions} - {"help", "version"}

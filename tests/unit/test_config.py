@@ -13,20 +13,17 @@ from hypothesis import strategies as st
 
 from llama_tui import locations
 from llama_tui.atomic import make_private_dirs
-from llama_tui.config.settings import (
+from llama_tui.config.remembered import (
     Entry,
-    LoadedSettings,
-    Settings,
     base_entry,
-    config_file_values,
-    endpoint_warning,
     forget_remembered,
-    load_settings,
     remembered_settings_file,
     update_remembered,
 )
+from llama_tui.config.settings import LoadedSettings, Settings, config_file_values, load_settings
 from llama_tui.core.backend import LoadOptions
 from llama_tui.core.params import GenerationParams
+from llama_tui.startup import endpoint_warning
 
 TOKEN = "hf_" + "Zq9" * 12
 
@@ -537,7 +534,7 @@ def test_remembered_json_never_crashes(cfg_dir: Path, cwd: Path, gen: dict[str, 
 def test_env_example_documents_every_variable() -> None:
     import re
 
-    from llama_tui.config.settings import ENV_KEYS, ENV_ONLY_KEYS, HF_DOTENV_KEYS
+    from llama_tui.config.values import ENV_KEYS, ENV_ONLY_KEYS, HF_DOTENV_KEYS
 
     text = (Path(__file__).parents[2] / ".env.example").read_text(encoding="utf-8")
     documented = set(re.findall(r"^# ?((?:LLAMA_TUI|HF)_[A-Z0-9_]+)=", text, re.M))

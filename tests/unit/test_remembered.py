@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 
 from llama_tui import locations
-from llama_tui.config.settings import (
-    LoadedSettings,
-    base_entry,
-    config_file_values,
-    load_settings,
-    remembered_settings_file,
-    update_remembered,
-)
+from llama_tui.config.remembered import base_entry, remembered_settings_file, update_remembered
+from llama_tui.config.settings import LoadedSettings, config_file_values, load_settings
 
 
 @pytest.fixture
@@ -145,7 +139,7 @@ def test_second_instance_keeps_the_first_instances_change(cwd: Path) -> None:
 
 _WRITER = """
 import sys
-from llama_tui.config.settings import Entry, update_remembered
+from llama_tui.config.remembered import Entry, update_remembered
 key = sys.argv[1]
 for i in range(1, 41):
     update_remembered({key: Entry(i)}, {})

@@ -10,7 +10,8 @@ import pytest
 from llama_tui import locations
 from llama_tui.cli import main as cli
 from llama_tui.cli.show_config import source_label
-from llama_tui.config.settings import base_entry, config_file_values, update_remembered
+from llama_tui.config.remembered import base_entry, update_remembered
+from llama_tui.config.settings import config_file_values
 
 TOKEN = "hf_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6"
 API_KEY = "sk-" + "Zy9Xw8Vu7Ts6Rq5Po4Nm3Lk2"
