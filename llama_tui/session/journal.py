@@ -27,8 +27,10 @@ data, the file is private, and altering them would change what a resumed model s
 metadata that can echo secrets (error messages, stats, model info, settings, titles) goes
 through `text.redact`. Exports redact everything.
 
-This module is the format, its defensive reader, and the few writes made outside a live
-session (`append_record`, used to rename one). Live writing, the checkpoint throttle and
+This module is the format: one builder per record type (`message_rec`, `checkpoint_rec`,
+...), the one line encoding (`encode_record`), the defensive reader (`RECORDS`: one replay
+handler per type), and the few writes made outside a live session (`append_record`, used to
+rename one). Live writing, the checkpoint throttle and
 the loss window are in `recorder.py`.
 """
 
@@ -90,6 +92,66 @@ def conversation_record(conv: Conversation) -> dict[str, Any]:
     d["settings"] = redact_tree(conv.settings)
     d["messages"] = [message_record(m) for m in conv.messages]
     return d
+
+
+# -- writing: one builder per record type, and one line encoding -------------------------
+
+Record = dict[str, Any]
+
+
+def message_rec(msg: Message) -> Record:
+    """A finished message (the user's prompt)."""
+    return {"type": "message", "message": message_record(msg)}
+
+
+def reply_started_rec(msg: Message) -> Record:
+    return {"type": "assistant_started", "message": message_record(msg)}
+
+
+def reply_finished_rec(msg: Message) -> Record:
+    """The reply's full text, status, stats and error (a reply still marked streaming is
+    recorded as complete: it did finish)."""
+    record = message_record(msg)
+    if record["status"] == "streaming":
+        record["status"] = "complete"
+    return {"type": "assistant_finished", "message": record}
+
+
+def checkpoint_rec(message_id: str, offset: int, text: str) -> Record:
+    return {"type": "checkpoint", "id": message_id, "offset": offset, "text": text}
+
+
+def settings_rec(params: dict[str, Any], system_prompt: str) -> Record:
+    return {"type": "settings", "settings": redact_tree(params), "system_prompt": system_prompt}
+
+
+def model_rec(info: dict[str, Any]) -> Record:
+    return {"type": "model", "model": redact_tree(info)}
+
+
+def title_rec(title: str) -> Record:
+    return {"type": "title", "title": redact(title)}
+
+
+def cleared_rec() -> Record:
+    return {"type": "cleared"}
+
+
+def removed_rec(ids: list[str]) -> Record:
+    return {"type": "removed", "ids": list(ids)}
+
+
+def snapshot_rec(conv: Conversation) -> Record:
+    return {"type": "snapshot", "conversation": conversation_record(conv)}
+
+
+def encode_record(session_id: str, rec: Record) -> bytes:
+    """One journal line: the common fields, then `rec`'s. ensure_ascii: every line is pure
+    ASCII, so raw control bytes never reach the file (safe to `cat`), and lone surrogates
+    in model output still encode."""
+    full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time(), "session": session_id}
+    full.update(rec)
+    return (json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def journal_path(session_id: str, directory: Path | None = None) -> Path:
@@ -331,7 +393,7 @@ def resolve_session(id_or_path: str | Path, directory: Path | None = None) -> Pa
     raise SessionLoadError(path, "no such file")
 
 
-def append_record(path: Path, session_id: str, rec: dict[str, Any]) -> None:
+def append_record(path: Path, session_id: str, rec: Record) -> None:
     """Append one record to an existing journal (not one a recorder is writing) and fsync.
 
     Starts on a new line if the file ends in a torn line, so the record is never glued to
@@ -339,12 +401,10 @@ def append_record(path: Path, session_id: str, rec: dict[str, Any]) -> None:
     """
     fd = os.open(path, os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0))
     try:
-        full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time(), "session": session_id}
-        full.update(rec)
-        line = json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n"
+        line = encode_record(session_id, rec)
         if not ends_with_newline(fd):
-            line = "\n" + line
-        write_all(fd, line.encode("ascii"))
+            line = b"\n" + line
+        write_all(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -15,7 +15,6 @@ lose at most one interval: each checkpoint is fsynced.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -29,15 +28,24 @@ from llama_tui import locations
 from llama_tui.atomic import FILE_MODE, fsync_dir, make_private_dirs, write_all
 from llama_tui.session.journal import (
     DEFAULT_CHECKPOINT_INTERVAL,
-    FORMAT_VERSION,
+    Record,
     SessionLoadError,
+    checkpoint_rec,
+    cleared_rec,
     conversation_record,
+    encode_record,
     ends_with_newline,
     journal_path,
-    message_record,
+    message_rec,
+    model_rec,
     read_journal,
-    redact_tree,
+    removed_rec,
+    reply_finished_rec,
+    reply_started_rec,
     set_aside,
+    settings_rec,
+    snapshot_rec,
+    title_rec,
 )
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
 from llama_tui.text import redact
@@ -98,13 +106,13 @@ class SessionRecorder:
 
     def user_message(self, msg: Message) -> None:
         """A finished message (normally the prompt): appended and fsynced before generation."""
-        self._record({"type": "message", "message": message_record(msg)}, sync=True)
+        self._record(message_rec(msg), sync=True)
 
     def assistant_started(self, msg: Message) -> None:
         self._streaming = msg
         self._recorded_text = msg.content
         self._last_checkpoint = self._clock()
-        self._record({"type": "assistant_started", "message": message_record(msg)}, sync=True)
+        self._record(reply_started_rec(msg), sync=True)
 
     def assistant_progress(self, msg: Message) -> None:
         """Call after every chunk; writes a checkpoint at most once per interval."""
@@ -116,38 +124,34 @@ class SessionRecorder:
 
     def assistant_finished(self, msg: Message) -> None:
         """The reply ended (complete / stopped / error): full text, status, stats; fsynced."""
-        record = message_record(msg)
-        if record["status"] == "streaming":
-            record["status"] = "complete"
         self._streaming = None
-        self._record({"type": "assistant_finished", "message": record}, sync=True)
+        self._record(reply_finished_rec(msg), sync=True)
 
     def settings_changed(self, params: dict[str, Any], system_prompt: str) -> None:
         """Also updates the conversation's `settings` and `system_prompt`."""
         self.conversation.settings = dict(params)
         self.conversation.system_prompt = system_prompt
-        rec = {"type": "settings", "settings": redact_tree(params), "system_prompt": system_prompt}
-        self._record(rec, sync=True, metadata=True)
+        self._record(settings_rec(params, system_prompt), sync=True, metadata=True)
 
     def model_changed(self, info: dict[str, Any]) -> None:
         """Also updates the conversation's `model` (ModelInfo fields as a dict)."""
         self.conversation.model = dict(info)
-        self._record({"type": "model", "model": redact_tree(info)}, sync=True, metadata=True)
+        self._record(model_rec(info), sync=True, metadata=True)
 
     def title_changed(self, title: str) -> None:
         self.conversation.title = title
-        self._record({"type": "title", "title": redact(title)}, sync=True, metadata=True)
+        self._record(title_rec(title), sync=True, metadata=True)
 
     def cleared(self) -> None:
         """The conversation's messages were cleared (the caller empties the list)."""
         self._streaming = None
-        self._record({"type": "cleared"}, sync=True, metadata=True)
+        self._record(cleared_rec(), sync=True, metadata=True)
 
     def messages_removed(self, ids: list[str]) -> None:
         """Messages were taken out of the conversation (retry, edit); the caller removes them."""
         if self._streaming is not None and self._streaming.id in ids:
             self._streaming = None
-        self._record({"type": "removed", "ids": list(ids)}, sync=True, metadata=True)
+        self._record(removed_rec(ids), sync=True, metadata=True)
 
     def flush(self) -> None:
         """Write the pending partial reply (if any) and fsync now. Never raises.
@@ -185,12 +189,11 @@ class SessionRecorder:
         # Normally the reply only grows; if the caller rewrote it, restart from the common
         # prefix so the record stays exact.
         offset = len(old) if new.startswith(old) else _common_prefix_len(old, new)
-        rec = {"type": "checkpoint", "id": msg.id, "offset": offset, "text": new[offset:]}
-        if self._record(rec, sync=True):
+        if self._record(checkpoint_rec(msg.id, offset, new[offset:]), sync=True):
             self._recorded_text = new
         self._last_checkpoint = self._clock()
 
-    def _record(self, rec: dict[str, Any], *, sync: bool, metadata: bool = False) -> bool:
+    def _record(self, rec: Record, *, sync: bool, metadata: bool = False) -> bool:
         """Append one record; True when it (or a snapshot covering it) reached the file."""
         with self._lock:
             if self._closed:
@@ -205,16 +208,13 @@ class SessionRecorder:
             if self._need_snapshot:
                 # Catch up after failed writes: the snapshot holds the current state,
                 # including whatever `rec` describes.
-                rec = self._snapshot_record()
+                rec = snapshot_rec(self.conversation)
             ok = self._append(rec) and (not sync or self._sync())
             if ok and rec["type"] == "snapshot":
                 self._need_snapshot = False
                 if self._streaming is not None:
                     self._recorded_text = self._streaming.content
             return ok
-
-    def _snapshot_record(self) -> dict[str, Any]:
-        return {"type": "snapshot", "conversation": conversation_record(self.conversation)}
 
     def _open(self) -> bool:
         try:
@@ -241,19 +241,14 @@ class SessionRecorder:
             self._need_snapshot = True
         return True
 
-    def _append(self, rec: dict[str, Any]) -> bool:
+    def _append(self, rec: Record) -> bool:
         assert self._fd is not None
-        full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time()}
-        full["session"] = self.conversation.id
-        full.update(rec)
-        # ensure_ascii: every line is pure ASCII, so raw control bytes never reach the file
-        # (safe to `cat`), and lone surrogates in model output still encode.
-        line = json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n"
+        line = encode_record(self.conversation.id, rec)
         if self._line_open:
-            line = "\n" + line  # terminate the torn line a failed write left behind
+            line = b"\n" + line  # terminate the torn line a failed write left behind
         try:
             self._line_open = True
-            write_all(self._fd, line.encode("ascii"))
+            write_all(self._fd, line)
             self._line_open = False
         except OSError as exc:
             self._need_snapshot = True

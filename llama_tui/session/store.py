@@ -30,6 +30,7 @@ from llama_tui.session.journal import (
     load_journal,
     read_journal,
     resolve_session,
+    title_rec,
 )
 from llama_tui.session.recorder import SessionRecorder, install_signal_flush
 from llama_tui.text import clean, redact
@@ -150,7 +151,7 @@ def rename_session(session_id: str, title: str, directory: Path | None = None) -
     title = redact(clean_title(title))
     if not title:
         raise ValueError("the title is empty")
-    append_record(path, session_id, {"type": "title", "title": title})
+    append_record(path, session_id, title_rec(title))
     return title
 
 
