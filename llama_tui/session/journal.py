@@ -30,8 +30,7 @@ through `text.redact`. Exports redact everything.
 This module is the format: one builder per record type (`message_rec`, `checkpoint_rec`,
 ...), the one line encoding (`encode_record`), the defensive reader (`RECORDS`: one replay
 handler per type), and the few writes made outside a live session (`append_record`, used to
-rename one). Live writing, the checkpoint throttle and
-the loss window are in `recorder.py`.
+rename one). Live writing, the checkpoint throttle and the loss window are in `recorder.py`.
 """
 
 from __future__ import annotations
