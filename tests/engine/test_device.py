@@ -8,6 +8,8 @@ import pytest
 
 from llama_tui.core.errors import ModelError
 from llama_tui.engine import device as dev
+from llama_tui.engine import memory
+from llama_tui.engine import placement as placements
 from llama_tui.engine.device import DeviceCaps
 
 CPU_ONLY = DeviceCaps()
@@ -98,22 +100,23 @@ def test_probe_caps_on_this_machine_is_consistent() -> None:
 
 
 def test_device_labels() -> None:
-    assert dev.device_label("cpu", caps=CPU_ONLY) == "cpu"
-    assert dev.device_label("mps", caps=MAC) == "mps"
-    assert dev.device_label("cuda:0", caps=ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3"
+    assert placements.device_label("cpu", caps=CPU_ONLY) == "cpu"
+    assert placements.device_label("mps", caps=MAC) == "mps"
+    assert placements.device_label("cuda:0", caps=ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3"
     spread = {"model.embed_tokens": 0, "model.layers.0": 1, "model.layers.1": 2, "lm_head": 3}
-    assert dev.device_label("cuda:0", spread, FOUR_V100) == "cuda:0-3, 4 GPUs"
+    assert placements.device_label("cuda:0", spread, FOUR_V100) == "cuda:0-3, 4 GPUs"
     offload = {"model.layers.0": 0, "model.layers.1": 1, "lm_head": "cpu"}
-    assert dev.device_label("cuda:0", offload, FOUR_V100) == "cuda:0-1, 2 GPUs +cpu offload"
+    assert placements.device_label("cuda:0", offload, FOUR_V100) == "cuda:0-1, 2 GPUs +cpu offload"
     one = {"model": 0, "lm_head": "cpu"}
-    assert dev.device_label("cuda:0", one, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3 +cpu offload"
-    assert dev.device_label("cuda:0", {"": 0}, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3"
+    label = placements.device_label("cuda:0", one, ONE_H100)
+    assert label == "cuda:0 NVIDIA H100 80GB HBM3 +cpu offload"
+    assert placements.device_label("cuda:0", {"": 0}, ONE_H100) == "cuda:0 NVIDIA H100 80GB HBM3"
 
 
 def test_cpu_memory_reading_is_process_rss() -> None:
     import psutil
 
-    reading = dev.memory_reading("cpu")
+    reading = memory.memory_reading("cpu")
     assert reading.label == "RSS"
     rss = psutil.Process().memory_info().rss
     assert 0.5 * rss < reading.used_bytes < 2 * rss

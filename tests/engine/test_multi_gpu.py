@@ -22,6 +22,8 @@ import pytest
 from llama_tui.core.backend import LoadOptions, LoadProgress
 from llama_tui.core.errors import DependencyMissingError, ModelError, ModelNotCachedError
 from llama_tui.engine import device as devices
+from llama_tui.engine import memory
+from llama_tui.engine import placement as placements
 from llama_tui.engine.device import DeviceCaps
 from llama_tui.engine.loading.checks import check_folder, quant_method
 from llama_tui.engine.loading.errors import classify_load_error, classify_quantized_load_error
@@ -109,7 +111,7 @@ def test_probe_caps_reads_fake_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     assert devices.choose_device("auto", caps) == "cuda:0"
     assert devices.dtype_name("cuda:0", "auto", caps) == "bfloat16"
     # Without caps the label asks torch for the name.
-    assert devices.device_label("cuda:2") == "cuda:2 Fake GPU 2"
+    assert placements.device_label("cuda:2") == "cuda:2 Fake GPU 2"
 
 
 # --------------------------------------------------------------------------- labels, offload
@@ -138,40 +140,40 @@ def test_probe_caps_reads_fake_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_device_labels_for_device_maps(placement: dict[str, Any], label: str) -> None:
-    assert devices.device_label("cuda:0", placement, FOUR_GPUS) == label
+    assert placements.device_label("cuda:0", placement, FOUR_GPUS) == label
 
 
 def test_offloaded_modules() -> None:
-    assert devices.offloaded_modules(SPREAD_WITH_OFFLOAD) == ["lm_head"]
-    assert devices.offloaded_modules({"model": 0, "lm_head": 1}) == []
+    assert placements.offloaded_modules(SPREAD_WITH_OFFLOAD) == ["lm_head"]
+    assert placements.offloaded_modules({"model": 0, "lm_head": 1}) == []
     # A CPU-only map is not an offload; only the disk part of it is.
-    assert devices.offloaded_modules({"model": "cpu", "lm_head": "cpu"}) == []
-    assert devices.offloaded_modules({"model": "cpu", "lm_head": "disk"}) == ["lm_head"]
-    assert devices.offloaded_modules(None) == []
+    assert placements.offloaded_modules({"model": "cpu", "lm_head": "cpu"}) == []
+    assert placements.offloaded_modules({"model": "cpu", "lm_head": "disk"}) == ["lm_head"]
+    assert placements.offloaded_modules(None) == []
 
 
 def test_offload_warning_text() -> None:
     many = {"model.layers.0": 0, **{f"model.layers.{i}": "cpu" for i in range(1, 6)}}
-    text = devices.offload_warning("Big", many)
+    text = placements.offload_warning("Big", many)
     assert text is not None
     assert text.startswith("5 part(s) of Big did not fit in GPU memory and are offloaded to cpu")
     assert "model.layers.1, model.layers.2, model.layers.3 and 2 more" in text
     assert "slower" in text and "--load-in-4bit" in text
-    ram = devices.offload_warning("Big", {"model": "cpu", "lm_head": "disk"})
+    ram = placements.offload_warning("Big", {"model": "cpu", "lm_head": "disk"})
     assert ram is not None and "did not fit in RAM" in ram and "to disk (lm_head)" in ram
     assert "--load-in-4bit" not in ram  # no GPU: 4-bit is not an option
-    assert devices.offload_warning("Big", {"model": 0, "lm_head": 1}) is None
-    assert devices.offload_warning("Big", None) is None
+    assert placements.offload_warning("Big", {"model": 0, "lm_head": 1}) is None
+    assert placements.offload_warning("Big", None) is None
 
 
 def test_module_device_uses_the_closest_ancestor() -> None:
     placement = {"model": 0, "model.layers.1": 1, "lm_head": "cpu"}
-    assert devices.module_device(placement, "model.embed_tokens") == "cuda:0"
-    assert devices.module_device(placement, "model.layers.1.mlp") == "cuda:1"
-    assert devices.module_device(placement, "model.layers.10") == "cuda:0"  # not layers.1
-    assert devices.module_device(placement, "lm_head") == "cpu"
-    assert devices.module_device({"": 2}, "anything") == "cuda:2"
-    assert devices.module_device({"lm_head": 0}, "model.norm") is None
+    assert placements.module_device(placement, "model.embed_tokens") == "cuda:0"
+    assert placements.module_device(placement, "model.layers.1.mlp") == "cuda:1"
+    assert placements.module_device(placement, "model.layers.10") == "cuda:0"  # not layers.1
+    assert placements.module_device(placement, "lm_head") == "cpu"
+    assert placements.module_device({"": 2}, "anything") == "cuda:2"
+    assert placements.module_device({"lm_head": 0}, "model.norm") is None
 
 
 def test_input_device_is_the_embeddings(tiny_model_dir: Path) -> None:
@@ -180,12 +182,12 @@ def test_input_device_is_the_embeddings(tiny_model_dir: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
     # The map's first entry is not the embedding: inputs still go where the embedding is.
     layers_first = {"model.layers.0": 0, "model.embed_tokens": 1, "model.layers.1": 1}
-    assert devices.input_device(model, layers_first, "cpu") == "cuda:1"
-    assert devices.input_device(model, {"model": 2, "lm_head": 3}, "cpu") == "cuda:2"
+    assert placements.input_device(model, layers_first, "cpu") == "cuda:1"
+    assert placements.input_device(model, {"model": 2, "lm_head": 3}, "cpu") == "cuda:2"
     # An offloaded embedding executes on accelerate's main device (the first GPU in the map).
     offloaded = {"model.embed_tokens": "cpu", "model.layers.0": 1, "model.layers.1": 0}
-    assert devices.input_device(model, offloaded, "cpu") == "cuda:1"
-    assert devices.input_device(model, {}, "cuda:7") == "cpu"  # the weight's real device
+    assert placements.input_device(model, offloaded, "cpu") == "cuda:1"
+    assert placements.input_device(model, {}, "cuda:7") == "cpu"  # the weight's real device
 
 
 # --------------------------------------------------------------------------- memory per GPU
@@ -201,14 +203,14 @@ def test_memory_reading_sums_and_lists_each_gpu(monkeypatch: pytest.MonkeyPatch)
     dispatched = SimpleNamespace(
         hf_device_map={"model.layers.0": 1, "model.layers.1": 0, "lm_head": "cpu"}
     )
-    reading = devices.memory_reading("cuda:0", dispatched)
+    reading = memory.memory_reading("cuda:0", dispatched)
     assert reading.label == "VRAM"
     assert reading.used_bytes == 8 * GIB  # GPUs 0 and 1 only: GPU 2 holds none of the model
     assert reading.total_bytes == 160 * GIB
     assert reading.per_device == (("cuda:0", 3 * GIB), ("cuda:1", 5 * GIB))
 
     one_gpu = SimpleNamespace(hf_device_map={"model": 2, "lm_head": "cpu"})
-    single = devices.memory_reading("cuda:0", one_gpu)
+    single = memory.memory_reading("cuda:0", one_gpu)
     assert (single.used_bytes, single.total_bytes, single.per_device) == (7 * GIB, 80 * GIB, ())
 
 

@@ -29,6 +29,7 @@ from llama_tui.core.backend import LoadOptions, LoadStage, ModelInfo, ProgressCa
 from llama_tui.core.errors import ModelError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS
 from llama_tui.engine import device as devices
+from llama_tui.engine import placement as placements
 from llama_tui.engine.loading import hub
 from llama_tui.engine.loading.checks import (
     check_folder,
@@ -182,10 +183,10 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     model.eval()
     # hf_device_map is only set when accelerate dispatched the model (not for one device);
     # a map over a single device is no placement worth showing.
-    placement = devices.normalize_placement(getattr(model, "hf_device_map", None))
+    placement = placements.normalize_placement(getattr(model, "hf_device_map", None))
     if len(set(placement.values())) <= 1:
         placement = {}
-    warning = devices.offload_warning(name, placement)
+    warning = placements.offload_warning(name, placement)
     if warning is not None:
         log.warning("%s", warning)
         emit_progress(progress, LoadStage.LOAD, warning)
@@ -194,7 +195,7 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         spec=ms.raw,
         source=str(ms.path) if ms.kind == "gguf" else str(folder),
         revision=revision,
-        device=devices.device_label(device, placement or None, caps),
+        device=placements.device_label(device, placement or None, caps),
         dtype=str(getattr(model, "dtype", dtype)).removeprefix("torch."),
         parameters=int(sum(p.numel() for p in model.parameters())),
         context_length=_context_length(model, tokenizer),
@@ -208,7 +209,7 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         info=info,
         generation_defaults=generation_defaults(model),
         folder=folder,
-        device=devices.input_device(model, placement, str(getattr(model, "device", device))),
+        device=placements.input_device(model, placement, str(getattr(model, "device", device))),
     )
 
 

@@ -230,7 +230,7 @@ class LocalBackend:
         return len(formatter.encode(history))
 
     def memory(self) -> MemoryReading:
-        from llama_tui.engine.device import memory_reading
+        from llama_tui.engine.memory import memory_reading
 
         return memory_reading(self._input_device, self._model)
 
