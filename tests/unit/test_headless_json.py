@@ -161,3 +161,24 @@ def test_remote_server_without_server_model(capsys: pytest.CaptureFixture[str]) 
     assert obj["reply"] == "Paris" and obj["device"].startswith("remote ")
     assert obj["model"] == "m" and obj["model_spec"] == srv.url  # the server's only model
     assert obj["stats"]["stop_reason"] == "eos"
+
+
+def test_unset_settings_follow_the_model_as_in_the_tui(
+    fake: Factory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Headless used GenerationParams' own defaults (top_k 50), not the model's: a strict
+    server (transformers serve) then refused the request. Flags still win."""
+
+    class ModelDefaults(FakeBackend):
+        def default_params(self) -> GenerationParams:
+            return GenerationParams(temperature=0.2, top_k=0, max_new_tokens=99)
+
+    backend = _use(fake, ModelDefaults(["ok"]))
+    code, obj, err = _run(["--prompt", "hi", "--json", "--max-new-tokens", "3"], capsys)
+    assert code == 0, err
+    [(_history, params)] = backend.seen
+    assert (params.temperature, params.top_k, params.max_new_tokens) == (0.2, 0, 3)
+    journal = Path(obj["session"]["journal"])
+    from llama_tui.session.journal import load_journal
+
+    assert load_journal(journal).messages[-1].settings == params.to_dict()
