@@ -124,17 +124,7 @@ class FastDecoder:
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         mark_static(self.graphs, self._token, self._buf)
         self._busy = threading.Lock()
-        # The step: eager, its compiled variants, their warm-up thread, CUDA graphs.
-        self._steps = StepRunner(
-            enabled=self.compile_enabled,
-            graphs=self.graphs,
-            make_step=functools.partial(make_step, model, self._cache_kw),
-            new_cache=self._new_cache,
-            device=self.device,
-            vocab=vocab,
-            compile_options=self.compile_options,
-            set_state=self._set_state,
-        )
+        self._steps = self._step_runner(vocab)
         self.ready = self._steps.ready  # set while the variant wanted last is compiled
         # The live KV cache and the ids in it; graphs go with a replaced cache.
         self._kv = LiveCache(
@@ -245,6 +235,19 @@ class FastDecoder:
         if isinstance(eos, int):
             return frozenset({eos})
         return frozenset(int(e) for e in eos)
+
+    def _step_runner(self, vocab: int) -> StepRunner:
+        """The step: eager, its compiled variants, their warm-up thread, CUDA graphs."""
+        return StepRunner(
+            enabled=self.compile_enabled,
+            graphs=self.graphs,
+            make_step=functools.partial(make_step, self.model, self._cache_kw),
+            new_cache=self._new_cache,
+            device=self.device,
+            vocab=vocab,
+            compile_options=self.compile_options,
+            set_state=self._set_state,
+        )
 
     def _set_state(self, state: DecoderState, detail: str) -> None:
         self.state = state

@@ -208,6 +208,30 @@ def _remote_weight_patterns(ms: ModelSpec, options: LoadOptions) -> list[str]:
     )
 
 
+def _cached_snapshot(
+    repo_id: str, revision: str | None, cache: Path
+) -> tuple[Path | None, list[str]]:
+    """The cached snapshot folder (None: nothing cached) and the files a load needs that it
+    lacks."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = Path(
+            snapshot_download(repo_id, revision=revision, cache_dir=cache, local_files_only=True)
+        )
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        return None, []
+    except Exception as exc:
+        # IncompleteSnapshotError: huggingface_hub compares the snapshot with the repo's whole
+        # file tree, but we download only what a load needs, so judge completeness ourselves.
+        snapshot = getattr(exc, "snapshot_path", None)
+        if snapshot is None:
+            raise
+        folder = Path(snapshot)
+    return folder, _missing_files(folder)
+
+
 def resolve_hub(
     ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
 ) -> tuple[Path, str]:
@@ -218,34 +242,14 @@ def resolve_hub(
     `local_files_only=True` first and go online only for what is missing.
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     assert ms.repo_id is not None
     cache = hub_cache_dir()
     offline = hub_offline()
     emit_progress(progress, LoadStage.RESOLVE, f"Looking for {ms.display_name} in the local cache")
-    missing: list[str] = []
-    try:
-        folder = Path(
-            snapshot_download(
-                ms.repo_id, revision=ms.revision, cache_dir=cache, local_files_only=True
-            )
-        )
-        missing = _missing_files(folder)
-        if not missing:
-            return folder, folder.name
-    except (LocalEntryNotFoundError, FileNotFoundError):
-        pass
-    except Exception as exc:
-        # IncompleteSnapshotError: huggingface_hub compares the snapshot with the repo's whole
-        # file tree, but we download only what a load needs, so judge completeness ourselves.
-        snapshot = getattr(exc, "snapshot_path", None)
-        if snapshot is None:
-            raise
-        folder = Path(snapshot)
-        missing = _missing_files(folder)
-        if not missing:
-            return folder, folder.name
+    folder, missing = _cached_snapshot(ms.repo_id, ms.revision, cache)
+    if folder is not None and not missing:
+        return folder, folder.name
     if offline:
         err = not_cached_error(ms.raw, offline=True)
         if missing:

@@ -166,17 +166,7 @@ def consume(
                 raise GenerationError("The generation thread ended without a result.") from None
             sentinel: QueueItem | None = None
             if isinstance(item, list):
-                ids = item
-                while True:  # drain what else is ready
-                    try:
-                        more = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if isinstance(more, list):
-                        ids.extend(more)
-                    else:
-                        sentinel = more
-                        break
+                ids, sentinel = _drain(q, item)
                 if ids:
                     last_id = ids[-1]
                     text = decoder.push(ids)
@@ -203,6 +193,21 @@ def consume(
         if not ended:
             job.internal_stop.set()  # the caller stopped iterating: stop the device too
         gen.stats = _stats(job, decoder, cancel, eos_ids, last_id, ended, error)
+
+
+def _drain(
+    q: queue.SimpleQueue[QueueItem], ids: list[int]
+) -> tuple[list[int], Finished | Failed | None]:
+    """`ids` with every id already queued behind them, and the end sentinel if one came."""
+    while True:
+        try:
+            more = q.get_nowait()
+        except queue.Empty:
+            return ids, None
+        if isinstance(more, list):
+            ids.extend(more)
+        else:
+            return ids, more
 
 
 def _stats(
