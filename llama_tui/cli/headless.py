@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from llama_tui.cli.console import (
     EXIT_BROKEN_PIPE,
@@ -37,14 +37,24 @@ from llama_tui.config.settings import LoadedSettings
 from llama_tui.text import StreamCleaner, clean, looks_like_token, redact
 
 if TYPE_CHECKING:
-    from llama_tui.chat.reply import ReplyError
     from llama_tui.chat.state import ChatState
     from llama_tui.core.backend import Backend, LoadProgress
+    from llama_tui.session.recorder import SessionRecorder
     from llama_tui.session.transcript import Conversation
 
-__all__ = ["run_headless"]
+__all__ = ["HeadlessReport", "run_headless"]
 
 log = logging.getLogger(__name__)
+
+
+class HeadlessReport(Protocol):
+    """Told what a run did (``--json``: `llama_tui.cli.headless_json.JsonReport`)."""
+
+    def failed(self, exc: BaseException) -> None:
+        """The run raised `exc` (already shown on stderr)."""
+
+    def finished(self, conversation: Conversation, recorder: SessionRecorder) -> None:
+        """The turn is over, whatever the outcome."""
 
 
 def _progress_printer() -> Any:
@@ -83,11 +93,12 @@ def _read_prompt(value: str) -> str | None:
     return value
 
 
-def run_headless(loaded: LoadedSettings, args: dict[str, Any], report: Any = None) -> int:
+def run_headless(
+    loaded: LoadedSettings, args: dict[str, Any], report: HeadlessReport | None = None
+) -> int:
     """Answer ``args["prompt"]`` once on stdout with `loaded`'s settings; the exit code.
 
-    `report` (``--json``: `llama_tui.cli.headless_json.JsonReport`) is told of an exception
-    (`failed`) and of the finished turn (`finished`).
+    `report` is told of an exception (`failed`) and of the finished turn (`finished`).
     """
     prompt = _read_prompt(str(args["prompt"]))
     if prompt is None:
@@ -134,6 +145,8 @@ def _open_conversation(
         err(f"llama-tui: error: cannot resume {resume or 'the last session'}: "
             f"{describe_error(e)}")
         return EXIT_ERROR
+    for warning in conv.load_warnings:
+        err(f"llama-tui: {clean(warning)}")
     if loaded.sources.get("system_prompt") not in (None, "default"):
         return conv, settings.system_prompt
     return conv, conv.system_prompt
@@ -156,7 +169,8 @@ def _model_is_usable(loaded: LoadedSettings) -> bool:
 
 
 def _journaled_reply(
-    conv: Conversation, prompt: str, loaded: LoadedSettings, system_prompt: str, report: Any
+    conv: Conversation, prompt: str, loaded: LoadedSettings, system_prompt: str,
+    report: HeadlessReport | None,
 ) -> int:
     """One reply in `conv`, journaled like a TUI turn (so the next --resume, TUI or
     headless, shows it); the exit code. The recorder is made before anything changes
@@ -177,7 +191,9 @@ def _journaled_reply(
     return code
 
 
-def _answer(state: ChatState, prompt: str, loaded: LoadedSettings, report: Any) -> int:
+def _answer(
+    state: ChatState, prompt: str, loaded: LoadedSettings, report: HeadlessReport | None
+) -> int:
     """Load the model and stream one reply to stdout; the exit code."""
     from llama_tui.chat.reply import run_reply
     from llama_tui.engine.factory import make_backend
@@ -199,13 +215,14 @@ def _answer(state: ChatState, prompt: str, loaded: LoadedSettings, report: Any) 
         return EXIT_BROKEN_PIPE
     except Exception as e:  # loading failed: no reply was asked for
         log.exception("headless run failed")
-        return _failed(report, e)
+        return _failed(report, e, describe_error(e))
     finally:
         if backend is not None:
             _close_quietly(backend)
     if outcome.error is not None:
         printer.end_line()
-        return _failed(report, outcome.error.exception, outcome.error)
+        error = outcome.error
+        return _failed(report, error.exception, f"{error.cause}\n{error.fix}".strip())
     return EXIT_OK
 
 
@@ -223,15 +240,10 @@ def _use_model(state: ChatState, backend: Backend, loaded: LoadedSettings) -> No
         err(f"llama-tui: warning: {warning}")
 
 
-def _failed(report: Any, exc: BaseException | None, error: ReplyError | None = None) -> int:
-    """Report a failure on stderr (cause and fix) and to `report`; EXIT_ERROR."""
-    if exc is not None:
-        if report is not None:
-            report.failed(exc)
-        text = describe_error(exc)
-    else:
-        assert error is not None
-        text = f"{error.cause}\n{error.fix}".strip()
+def _failed(report: HeadlessReport | None, exc: BaseException | None, text: str) -> int:
+    """A failure: its cause and fix on stderr, the exception to `report`; EXIT_ERROR."""
+    if exc is not None and report is not None:
+        report.failed(exc)
     err(f"llama-tui: error: {text}")
     return EXIT_ERROR
 

@@ -25,13 +25,17 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from llama_tui.cli.console import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from llama_tui.cli.headless import run_headless
 from llama_tui.config.settings import LoadedSettings
 from llama_tui.core.errors import LlamaTuiError, describe_error
 from llama_tui.text import clean, redact
+
+if TYPE_CHECKING:
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.session.transcript import Conversation
 
 __all__ = ["JsonReport", "run_json"]
 
@@ -47,19 +51,18 @@ class JsonReport:
 
     def __init__(self) -> None:
         self.exception: BaseException | None = None
-        self.conversation: Any = None
+        self.conversation: Conversation | None = None
         self.journal: str | None = None
 
     def failed(self, exc: BaseException) -> None:
         """The run raised `exc` (already shown on stderr)."""
         self.exception = exc
 
-    def finished(self, conversation: Any, recorder: Any) -> None:
+    def finished(self, conversation: Conversation, recorder: SessionRecorder) -> None:
         """The turn is over (whatever the outcome): the conversation and its journal."""
         self.conversation = conversation
-        path = getattr(recorder, "path", None)
-        if path is not None and getattr(recorder, "error", None) is None and path.exists():
-            self.journal = str(path)
+        if recorder.error is None and recorder.path.exists():
+            self.journal = str(recorder.path)
 
 
 class _Tee(io.TextIOBase):
