@@ -34,12 +34,15 @@ from llama_tui.atomic import atomic_write, make_private_dirs
 from llama_tui.session.journal import (
     SUFFIX,
     SessionLoadError,
+    journal_path,
     parse_journal,
+    read_journal,
     redact_tree,
     resolve_session,
     set_aside,
+    state_record,
 )
-from llama_tui.session.transcript import Conversation, Message
+from llama_tui.session.transcript import Conversation, Message, new_id
 from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_controls
 
 EXPORT_FORMAT = "llama-tui-conversation"
@@ -252,12 +255,13 @@ def load_conversation(id_or_path: str | Path, directory: Path | None = None) -> 
     except OSError as exc:
         raise SessionLoadError(path, exc.strerror or str(exc)) from None
     if path.suffix.lower() in JSON_SUFFIXES:
-        return from_json(data, path)
+        return _apart_from_its_journal(from_json(data, path), directory)
     try:
         return parse_journal(data, path)[0]
     except SessionLoadError as err:
         try:
-            return from_json(data, path)  # an export saved under another name
+            # an export saved under another name
+            return _apart_from_its_journal(from_json(data, path), directory)
         except SessionLoadError:
             pass
         sessions = directory or locations.sessions_dir()
@@ -266,6 +270,28 @@ def load_conversation(id_or_path: str | Path, directory: Path | None = None) -> 
             if moved is not None:
                 raise SessionLoadError(moved, f"{err.reason}; kept aside as {moved.name}") from None
         raise
+
+
+def _apart_from_its_journal(conv: Conversation, directory: Path | None) -> Conversation:
+    """An export whose session journal holds something else continues as a new session.
+
+    Resuming keeps journaling under the conversation's id, and a journal that does not match
+    what is resumed gets a snapshot of it: continuing an older export under its own id would
+    replace every turn the session gained after the export was written.
+    """
+    try:
+        journal = journal_path(conv.id, directory)
+        on_disk = read_journal(journal)[0] if journal.exists() else None
+    except (ValueError, OSError, SessionLoadError):
+        return conv  # no usable journal of that id: nothing to overwrite
+    if on_disk is None or state_record(on_disk) == state_record(conv):
+        return conv
+    old, conv.id = conv.id, new_id()
+    conv.load_warnings.append(
+        f"Session {old} has changed since this file was saved, so this continues as a new "
+        f"session ({conv.id}); {old} is kept as it is (F5 or --resume {old} opens it)."
+    )
+    return conv
 
 
 def _same_dir(a: Path, b: Path) -> bool:

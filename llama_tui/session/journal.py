@@ -93,6 +93,13 @@ def conversation_record(conv: Conversation) -> dict[str, Any]:
     return d
 
 
+def state_record(conv: Conversation) -> dict[str, Any]:
+    """What a session holds, to tell two copies of it apart (its creation time aside)."""
+    d = conversation_record(conv)
+    d.pop("created", None)
+    return d
+
+
 # -- writing: one builder per record type, and one line encoding -------------------------
 
 Record = dict[str, Any]

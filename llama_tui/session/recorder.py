@@ -32,7 +32,6 @@ from llama_tui.session.journal import (
     SessionLoadError,
     checkpoint_rec,
     cleared_rec,
-    conversation_record,
     encode_record,
     ends_with_newline,
     journal_path,
@@ -45,6 +44,7 @@ from llama_tui.session.journal import (
     set_aside,
     settings_rec,
     snapshot_rec,
+    state_record,
     title_rec,
 )
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
@@ -98,7 +98,7 @@ class SessionRecorder:
         self._last_checkpoint = 0.0
         # The state an existing journal must describe to be appended to as it is. Taken now:
         # by the time the file is opened (lazily) the conversation already has a new message.
-        self._initial_state = _state(conversation)
+        self._initial_state = state_record(conversation)
         # Re-entrant: the signal handler runs on the UI thread, possibly inside a write.
         self._lock = threading.RLock()
 
@@ -236,8 +236,8 @@ class SessionRecorder:
             self._failed(exc)
             return False
         # A new file starts with a snapshot; an existing one gets one only if it does not
-        # describe this conversation (e.g. resumed from a JSON export of an older state).
-        if on_disk is None or _state(on_disk) != self._initial_state:
+        # describe this conversation (e.g. a JSON export resumed after its journal was deleted).
+        if on_disk is None or state_record(on_disk) != self._initial_state:
             self._need_snapshot = True
         return True
 
@@ -281,12 +281,6 @@ def _common_prefix_len(a: str, b: str) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _state(conv: Conversation) -> dict[str, Any]:
-    d = conversation_record(conv)
-    d.pop("created", None)
-    return d
 
 
 def install_signal_flush(
