@@ -162,3 +162,34 @@ def test_headless_save_lists_the_same_versions_as_the_tui(tiny_model_dir: Path,
     versions = next(ln for ln in out.read_text().splitlines() if ln.startswith("- **Versions:**"))
     for dist in ("llama-tui", "transformers", "torch", "textual"):
         assert f"{dist} " in versions
+
+
+def test_resuming_an_older_export_keeps_the_newer_session(tiny_model_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """`--resume old.json` after the session went on must not replace the later turns."""
+    from llama_tui.session.store import load_conversation
+
+    common = ("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "3")
+    export = tmp_path / "exp.json"
+    assert _run(*common, "--prompt", "Say A", "--save", str(export)).returncode == 0
+    assert _run(*common, "--resume", "--prompt", "Say B").returncode == 0
+    [journal] = _sessions()
+    third = _run(*common, "--resume", str(export), "--prompt", "Say C")
+    assert third.returncode == 0, third.stderr
+    assert "continues as a new session" in third.stderr
+    kept = load_conversation(journal.stem)
+    assert [m.content for m in kept.messages if m.role == "user"] == ["Say A", "Say B"]
+    [forked] = [p for p in _sessions() if p != journal]
+    fork = load_conversation(forked.stem)
+    assert [m.content for m in fork.messages if m.role == "user"] == ["Say A", "Say C"]
+
+
+def test_resuming_the_latest_export_continues_the_same_session(tiny_model_dir: Path,
+                                                               tmp_path: Path) -> None:
+    common = ("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "3")
+    export = tmp_path / "exp.json"
+    assert _run(*common, "--prompt", "Say A", "--save", str(export)).returncode == 0
+    second = _run(*common, "--resume", str(export), "--prompt", "Say B")
+    assert second.returncode == 0, second.stderr
+    assert "new session" not in second.stderr
+    assert len(_sessions()) == 1
