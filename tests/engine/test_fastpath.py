@@ -365,4 +365,4 @@ def test_works_without_static_layer_crop(model: Any, monkeypatch: pytest.MonkeyP
     assert dec.last_stats.reused_tokens == 10
     assert run(dec, first, reuse_prefix=False) == run(dec, first)
     dec.reset()
-    assert dec.cached_tokens == 0 and dec._cache.get_seq_length() == 0
+    assert dec.cached_tokens == 0 and dec._kv.cache.get_seq_length() == 0

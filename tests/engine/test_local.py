@@ -635,7 +635,7 @@ def test_fast_path_eos_matches_generate(shared: LocalBackend, tiny_model_dir: Pa
     probe = attached(shared, tiny_model_dir)
     probe.stream(history, GREEDY, threading.Event()).text()
     assert probe._fast is not None and probe._formatter is not None
-    ids = probe._fast.decoder._tokens[len(probe._formatter.encode(history)) :]
+    ids = probe._fast.decoder._kv.tokens[len(probe._formatter.encode(history)) :]
     detach(probe)
     gen_cfg = shared._model.generation_config
     original = gen_cfg.eos_token_id

@@ -213,15 +213,6 @@ class FastDecoder:
         self._steps.clear()
         self._kv.tokens = []
 
-    # Read-only views of the cache state (tests, debugging).
-    @property
-    def _cache(self) -> Any:
-        return self._kv.cache
-
-    @property
-    def _tokens(self) -> list[int]:
-        return self._kv.tokens
-
     # ----------------------------------------------------------------- internals
 
     def _eos_ids(self, eos: Sequence[int] | int | None) -> frozenset[int]:

@@ -120,7 +120,7 @@ class LocalBackend:
             loaded.tokenizer,
             loaded.info,
             loaded.generation_defaults,
-            device=getattr(loaded, "device", None),
+            device=loaded.device,
         )
         if progress is not None:
             progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
