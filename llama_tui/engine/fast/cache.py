@@ -42,9 +42,9 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 def crop_static_cache(cache: Any, remove: int) -> None:
     """Forget the last `remove` positions of a `StaticCache` by moving its length counters back.
 
-    This is what transformers 5.24's `StaticLayer.crop` does; 5.17 (the GPU image) has no
-    `crop` for static layers, so we do it ourselves. In place: the counter is a tensor with a
-    static address that compiled code and CUDA graphs read.
+    What transformers 5.24's `StaticLayer.crop` does, done here because releases before it
+    have no `crop` for static layers. In place: the counter is a tensor with a static address
+    that compiled code and CUDA graphs read.
     """
     if remove <= 0:
         return
