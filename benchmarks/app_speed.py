@@ -183,24 +183,24 @@ def headless_ratio(runs: int, tokens: int) -> tuple[list[float], list[float]]:
     bare: list[float] = []
 
     def bare_run() -> float:
-        gen = app.backend.stream([ChatMessage("user", PROMPT)], params, threading.Event())
+        gen = app.model.backend.stream([ChatMessage("user", PROMPT)], params, threading.Event())
         for _ in gen:
             pass
         return gen.stats.decode_tokens_per_s or 0.0
 
     async def drive() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
-            while app.backend is None:
+            while app.model.backend is None:
                 await asyncio.sleep(0.2)
             for i in range(runs + 1):  # the first pair is a warm-up
-                await app.run_command("clear", "")
-                app.prompt.load_text(PROMPT)
+                await app.chat.new_conversation()
+                app.chat.prompt.load_text(PROMPT)
                 await pilot.press("enter")
                 while not app.generating:
                     await asyncio.sleep(0.05)
                 while app.generating:
                     await asyncio.sleep(0.2)
-                rate = float(app.conversation.messages[-1].stats["decode_tokens_per_s"])
+                rate = float(app.chat_state.conversation.messages[-1].stats["decode_tokens_per_s"])
                 other = await asyncio.to_thread(bare_run)
                 if i:
                     app_rates.append(rate)

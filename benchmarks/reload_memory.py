@@ -38,15 +38,15 @@ async def run(reloads: int, spec: str) -> list[float]:
                     raise SystemExit(f"timed out waiting for {cond}")
                 await pilot.pause(0.05)
 
-        await until(lambda: app.backend is not None or app.state == "error")
-        if app.backend is None:
-            raise SystemExit(f"could not load {spec}: {app.load_error}")
+        await until(lambda: app.model.backend is not None or app.state == "error")
+        if app.model.backend is None:
+            raise SystemExit(f"could not load {spec}: {app.model.load_error}")
         print(f"loaded      RSS {rss_mib():7.0f} MiB", flush=True)
         for i in range(1, reloads + 1):
-            old = app.backend
-            app.prompt.load_text(f"/model {spec}")
+            old = app.model.backend
+            app.chat.prompt.load_text(f"/model {spec}")
             await pilot.press("enter")
-            await until(lambda old=old: app.backend is not old and app.backend is not None)
+            await until(lambda old=old: app.model.backend not in (old, None))
             await app.workers.wait_for_complete()  # the close worker has freed the old one
             await pilot.pause()
             series.append(rss_mib())

@@ -1,14 +1,15 @@
-"""The llama-tui App: layout, key bindings, and the factory shared by the CLI and tests.
+"""The llama-tui App: what is process-wide, and the factory shared by the CLI and tests.
+
+`LlamaTuiApp` owns the model (`ModelHost`: load, switch, meters), the settings in use
+(`SettingsControl`), the chat state (`ChatState`: conversation, journal, settings and model
+in use, shared with headless mode), the keys that work everywhere, quitting and crashes.
+The chat screen (`chat_screen.py`) is its main screen and owns the view of the conversation:
+the transcript, the input and the reply in flight. Slash commands are a table
+(`commands.py`) whose rows name the owner that acts.
 
 `create_app(loaded, backend_factory=..., resume=...)` builds the app; `run_app` is what the
-CLI calls: logging to a file first (a handler on stderr would draw over the screen), SIGHUP
-/ SIGTERM flush the journal, then the app runs. Nothing here imports torch: the model loads
-in a worker after the first paint.
-
-Behaviour lives in the controller mixins: `model_control.py` (load, switch, meters),
-`chat_control.py` (one turn, stop, retry, edit, continue), `command_control.py`
-(slash commands, palette, save, copy, links, editor) and `key_control.py` (edit-last,
-transcript scrolling, the keys chosen to survive tmux and screen; more bindings there).
+CLI calls: SIGHUP / SIGTERM flush the journal, then the app runs. Nothing here imports
+torch: the model loads in a worker after the first paint.
 """
 
 from __future__ import annotations
@@ -17,72 +18,81 @@ import contextlib
 import logging
 import os
 import sys
-import threading
-import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
-from textual import events
 from textual.actions import SkipAction
-from textual.app import ComposeResult
+from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Footer
+from textual.screen import Screen
 
-from llama_tui.core.backend import GenerationStats
+from llama_tui.chat.state import BUSY, ChatState, requested_model, server_models
+from llama_tui.core.backend import Backend
 from llama_tui.session.transcript import Conversation
-from llama_tui.text import clean
-from llama_tui.ui.base import BackendFactory
-from llama_tui.ui.chat_control import footer_for
-from llama_tui.ui.command_control import CommandControl
-from llama_tui.ui.commands import palette_provider, parse_command, unescape_prompt
-from llama_tui.ui.copy_save import CopySaveControl
-from llama_tui.ui.key_control import KeyControl
-from llama_tui.ui.model_control import ModelControl
+from llama_tui.text import clean, redact
+from llama_tui.ui.chat_screen import ChatScreen
+from llama_tui.ui.commands import palette_provider
+from llama_tui.ui.messages import (
+    ContextCounted,
+    LoadProgressed,
+    MemoryRead,
+    ModelLoaded,
+    ModelLoadFailed,
+)
+from llama_tui.ui.model_host import ModelHost
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
-from llama_tui.ui.widgets.prompt_input import PromptInput
+from llama_tui.ui.screens.model_picker import ModelPickerScreen
+from llama_tui.ui.settings_control import SettingsControl
+from llama_tui.ui.shutdown import arm_exit_watchdog, threads_finished
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
-from llama_tui.ui.widgets.status_bar import StatusBar
-from llama_tui.ui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from textual.command import Provider
+    from textual.driver import Driver
 
-    from llama_tui.config.settings import LoadedSettings
+    from llama_tui.config.settings import LoadedSettings, Settings
+    from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.ui.widgets.status_bar import StatusBar
 
 log = logging.getLogger(__name__)
+
+BackendFactory = Callable[["Settings"], Backend]
 
 FIRST_PAINT_HEAD_START_S = 0.05
 EXIT_GRACE_S = 2.0  # how long quitting waits for a stopped generation's thread to end
 SIGNAL_EXIT_S = 5.0  # after SIGHUP / SIGTERM (journal flushed), the longest a shutdown may take
-NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 
 
-class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
+class LlamaTuiApp(App[int]):
     """Chat with a local (or remote) LLaMA-family model."""
 
     CSS_PATH = "app.tcss"
     TITLE = "llama-tui"
     # Ours only, no Textual system entries: see palette.py.
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {palette_provider}
-    # Priority where the focused TextArea / Input would otherwise eat the key (ctrl+y is
-    # TextArea's redo, ctrl+c its copy). Esc is not priority so dialogs can close with it.
+    # The one key map, in the footer's order. `chat('name')` runs the chat screen's
+    # `action_name` (the conversation's keys); the rest are the App's. Priority where the
+    # focused TextArea / Input would otherwise eat the key (ctrl+y is TextArea's redo,
+    # ctrl+c its copy). Esc is not priority so dialogs can close with it. The keys were
+    # chosen to survive tmux and screen (README's keys section): Ctrl+B and Ctrl+A are their
+    # prefixes, so edit-last is Ctrl+T.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop", "Stop", tooltip="Stop the reply; keep the partial text"),
-        Binding("ctrl+r", "retry", "Retry", priority=True),
-        Binding("ctrl+y", "copy_reply", "Copy", priority=True),
+        Binding("escape", "chat('stop')", "Stop",
+                tooltip="Stop the reply; keep the partial text"),
+        Binding("ctrl+r", "chat('retry')", "Retry", priority=True),
+        Binding("ctrl+y", "chat('copy_reply')", "Copy", priority=True),
         Binding("f2,ctrl+o", "toggle_settings", "Settings", priority=True),
         Binding("f1", "help", "Help"),
         Binding("ctrl+q", "quit_app", "Quit", priority=True),
         Binding("ctrl+c", "interrupt", "Stop / quit", show=False, priority=True),
-        Binding("ctrl+g", "continue_reply", "Continue", show=False, priority=True),
-        Binding("ctrl+s", "save", "Save", show=False, priority=True),
-        Binding("f3", "copy_code", "Copy code block", show=False),
+        Binding("ctrl+g", "chat('continue_reply')", "Continue", show=False, priority=True),
+        Binding("ctrl+s", "chat('save')", "Save", show=False, priority=True),
+        Binding("f3", "chat('copy_code')", "Copy code block", show=False),
         Binding("f4", "pick_model", "Load model", show=False),
         Binding("f5", "sessions", "Sessions", show=False),
+        Binding("ctrl+t", "chat('edit_last')", "Edit last prompt", show=False, priority=True),
     ]
 
     def __init__(
@@ -93,110 +103,157 @@ class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
         *,
         resumed: bool = False,
     ) -> None:
-        super().__init__(loaded, backend_factory, conversation)
-        self.resumed = resumed
+        super().__init__()
+        self.loaded = loaded
+        self.backend_factory = backend_factory
+        # A resumed conversation keeps its own system prompt.
+        system_prompt = (conversation.system_prompt if conversation.messages
+                         else loaded.settings.system_prompt)
+        self.chat_state = ChatState(conversation, loaded.settings.params, system_prompt)
+        self.model = ModelHost(self, loaded.settings)
+        self.prefs = SettingsControl(self)
+        self.chat = ChatScreen(resumed=resumed)
+        self.clipboard_writes: list[str] = []  # raw sequences written (tests inspect them)
 
-    def compose(self) -> ComposeResult:
-        with Horizontal(id="main"):
-            with Vertical(id="chat"):
-                with Transcript(id="transcript") as transcript:
-                    yield transcript.welcome()
-                yield PromptInput(id="prompt")
-            yield SettingsPanel(id="settings")
-        yield StatusBar(id="status")
-        yield Footer()
+    def get_default_screen(self) -> Screen[None]:
+        return self.chat
 
-    async def on_mount(self) -> None:
-        self.prompt.focus()
-        self.recorder = self.new_recorder(self.conversation)
-        self.panel.load(self.params, self.defaults, self.system_prompt, None)
-        self.status.update_facts(state="loading", model=self.settings.model)
-        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+    def get_driver_class(self) -> type[Driver]:
+        """Textual's driver, reading keys with the mended parser (`terminal_input`)."""
+        from llama_tui.ui.terminal_input import input_driver
+
+        return input_driver(super().get_driver_class())
+
+    async def chat_ready(self) -> None:
+        """The chat screen is composed: show the settings and the resumed conversation,
+        then load the model."""
+        settings = self.model.settings
+        self.status.update_facts(state="loading", model=settings.model)
+        self.prefs.show_in_panel()
         for warning in self.loaded.warnings:
             self.say(warning, severity="warning", timeout=10)
-        if self.resumed:
-            await self.show_conversation()
-        await self.settings_startup()
-        self.set_interval(0.5, self.tick)
+        self.chat_state.recorder = self.new_recorder(self.chat_state.conversation)
+        await self.chat.open_first()
+        await self.prefs.settings_startup()
+        self.set_interval(0.5, self.model.tick)
         # After the first paint: the worker imports torch (holding the GIL for a second or
         # more), so give the first frame a head start before it begins.
-        spec = (self.settings.server_model or self.settings.model) if self.settings.server \
-            else self.settings.model
-        self.set_timer(FIRST_PAINT_HEAD_START_S, lambda: self.start_load(spec))
+        spec = requested_model(settings)
+        self.set_timer(FIRST_PAINT_HEAD_START_S, lambda: self.model.start_load(spec))
 
-    async def show_conversation(self) -> None:
-        """Render a resumed conversation (all text through the sanitiser)."""
-        conv = self.conversation
-        self.transcript.show_welcome(not conv.messages)
-        for m in conv.messages:
-            if m.role == "user":
-                await self.transcript.add_user(m.content, m.id)
-            elif m.role == "assistant":
-                turn = await self.transcript.add_assistant(m.content, m.id)
-                if m.status == "stopped":
-                    why = "interrupted (the app ended)" if m.interrupted else "stopped"
-                    turn.set_footer(f"■ {why} · Ctrl+G or /continue to go on", "stopped")
-                elif m.status == "error":
-                    turn.set_footer(f"✗ error: {m.error or 'generation failed'}", "error")
-                else:
-                    stats = GenerationStats.from_dict(m.stats)
-                    footer, variant = footer_for("complete", stats, None, "")
-                    if footer:
-                        turn.set_footer(footer, variant)
-        title = clean(conv.title) or conv.id
-        await self.note(f"Resumed session {title} ({len(conv.messages)} messages).")
-        for warning in conv.load_warnings:
-            await self.note(warning, variant="warning")
-        _params, changed = self.session_settings()
-        if changed:
-            shown = ", ".join(f"{k} {clean(str(conv.settings.get(k)))}" for k in changed)
-            await self.note(f"This session used other settings ({shown}); "
-                            "/set session applies them.")
-        if conv.model.get("spec") and conv.model.get("spec") != self.settings.model:
-            await self.note(f"This session used {clean(str(conv.model['spec']))}; "
-                            f"/model {clean(str(conv.model['spec']))} loads it.")
+    # -- what the others use -------------------------------------------------------------
 
-    def on_resize(self, event: events.Resize) -> None:
-        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")
+    @property
+    def status(self) -> StatusBar:
+        return self.chat.status
 
-    def watch_state(self, state: str) -> None:
-        self.set_class(state == "generating", "-generating")
+    @property
+    def state(self) -> str:
+        """What the status bar says the app is doing (loading, ready, generating, ...)."""
+        return self.status.facts.state
 
-    async def watch_show_settings(self, show: bool) -> None:
-        self.set_class(show, "-show-settings")
-        if show:
-            await self.panel.build()
-            # Focus before the panel is painted, so keys typed as soon as it shows land in it.
-            self._focus_panel()
-        else:
-            await self.settings_closed()
-            self.prompt.focus()
+    @property
+    def generating(self) -> bool:
+        return self.chat.generating
 
-    def _focus_panel(self) -> None:
-        with contextlib.suppress(Exception):
-            self.panel.query_one("#sp-temperature").focus()
+    def say(self, text: str, *, severity: str = "information", timeout: float = 5) -> None:
+        """A toast. Never markup: the text may hold file names, errors or model output."""
+        self.notify(
+            redact(clean(text)),
+            severity=severity,  # type: ignore[arg-type]
+            timeout=timeout,
+            markup=False,
+        )
 
-    async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
-        command = parse_command(event.text)
-        if command is not None:
-            await self.run_command(*command)
+    def refuse_while_generating(self) -> bool:
+        """The busy guard (`chat.state.BUSY`): True, and the user told, during a reply."""
+        if not self.chat.generating:
+            return False
+        self.say(BUSY, severity="warning")
+        return True
+
+    def new_recorder(self, conv: Conversation) -> SessionRecorder:
+        """A journal for `conv`; its I/O problems are shown, the chat goes on."""
+        from llama_tui.session.recorder import SessionRecorder
+
+        def failed(text: str) -> None:
+            self.say(f"{text}. The conversation is kept in memory; /save writes a copy.",
+                     severity="error", timeout=10)
+
+        return SessionRecorder(conv, on_error=failed)
+
+    def conversation_switched(self) -> None:
+        """Another conversation is shown: the last reply's state and speed belong to the old."""
+        facts: dict[str, object] = {"ttft_s": None, "tokens_per_s": None, "detail": ""}
+        if self.model.backend is not None:
+            facts["state"] = "ready"
+        self.status.update_facts(**facts)
+        self.model.refresh_meters()
+
+    def write_clipboard(self, text: str, sequence: str) -> None:
+        """Copied text: what `App.clipboard` reports, and the escape sequence written.
+        Not `copy_to_clipboard`: it writes a bare OSC 52 that tmux / screen swallow."""
+        self._clipboard = text
+        if sequence:
+            self.clipboard_writes.append(sequence)
+            if self._driver is not None:
+                self._driver.write(sequence)
+
+    # -- worker messages: the model's ------------------------------------------------------
+
+    def on_load_progressed(self, message: LoadProgressed) -> None:
+        self.model.progressed(message)
+
+    async def on_model_loaded(self, message: ModelLoaded) -> None:
+        await self.model.loaded(message)
+
+    async def on_model_load_failed(self, message: ModelLoadFailed) -> None:
+        await self.model.load_failed(message)
+
+    def on_memory_read(self, message: MemoryRead) -> None:
+        self.model.memory_read(message)
+
+    def on_context_counted(self, message: ContextCounted) -> None:
+        self.status.update_facts(context_used=message.used)
+
+    def on_settings_panel_applied(self, event: SettingsPanel.Applied) -> None:
+        self.prefs.apply_params(event.params, event.system_prompt)
+
+    # -- the model -----------------------------------------------------------------------
+
+    def model_command(self, spec: str) -> None:
+        """`/model SPEC` loads it; bare `/model` (and F4) opens the picker."""
+        if self.refuse_while_generating():
             return
-        await self.send_prompt(unescape_prompt(event.text))
-
-    # -- actions -------------------------------------------------------------------------------
-
-    async def action_stop(self) -> None:
-        """Esc: stop the reply, else close the settings panel; otherwise let dialogs have it."""
-        if await self.stop_generation():
+        if spec:
+            self.model.start_load(spec)
             return
-        if self.show_settings and not isinstance(self.screen, ModalScreen):
-            self.show_settings = False
-            return
-        raise SkipAction()
+        model = self.model
+        error = "\n".join(x for x in model.load_error or () if x)
+        current = model.loading_spec or (model.info.spec if model.info
+                                         else model.settings.model)
+        served = None
+        if model.settings.server:  # the server's models, and the one asked for
+            current = model.requested or ""
+            served = partial(server_models, model.settings, self.backend_factory)
+
+        def chosen(picked: str | None) -> None:
+            if picked:
+                model.start_load(picked)
+
+        self.push_screen(ModelPickerScreen(error=error, current=current, served=served), chosen)
+
+    # -- actions -------------------------------------------------------------------------
+
+    async def action_chat(self, name: str) -> None:
+        """A key for the conversation: the chat screen's `action_<name>` acts (one that
+        declines lets the key go on, e.g. Esc to a dialog)."""
+        if not await self.run_action(name, self.chat):
+            raise SkipAction()
 
     async def action_interrupt(self) -> None:
         """Ctrl+C never loses the session: stop the reply, or ask before quitting."""
-        if await self.stop_generation():
+        if await self.chat.replies.stop():
             self.say("Stopped; the partial reply is kept. Ctrl+C again asks to quit.")
             return
         if isinstance(self.screen, ConfirmScreen) and self.screen.kind == "-quit":
@@ -211,52 +268,40 @@ class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
             return
         self.exit()
 
+    async def action_quit(self) -> None:
+        """Textual's own quit action (any route to it) asks during a reply, like Ctrl+Q."""
+        await self.run_action("quit_app")
+
     def ask_quit(self, question: str) -> None:
         def answer(yes: bool | None) -> None:
             if yes:
-                self.run_worker(self.cmd_quit(""), exit_on_error=False)
+                self.run_worker(self.quit_now(), exit_on_error=False)
 
         self.push_screen(ConfirmScreen(question, yes="Quit", no="Stay", kind="-quit"), answer)
 
+    async def quit_now(self) -> None:
+        """/quit: stop the reply (kept as "stopped") and leave."""
+        await self.chat.replies.stop()
+        self.exit()
+
     def action_toggle_settings(self) -> None:
         """Show or hide the settings panel."""
-        self.show_settings = not self.show_settings
-
-    async def action_retry(self) -> None:
-        """Generate the last reply again."""
-        await self.retry()
-
-    async def action_continue_reply(self) -> None:
-        """Continue a stopped or cut-off reply."""
-        await self.continue_reply()
-
-    async def action_copy_reply(self) -> None:
-        """Copy the last reply to the local clipboard (OSC 52)."""
-        await self.cmd_copy("")
-
-    def action_copy_code(self) -> None:
-        """Pick a code block of the last reply to copy."""
-        self.copy_code_block()
-
-    async def action_save(self) -> None:
-        """Save the conversation as Markdown in the working directory."""
-        await self.cmd_save("")
+        self.chat.toggle_settings()
 
     def action_pick_model(self) -> None:
         """Load another model."""
-        if self.generating:
-            self.say("Stop the reply first (Esc), then switch models.", severity="warning")
-            return
-        self.open_model_picker()
+        self.model_command("")
 
     def action_help(self) -> None:
         """Keys and commands."""
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
-    async def action_sessions(self) -> None:
+    def action_sessions(self) -> None:
         """Browse saved sessions."""
-        await self.cmd_sessions("")
+        self.chat.browse_sessions()
+
+    # -- the end -------------------------------------------------------------------------
 
     def _handle_exception(self, error: Exception) -> None:
         """A crash: keep the conversation, and never show locals (or a secret) on screen.
@@ -269,12 +314,10 @@ class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
 
         from rich.text import Text
 
-        from llama_tui.text import redact
-
         log.error("unhandled exception", exc_info=error)
         with contextlib.suppress(Exception):
-            if self.recorder is not None:
-                self.recorder.flush()
+            if self.chat_state.recorder is not None:
+                self.chat_state.recorder.flush()
         self._return_code = 1
         if self._exception is None:  # Pilot re-raises the first one in tests
             self._exception = error
@@ -289,14 +332,11 @@ class LlamaTuiApp(KeyControl, CommandControl, CopySaveControl, ModelControl):
 
     async def on_unmount(self) -> None:
         # Stop the engine, keep what was generated, and leave the journal complete.
-        if self.turn is not None:
-            self.turn.cancel.set()
-            with contextlib.suppress(Exception):
-                await self.finish_turn("stopped", None)
         with contextlib.suppress(Exception):
-            self.remember_settings()
-        if self.recorder is not None:
-            self.recorder.close()
+            await self.chat.replies.stop()
+        with contextlib.suppress(Exception):
+            self.prefs.remember_settings()
+        self.chat_state.close()
 
 
 def create_app(
@@ -333,10 +373,10 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
         from llama_tui.session.recorder import install_signal_flush
 
         def on_signal(code: int) -> None:
-            _arm_exit_watchdog(code)
+            arm_exit_watchdog(code, SIGNAL_EXIT_S)
             app.exit(return_code=code)
 
-        restore = install_signal_flush(lambda: app.recorder, exit=on_signal)
+        restore = install_signal_flush(lambda: app.chat_state.recorder, exit=on_signal)
     except ValueError:  # signal handlers can be installed from the main thread only
         log.warning("no signal flush installed", exc_info=True)
     try:
@@ -345,7 +385,7 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
         if restore is not None:
             restore()
     code = app.return_code or 0
-    if not _threads_finished(EXIT_GRACE_S):
+    if not threads_finished(EXIT_GRACE_S):
         # A model load (or a prefill) cannot be interrupted and its worker thread would keep
         # the process alive for up to minutes after the screen is gone. The journal is
         # closed already (on_unmount), so leave now rather than hang.
@@ -358,34 +398,6 @@ def run_app(loaded: LoadedSettings, *, resume: str | None = None) -> int:
     # No backend.close() here: the process is ending and frees the model anyway, while a
     # close can wait on the engine (up to 10 s) after a stopped reply.
     return code
-
-
-def _arm_exit_watchdog(code: int, delay: float = SIGNAL_EXIT_S) -> None:
-    """After SIGHUP / SIGTERM the journal is flushed; make sure the process really ends.
-
-    With the terminal gone, Textual's shutdown can block for good writing to it (its output
-    queue is full and nothing drains it), and the process would keep the model's memory
-    forever. A daemon thread ends the process `delay` seconds later if it is still alive.
-    """
-
-    def watchdog() -> None:
-        time.sleep(delay)
-        log.warning("shutdown after signal took over %.0f s; exiting now", delay)
-        with contextlib.suppress(Exception):
-            logging.shutdown()
-        os._exit(code)
-
-    threading.Thread(target=watchdog, name="llama-tui-exit-watchdog", daemon=True).start()
-
-
-def _threads_finished(timeout: float) -> bool:
-    """Join the other non-daemon threads for up to `timeout` s; True when none is left."""
-    deadline = time.monotonic() + timeout
-    others = [t for t in threading.enumerate()
-              if t is not threading.main_thread() and not t.daemon]
-    for t in others:
-        t.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.is_alive() for t in others)
 
 
 __all__ = ["LlamaTuiApp", "create_app", "run_app"]

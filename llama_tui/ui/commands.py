@@ -1,47 +1,143 @@
-"""Slash commands and the same actions in Textual's command palette.
+"""Slash commands: one table, from which dispatch, the palette and `/help` are derived.
 
 A line that starts with `/` is a command and never reaches the model (`//text` sends
-`/text`). Unknown commands get a message listing the known ones. The palette provider offers
-every command; those that need an argument open the matching dialog instead.
+`/text`). Each row of `COMMANDS` names its handler (which owner acts: the App for the model,
+settings and quitting; the chat screen for the conversation), its usage and help, the key
+doing the same, and what the command palette does with it (commands that need an argument
+open their dialog instead). Unknown commands get a message listing the known ones.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from llama_tui.text import clean
 
 if TYPE_CHECKING:
     from textual.command import Provider
 
+    from llama_tui.ui.app import LlamaTuiApp
+
+Handler = Callable[["LlamaTuiApp", str], Awaitable[None]]
+PaletteAction = Callable[["LlamaTuiApp"], None]
+
+
+# -- handlers: each names the owner that acts ----------------------------------------------
+
+
+async def _help(app: LlamaTuiApp, arg: str) -> None:
+    app.action_help()
+
+
+async def _clear(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.new_conversation()
+
+
+async def _system(app: LlamaTuiApp, arg: str) -> None:
+    await app.prefs.system_command(arg)
+
+
+async def _set(app: LlamaTuiApp, arg: str) -> None:
+    await app.prefs.set_command(arg)
+
+
+async def _model(app: LlamaTuiApp, arg: str) -> None:
+    app.model_command(arg)
+
+
+async def _retry(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.replies.retry()
+
+
+async def _continue(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.replies.continue_reply()
+
+
+async def _edit(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.replies.edit_last()
+
+
+async def _save(app: LlamaTuiApp, arg: str) -> None:
+    from llama_tui.ui.copy_save import save_command
+
+    await save_command(app.chat, arg)
+
+
+async def _copy(app: LlamaTuiApp, arg: str) -> None:
+    from llama_tui.ui.copy_save import copy_command
+
+    await copy_command(app.chat, arg)
+
+
+async def _settings(app: LlamaTuiApp, arg: str) -> None:
+    app.chat.toggle_settings()
+
+
+async def _sessions(app: LlamaTuiApp, arg: str) -> None:
+    app.chat.browse_sessions()
+
+
+async def _memory(app: LlamaTuiApp, arg: str) -> None:
+    await app.model.memory_command()
+
+
+async def _quit(app: LlamaTuiApp, arg: str) -> None:
+    await app.quit_now()
+
+
+def _open_settings(app: LlamaTuiApp) -> None:
+    app.chat.show_settings = True
+
+
+def _ask_to_quit(app: LlamaTuiApp) -> None:
+    # Like Ctrl+Q: asks while a reply is being generated.
+    app.call_later(app.run_action, "quit_app")
+
+
+# -- the table ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SlashCommand:
+    """One command: `/name`, its handler and how it is offered."""
+
     name: str
     usage: str
     help: str
+    run: Handler
     key: str = ""  # the key binding doing the same, for /help
+    palette: PaletteAction | None = None  # the palette's own action; None: `run` bare
 
 
 COMMANDS: tuple[SlashCommand, ...] = (
-    SlashCommand("help", "/help", "keys and commands", "F1"),
-    SlashCommand("clear", "/clear", "start a new conversation (the old one stays saved)"),
-    SlashCommand("system", "/system TEXT", "set the system prompt; no text shows it"),
+    SlashCommand("help", "/help", "keys and commands", _help, "F1"),
+    SlashCommand("clear", "/clear", "start a new conversation (the old one stays saved)",
+                 _clear),
+    SlashCommand("system", "/system TEXT", "set the system prompt; no text shows it", _system,
+                 palette=_open_settings),
     SlashCommand("set", "/set KEY VALUE", "change a setting, e.g. /set temperature 0.2; "
                  "/set preset precise|balanced|creative; /set session: a resumed "
-                 "session's settings"),
-    SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)", "F4"),
-    SlashCommand("retry", "/retry", "generate the last reply again", "Ctrl+R"),
-    SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", "Ctrl+G"),
-    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", "Ctrl+T"),
+                 "session's settings", _set, palette=_open_settings),
+    SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)",
+                 _model, "F4"),
+    SlashCommand("retry", "/retry", "generate the last reply again", _retry, "Ctrl+R"),
+    SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", _continue,
+                 "Ctrl+G"),
+    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", _edit,
+                 "Ctrl+T"),
     SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json); no PATH "
-                 "asks where", "Ctrl+S"),
+                 "asks where", _save, "Ctrl+S"),
     SlashCommand("copy", "/copy [N] [file]", "copy the last reply, or its code block N; "
-                 "file: write it to a file instead", "Ctrl+Y"),
-    SlashCommand("settings", "/settings", "show or hide the settings panel", "F2"),
-    SlashCommand("sessions", "/sessions", "browse and resume saved sessions", "F5"),
-    SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits"),
-    SlashCommand("quit", "/quit", "quit (the conversation is journaled)", "Ctrl+Q"),
+                 "file: write it to a file instead", _copy, "Ctrl+Y"),
+    SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
+    SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
+    SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",
+                 _memory),
+    SlashCommand("quit", "/quit", "quit (the conversation is journaled)", _quit, "Ctrl+Q",
+                 palette=_ask_to_quit),
 )
 COMMAND_BY_NAME = {c.name: c for c in COMMANDS}
 
@@ -89,6 +185,23 @@ def unknown_command_text(name: str) -> str:
         f"Commands: {listing}\n"
         "Start a message with // to send a line that begins with /."
     )
+
+
+async def run_command(app: LlamaTuiApp, name: str, arg: str) -> None:
+    """Run `/name arg`; an unknown name gets a note (nothing reaches the model)."""
+    command = COMMAND_BY_NAME.get(name)
+    if command is None:
+        await app.chat.note(unknown_command_text(clean(name)), variant="warning")
+        return
+    await command.run(app, arg)
+
+
+def run_from_palette(app: LlamaTuiApp, command: SlashCommand) -> None:
+    """A palette entry: the row's palette action, else the command with no argument."""
+    if command.palette is not None:
+        command.palette(app)
+        return
+    app.run_worker(command.run(app, ""), group="palette", exit_on_error=False)
 
 
 def help_lines() -> list[tuple[str, str, str]]:

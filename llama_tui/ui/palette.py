@@ -9,29 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from llama_tui.ui.commands import COMMANDS
+from llama_tui.ui.commands import COMMANDS, run_from_palette
 
-
-class CommandRunner(Protocol):
-    """What the palette needs from the app."""
-
-    def run_palette_command(self, name: str) -> None: ...
-
-    def action_change_theme(self) -> None: ...
+if TYPE_CHECKING:
+    from llama_tui.ui.app import LlamaTuiApp
 
 
 class ChatCommands(Provider):
-    """Command-palette entries: the chat commands and "Theme"."""
+    """Command-palette entries: the chat commands (from the command table) and "Theme"."""
 
     def _entries(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         """(shown name, help, callback) for each entry."""
-        app = cast("CommandRunner", self.app)
+        app = cast("LlamaTuiApp", self.app)
         for c in COMMANDS:
-            yield c.usage, c.help, partial(app.run_palette_command, c.name)
+            yield c.usage, c.help, partial(run_from_palette, app, c)
         yield "Theme", "change the colour theme", app.action_change_theme
 
     async def discover(self) -> Hits:

@@ -10,14 +10,12 @@ Settings are validated before they are applied and written only when valid.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual import on
-
+from llama_tui.chat.state import params_for_model
 from llama_tui.config.values import show
-from llama_tui.core.params import PARAM_BY_NAME, InvalidValue, lookup
+from llama_tui.core.params import PARAM_BY_NAME, GenerationParams, InvalidValue, lookup
 from llama_tui.text import clean
-from llama_tui.ui.chat_control import ChatControl
 from llama_tui.ui.params_form import (
     PRESETS,
     apply_setting,
@@ -25,13 +23,73 @@ from llama_tui.ui.params_form import (
     overrides,
     preset_params,
 )
-from llama_tui.ui.widgets.settings_panel import SettingsPanel
+
+if TYPE_CHECKING:
+    from llama_tui.config.settings import LoadedSettings
+    from llama_tui.session.transcript import Conversation
+    from llama_tui.ui.app import LlamaTuiApp
+    from llama_tui.ui.widgets.settings_panel import SettingsPanel
 
 _FORGET_USAGE = "/set forget KEY (a setting or system_prompt) or /set forget all"
 
 
-class SettingsControl(ChatControl):
-    """`/set`, the panel's changes, and the remembered settings."""
+class SettingsControl:
+    """The settings in use, for the whole app: `/set`, `/system`, the panel's changes, and
+    the remembered settings. The values in use are the chat state's `params` and
+    `system_prompt` (what a reply reads); this is their only writer."""
+
+    def __init__(self, app: LlamaTuiApp) -> None:
+        self.app = app
+        loaded = app.loaded
+        self.defaults = GenerationParams()  # the model's own, once one is loaded
+        # Fields the user chose (config, remembered, flags, panel, /set): they survive a
+        # model switch; the others follow the new model's generation_config.
+        self.user_fields = {
+            name for name in GenerationParams.field_names()
+            if loaded.sources.get(name, "default") != "default"
+        }
+        # Remembering settings is per field: `yours` are the fields whose value in use is the
+        # user's own (remembered, or changed in the panel / with /set here); `unsaved` those
+        # changed here and not yet written. Flags, env and resumed values are never in them.
+        self.yours = {k for k, src in loaded.sources.items() if src.startswith("remembered:")}
+        self.unsaved: set[str] = set()
+
+    # -- what the settings are read from and shown in ------------------------------------
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.app.chat_state.params
+
+    @property
+    def system_prompt(self) -> str:
+        return self.app.chat_state.system_prompt
+
+    @property
+    def loaded(self) -> LoadedSettings:
+        return self.app.loaded
+
+    @property
+    def conversation(self) -> Conversation:
+        return self.app.chat_state.conversation
+
+    @property
+    def context_length(self) -> int | None:
+        return self.app.model.context_length
+
+    @property
+    def panel(self) -> SettingsPanel:
+        return self.app.chat.panel
+
+    def say(self, text: str, *, severity: str = "information", timeout: float = 5) -> None:
+        self.app.say(text, severity=severity, timeout=timeout)
+
+    async def note(self, text: str, *, title: str = "", variant: str = "info") -> None:
+        await self.app.chat.note(text, title=title, variant=variant)
+
+    def show_in_panel(self) -> None:
+        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+
+    # -- changes -----------------------------------------------------------------------
 
     def session_settings(self) -> tuple[Any, list[str]]:
         """The resumed session's recorded settings over the current ones: (params, changed).
@@ -59,7 +117,8 @@ class SettingsControl(ChatControl):
                 changed.append(key)
         return new, changed
 
-    async def cmd_set(self, arg: str) -> None:
+    async def set_command(self, arg: str) -> None:
+        """`/set`: list, change, preset, session, forget."""
         key, _, value = arg.partition(" ")
         if key == "preset":
             try:
@@ -68,7 +127,7 @@ class SettingsControl(ChatControl):
                 await self.note(f"/set preset: {e}. Nothing was changed.", variant="warning")
                 return
             self.apply_params(new, self.system_prompt)
-            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+            self.show_in_panel()
             self.say(f"Preset {value.strip().lower()}: {PRESETS[value.strip().lower()]}. "
                      "Applies from the next reply.")
             return
@@ -81,7 +140,7 @@ class SettingsControl(ChatControl):
             # user's own pending changes are written first, before these replace them.
             self.remember_settings()
             self.apply_params(new, self.system_prompt, remember=False)
-            self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+            self.show_in_panel()
             self.say(f"Using the session's {', '.join(changed)} from the next reply.")
             return
         if key == "forget":
@@ -99,7 +158,7 @@ class SettingsControl(ChatControl):
             await self.note(f"/set {said}. Nothing was changed.", variant="warning")
             return
         self.apply_params(new, self.system_prompt)
-        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        self.show_in_panel()
         overridden = overrides(new, self.defaults)
         shown = ", ".join(f"{k}={format_value(k, getattr(new, k))}" if k != "do_sample"
                           else f"greedy={not new.do_sample}" for k in sorted(overridden))
@@ -148,14 +207,10 @@ class SettingsControl(ChatControl):
         self.yours -= set(keys)
         self.unsaved -= set(keys)
         self._show_origins()
-        self.panel.load(self.params, self.defaults, self.system_prompt, self.context_length)
+        self.show_in_panel()
         now = ", ".join(f"{k} {show(self._value(k))}" for k in mine)
         self.say(f"Forgot your {name if name != 'all' else 'remembered settings'}"
                  + (f"; now {now}." if now else "."))
-
-    @on(SettingsPanel.Applied)
-    def _panel_applied(self, event: SettingsPanel.Applied) -> None:
-        self.apply_params(event.params, event.system_prompt)
 
     def apply_params(self, params: Any, system_prompt: str, *, remember: bool = True) -> None:
         """Use these settings from the next reply; `remember`: they are the user's choice."""
@@ -163,7 +218,8 @@ class SettingsControl(ChatControl):
         changed = {k for k in new if new[k] != old[k]}
         if system_prompt != self.system_prompt:
             changed.add("system_prompt")
-        self.params, self.system_prompt = params, system_prompt
+        state = self.app.chat_state
+        state.params, state.system_prompt = params, system_prompt
         self.user_fields = overrides(params, self.defaults)
         if remember:
             self.yours |= changed
@@ -195,6 +251,36 @@ class SettingsControl(ChatControl):
         self.unsaved -= done
         self.loaded.file_values = files
         self._show_origins()
+
+    async def system_command(self, arg: str) -> None:
+        """`/system TEXT` sets the system prompt, `/system -` clears it, bare shows it."""
+        if not arg:
+            current = self.system_prompt or "(none: the model's template may add its own)"
+            await self.note(f"System prompt: {current}\nSet it with /system TEXT; /system - "
+                            "clears it.")
+            return
+        self.apply_params(self.params, "" if arg == "-" else arg)
+        self.show_in_panel()
+        self.say("System prompt set; it applies from the next reply.")
+
+    def model_defaults(self, defaults: GenerationParams) -> None:
+        """A model loaded: its defaults, with the user's own choices (config, remembered,
+        flags) on top. A user value that does not fit this model (e.g. max_new_tokens
+        above its context) is dropped with a note rather than used."""
+        self.defaults = defaults
+        params, warnings = params_for_model(defaults, self.params, self.user_fields,
+                                            self.context_length)
+        for warning in warnings:
+            self.say(warning, severity="warning")
+        self.app.chat_state.params = params
+        self.show_in_panel()
+
+    def use_session_prompt(self, system_prompt: str) -> None:
+        """A saved session was opened: its system prompt is used, never remembered; the
+        user's own pending changes are written first."""
+        self.remember_settings()
+        self.apply_params(self.params, system_prompt, remember=False)
+        self.show_in_panel()
 
     async def settings_closed(self) -> None:
         """The panel closed: an invalid field gets the value in use back, and the user is told."""

@@ -27,7 +27,17 @@ from llama_tui.session.journal import load_journal
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from tests.reliability.terminal import audit, record_terminal, screen_of
 from tests.ui.fakes import FakeBackend, FakeFactory
-from tests.ui.helpers import make_app, notes, ready, real_app, reply_done, send, shown_text, until
+from tests.ui.helpers import (
+    make_app,
+    notes,
+    ready,
+    real_app,
+    reply_done,
+    reply_text,
+    send,
+    shown_text,
+    until,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -145,8 +155,8 @@ async def test_fault_inside_real_generate_partial_kept_next_prompt_works(
     app = real_app(tiny_model_dir, params)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        assert app.state == "ready", app.load_error
-        model = app.backend._model
+        assert app.state == "ready", app.model.load_error
+        model = app.model.backend._model
         handle = _hook_after(model, 5, fault)  # after the prefill and a few tokens
         try:
             await send(pilot, "Tell me a long story")
@@ -155,7 +165,7 @@ async def test_fault_inside_real_generate_partial_kept_next_prompt_works(
             handle.remove()
         await app.workers.wait_for_complete()
         await pilot.pause()
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.role == "assistant" and reply.status == "error"
         shown = shown_text(app).lower()
         for want in expect:
@@ -165,13 +175,13 @@ async def test_fault_inside_real_generate_partial_kept_next_prompt_works(
         # The journal has it, marked, before anything else happens (save first).
         from llama_tui import locations
 
-        saved = load_journal(locations.sessions_dir() / f"{app.conversation.id}.jsonl")
+        saved = load_journal(locations.sessions_dir() / f"{app.chat_state.conversation.id}.jsonl")
         assert saved.messages[-1].status == "error"
         assert saved.messages[-1].content == reply.content
         # The same model answers the next prompt.
         await send(pilot, "and now?")
         await reply_done(pilot)
-        last = app.conversation.messages[-1]
+        last = app.chat_state.conversation.messages[-1]
         assert last.status == "complete" and last.content
 
 
@@ -185,7 +195,7 @@ async def test_oom_frees_the_failed_step(tiny_model_dir: Path) -> None:
     app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        model = app.backend._model
+        model = app.model.backend._model
         refs: list[Any] = []
 
         def fault(output: Any) -> Any:
@@ -210,18 +220,19 @@ async def test_invalid_params_that_slip_through_are_refused_by_the_engine(
     app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        app.params = GenerationParams(do_sample=True, temperature=float("nan"), top_p=1.5,
+        app.chat_state.params = GenerationParams(
+            do_sample=True, temperature=float("nan"), top_p=1.5,
                                       max_new_tokens=10)
         await send(pilot, "hi")
         await until(pilot, lambda: not app.generating, timeout=30)
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert app.conversation.messages[-1].status == "error"
+        assert app.chat_state.conversation.messages[-1].status == "error"
         assert "invalid generation settings" in shown_text(app).lower()
-        app.params = GREEDY
+        app.chat_state.params = GREEDY
         await send(pilot, "hi again")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"
 
 
 # -- row 12: prompts longer than the context -------------------------------------------
@@ -232,11 +243,11 @@ async def test_history_longer_than_context_drops_oldest_with_note(tiny_model_dir
     app = real_app(tiny_model_dir, params)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        app.system_prompt = "SYSTEM RULES"
+        app.chat_state.system_prompt = "SYSTEM RULES"
         for i in range(8):
             await send(pilot, f"message {i} " + "word " * 25)
             await reply_done(pilot)
-            assert app.conversation.messages[-1].status == "complete", shown_text(app)
+            assert app.chat_state.conversation.messages[-1].status == "complete", shown_text(app)
         assert "oldest message(s) were left out" in shown_text(app)
         assert "IndexError" not in shown_text(app)
 
@@ -250,12 +261,12 @@ async def test_single_prompt_longer_than_context_is_a_clear_error(tiny_model_dir
         await app.workers.wait_for_complete()
         await pilot.pause()
         text = shown_text(app)
-        assert app.conversation.messages[-1].status == "error"
+        assert app.chat_state.conversation.messages[-1].status == "error"
         assert "context holds" in text and "Shorten your message" in text, text
         assert "IndexError" not in text
         await send(pilot, "short one")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"
 
 
 # -- row 13: interrupting a reply ------------------------------------------------------------
@@ -265,7 +276,7 @@ LONG = [f"tok{i} " for i in range(200)]
 
 async def _held(pilot: Any, backend: FakeBackend) -> None:
     assert await asyncio.to_thread(backend.held.wait, 10)
-    await until(pilot, lambda: pilot.app.turn is not None and pilot.app.turn.message.content)
+    await until(pilot, lambda: reply_text(pilot.app))
 
 
 async def test_esc_stops_within_a_step_and_keeps_partial() -> None:
@@ -276,13 +287,13 @@ async def test_esc_stops_within_a_step_and_keeps_partial() -> None:
         await send(pilot, "go")
         await _held(pilot, backend)
         await pilot.press("escape")
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.status == "stopped" and reply.content == "".join(LONG[:5])
         # The generating thread ends promptly (it checks the cancel event every step).
         assert await asyncio.to_thread(lambda: _wait_clear(backend.running, 5))
         await send(pilot, "again")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "next"
+        assert app.chat_state.conversation.messages[-1].content == "next"
 
 
 def _wait_clear(event: threading.Event, timeout: float) -> bool:
@@ -303,17 +314,17 @@ async def test_submit_and_model_switch_while_generating_are_refused() -> None:
         await send(pilot, "go")
         await _held(pilot, backend)
         await send(pilot, "second prompt")
-        assert app.prompt.text == "second prompt"  # given back, not lost
-        app.prompt.clear()
+        assert app.chat.prompt.text == "second prompt"  # given back, not lost
+        app.chat.prompt.clear()
         await send(pilot, "/model other")
         await pilot.press("f4")
         await pilot.pause()
         assert len(backend.calls) == 1  # no second generate at once
-        assert app.backend is backend and other.info is None
+        assert app.model.backend is backend and other.info is None
         assert sum("Esc" in n for n in notes(app)) >= 2
         backend.release()
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "".join(LONG)
+        assert app.chat_state.conversation.messages[-1].content == "".join(LONG)
 
 
 async def test_quit_during_generation_leaves_consistent_files() -> None:
@@ -329,7 +340,7 @@ async def test_quit_during_generation_leaves_consistent_files() -> None:
         await until(pilot, lambda: not app.is_running, timeout=10)
     from llama_tui import locations
 
-    conv = load_journal(locations.sessions_dir() / f"{app.conversation.id}.jsonl")
+    conv = load_journal(locations.sessions_dir() / f"{app.chat_state.conversation.id}.jsonl")
     assert [m.role for m in conv.messages] == ["user", "assistant"]
     assert conv.messages[1].status == "stopped"
     assert conv.messages[1].content == "".join(LONG[:4])
@@ -342,7 +353,7 @@ async def test_esc_then_resend_on_the_real_engine_never_runs_two_generates(
     app = real_app(tiny_model_dir, GREEDY.with_changes(max_new_tokens=40))
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        model = app.backend._model
+        model = app.model.backend._model
         active = {"now": 0, "max": 0}
         lock = threading.Lock()
         real_generate = model.generate
@@ -372,15 +383,15 @@ async def test_esc_then_resend_on_the_real_engine_never_runs_two_generates(
             await pilot.press("escape")
             await send(pilot, "second")  # sent while the first thread is still inside
             gate.set()
-            await until(pilot, lambda: len(app.conversation.messages) == 4
+            await until(pilot, lambda: len(app.chat_state.conversation.messages) == 4
                         and not app.generating, timeout=60)
             await app.workers.wait_for_complete()
         finally:
             handle.remove()
             del model.generate
         assert active["max"] == 1
-        assert app.conversation.messages[1].status == "stopped"
-        assert app.conversation.messages[3].status == "complete"
+        assert app.chat_state.conversation.messages[1].status == "stopped"
+        assert app.chat_state.conversation.messages[3].status == "complete"
 
 
 # -- row 15: long output, huge paste, tiny terminal ----------------------------------------
@@ -422,21 +433,22 @@ async def test_10k_tokens_huge_paste_and_40x10_stay_responsive() -> None:
         await pilot.resize_terminal(40, 10)
         await pilot.pause()
         paste = "".join(f"line {i} of a big paste\n" for i in range(20_000))  # ~470 KB
-        app.prompt.focus()
+        app.chat.prompt.focus()
         app.post_message(events.Paste(paste))  # as the driver does: to the focused widget
-        await until(pilot, lambda: len(app.prompt.text) >= len(paste) - 1, timeout=60)
+        await until(pilot, lambda: len(app.chat.prompt.text) >= len(paste) - 1, timeout=60)
         backend.release()
         await until(pilot, lambda: not app.generating, timeout=120)
         await app.workers.wait_for_complete()
         await pilot.pause()
         lag_stream = meter.worst
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.content == "".join(chunks)  # nothing lost
         await pilot.press("enter")  # send the paste
-        await until(pilot, lambda: app.conversation.messages[-1].role == "assistant"
-                    and not app.generating and len(app.conversation.messages) == 4, timeout=60)
-        assert app.conversation.messages[2].content == paste.rstrip("\n") or \
-            app.conversation.messages[2].content == paste
+        await until(pilot, lambda: app.chat_state.conversation.messages[-1].role == "assistant"
+                    and not app.generating
+                    and len(app.chat_state.conversation.messages) == 4, timeout=60)
+        assert app.chat_state.conversation.messages[2].content == paste.rstrip("\n") or \
+            app.chat_state.conversation.messages[2].content == paste
         await pilot.resize_terminal(100, 30)
         await pilot.pause()
         meter.stop()

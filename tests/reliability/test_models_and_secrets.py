@@ -111,8 +111,8 @@ async def test_bad_model_spec_one_message_current_model_stays(
     out = record_terminal(app)
     async with app.run_test(headless=False, size=(100, 30), notifications=True) as pilot:
         await ready(pilot)
-        assert app.state == "ready", app.load_error
-        before = app.info
+        assert app.state == "ready", app.model.load_error
+        before = app.model.info
         if callable(spec):
             spec = spec(tiny_model_dir, tmp_path, monkeypatch)
         elif "Tok" in spec:
@@ -123,17 +123,17 @@ async def test_bad_model_spec_one_message_current_model_stays(
             monkeypatch.setattr(hub, "resolve_hub", no_request)
         # Submitted directly: what the user types is drawn in their own input pane, which
         # is not an echo; the app must not show the id back anywhere after that.
-        app.prompt.post_message(PromptInput.Submitted(app.prompt, f"/model {spec}"))
+        app.chat.prompt.post_message(PromptInput.Submitted(app.chat.prompt, f"/model {spec}"))
         await pilot.pause()
-        await until(pilot, lambda: app.load_error is not None, timeout=30)
-        cause, fix = app.load_error or ("", "")
+        await until(pilot, lambda: app.model.load_error is not None, timeout=30)
+        cause, fix = app.model.load_error or ("", "")
         text = f"{cause}\n{fix}".lower()
         for want in expect:
             assert want in text, text
-        assert app.info is before and app.backend is not None  # still loaded
+        assert app.model.info is before and app.model.backend is not None  # still loaded
         await send(pilot, "still there?")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"
         if "Tok" in spec:
             await pilot.pause(0.1)
             shown = "".join(out) + "\n".join(notes(app)) + "".join(screen_of(out, 100, 30).flat)
@@ -152,9 +152,9 @@ async def test_token_shaped_id_at_startup_is_not_echoed(monkeypatch: pytest.Monk
     app = create_app(LoadedSettings(settings=settings, sources={"model": "flag"}))
     out = record_terminal(app)
     async with app.run_test(headless=False, size=(100, 30), notifications=True) as pilot:
-        await until(pilot, lambda: app.load_error is not None, timeout=30)
+        await until(pilot, lambda: app.model.load_error is not None, timeout=30)
         await pilot.pause(0.2)
-        assert "access token" in app.load_error[0]  # type: ignore[index]
+        assert "access token" in app.model.load_error[0]  # type: ignore[index]
         shown = "".join(out) + "\n".join(notes(app))
     assert "SpecTok" not in shown
 
@@ -205,7 +205,7 @@ async def test_token_never_on_screen_logs_files_or_toasts(
         await send(pilot, "hello")
         await reply_done(pilot)
         await send(pilot, "/model other")
-        await until(pilot, lambda: app.load_error is not None)
+        await until(pilot, lambda: app.model.load_error is not None)
         ok.stream_error = GenerationError(f"server said: invalid token {TOKEN_ENV}",
                                           f"check {TOKEN_FILE}")
         await send(pilot, "again")

@@ -45,17 +45,17 @@ async def test_invalid_setting_is_refused_with_reason_and_never_persisted(
     app = make_app(FakeBackend(replies=[["ok"]]))
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        before = app.params
+        before = app.chat_state.params
         await send(pilot, f"/set {key} {value}")
         await pilot.pause()
         text = shown_text(app)
         assert "Nothing was changed" in text and key in text, text
-        assert app.params == before
+        assert app.chat_state.params == before
         await send(pilot, "/settings")  # the panel closes: settings are remembered now
         await send(pilot, "/settings")
         await send(pilot, "hello")  # the reply uses the old, valid settings
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"
     path = remembered_settings_file()
     if path.exists():
         assert key not in json.loads(path.read_text())["fields"]
@@ -189,7 +189,7 @@ async def test_unwritable_data_dir_app_still_chats(tmp_path: Path) -> None:
         await ready(pilot)
         await send(pilot, "hello")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "ok"
+        assert app.chat_state.conversation.messages[-1].content == "ok"
         assert any("journal" in n.lower() or str(data) in n for n in notes(app)), notes(app)
     assert data.read_text().startswith("a file")
 
@@ -229,7 +229,7 @@ async def test_disk_full_during_save_keeps_previous_file_and_retry_works(
         assert sorted(p.name for p in tmp_path.iterdir() if p.name != "llama_tui_home") == [
             "chat.md"
         ]  # no temp file
-        assert [m.content for m in app.conversation.messages][-1] == "second"
+        assert [m.content for m in app.chat_state.conversation.messages][-1] == "second"
         monkeypatch.setattr(os, "write", real_write)
         await send(pilot, f"/save {target}")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -255,7 +255,7 @@ async def test_export_name_from_title_stays_in_directory(
         await ready(pilot)
         await send(pilot, "hello")
         await reply_done(pilot)
-        app.conversation.title = title
+        app.chat_state.conversation.title = title
         (tmp_path / "outdir").mkdir()
         saved = locations.save_dir()
         await send(pilot, "/save")  # asks where, prefilled with a name in the save folder

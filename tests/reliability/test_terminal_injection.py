@@ -30,7 +30,7 @@ from tests.reliability.payloads import (
 )
 from tests.reliability.terminal import audit, record_terminal, screen_of
 from tests.ui.fakes import FakeBackend
-from tests.ui.helpers import make_app, ready, reply_done, until
+from tests.ui.helpers import make_app, ready, reply_done, reply_text, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -45,7 +45,7 @@ async def send(pilot: Pilot[int], text: str) -> None:
     """
     app = pilot.app
     assert isinstance(app, LlamaTuiApp)
-    app.prompt.post_message(PromptInput.Submitted(app.prompt, text))
+    app.chat.prompt.post_message(PromptInput.Submitted(app.chat.prompt, text))
     await pilot.pause()
 
 
@@ -73,7 +73,8 @@ async def test_escape_sequences_in_streamed_output(payload: Payload, how: str) -
         await send(pilot, "hi")
         await reply_done(pilot)
         await pilot.pause()
-        assert app.conversation.messages[-1].content == reply  # the journal keeps exact text
+        # the journal keeps exact text
+        assert app.chat_state.conversation.messages[-1].content == reply
     assert_clean(out, payload)
     shown = screen_of(out, W, H).text
     assert "BEFOREMARK" in shown and "AFTERMARK" in shown, shown
@@ -91,7 +92,7 @@ async def test_stream_is_clean_while_streaming_not_only_at_the_end() -> None:
         await ready(pilot)
         await send(pilot, "hi")
         await until(pilot, lambda: backend.held.is_set())
-        await until(pilot, lambda: app.turn is not None and app.turn.message.content)
+        await until(pilot, lambda: reply_text(app))
         for _ in range(5):
             await pilot.pause(0.05)
         mid = len(out)
@@ -129,9 +130,9 @@ async def test_paste_into_the_prompt_is_sanitised(how: str) -> None:
     out = record_terminal(app)
     async with app.run_test(headless=False, size=(W, H)) as pilot:
         await ready(pilot)
-        app.prompt.focus()
+        app.chat.prompt.focus()
         app.post_message(events.Paste(text))  # as the driver does: to the focused widget
-        await until(pilot, lambda: bool(app.prompt.text))
+        await until(pilot, lambda: bool(app.chat.prompt.text))
         await pilot.pause(0.1)
     for p in TERMINAL_PAYLOADS:
         assert_clean(out, p)
@@ -156,11 +157,11 @@ async def test_escape_sequences_on_every_surface(
         await ready(pilot)
         await send(pilot, f"prompt {seq} typed")  # user input
         await reply_done(pilot)  # the error footer
-        assert app.conversation.messages[-1].status == "error"
+        assert app.chat_state.conversation.messages[-1].status == "error"
         await send(pilot, f"/save {tmp_path}/name{seq}.md")  # a file name, in a toast
         await pilot.pause()
         await send(pilot, f"/model org/model{seq}x")  # a model id, in a notice
-        await until(pilot, lambda: app.load_error is not None)
+        await until(pilot, lambda: app.model.load_error is not None)
         await send(pilot, f"/set temperature {seq}")  # a setting value, in a notice
         await pilot.pause(0.1)
     # No residue check here: error texts may show a repr of the id ('\\x1b]52;...'),
@@ -257,7 +258,7 @@ async def test_markup_in_failed_model_id_notice_title(markup: str) -> None:
     async with app.run_test(headless=False, size=(W, H)) as pilot:
         await ready(pilot)
         await send(pilot, f"/model x{markup}")
-        await until(pilot, lambda: app.load_error is not None)
+        await until(pilot, lambda: app.model.load_error is not None)
         await pilot.pause(0.1)
         assert app._exception is None
         rows = ["".join(c or "" for c in r) for r in screen_of(out, W, H).rows]

@@ -44,7 +44,7 @@ async def until(pilot: Pilot[int], cond: Callable[[], object], timeout: float = 
 async def ready(pilot: Pilot[int]) -> LlamaTuiApp:
     app = pilot.app
     assert isinstance(app, LlamaTuiApp)
-    await until(pilot, lambda: app.backend is not None or app.state == "error")
+    await until(pilot, lambda: app.model.backend is not None or app.state == "error")
     await pilot.pause()
     return app
 
@@ -53,8 +53,8 @@ async def send(pilot: Pilot[int], text: str) -> None:
     """Type `text` into the prompt (at once, like a paste) and press Enter."""
     app = pilot.app
     assert isinstance(app, LlamaTuiApp)
-    app.prompt.focus()
-    app.prompt.load_text(text)
+    app.chat.prompt.focus()
+    app.chat.prompt.load_text(text)
     await pilot.press("enter")
 
 
@@ -67,12 +67,19 @@ async def reply_done(pilot: Pilot[int]) -> None:
     await pilot.pause()
 
 
+def reply_text(app: object) -> str:
+    """The text of the reply in flight so far ("" when none is being generated)."""
+    assert isinstance(app, LlamaTuiApp)
+    turn = app.chat.replies.turn
+    return turn.run.message.content if turn is not None else ""
+
+
 def shown_text(app: LlamaTuiApp) -> str:
     """Everything the transcript shows as plain text (turns, notices, footers)."""
     from textual.widgets import Markdown, Static
 
     parts = []
-    for w in app.transcript.query("Static, Markdown"):
+    for w in app.chat.transcript.query("Static, Markdown"):
         if isinstance(w, Markdown):
             parts.append(w.source)
         elif isinstance(w, Static) and w.display:

@@ -10,7 +10,7 @@ from llama_tui.core.backend import StopReason
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.transcript import AssistantTurn
 from tests.ui.fakes import FakeBackend
-from tests.ui.helpers import make_app, ready, reply_done, send, shown_text, until
+from tests.ui.helpers import make_app, ready, reply_done, reply_text, send, shown_text, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -21,7 +21,7 @@ async def held(pilot, backend: FakeBackend) -> None:  # type: ignore[no-untyped-
     """Wait until the fake reply is blocked mid-stream and its chunks are shown."""
     assert await asyncio.to_thread(backend.held.wait, 10)
     app = pilot.app
-    await until(pilot, lambda: app.turn is not None and app.turn.message.content)
+    await until(pilot, lambda: reply_text(app))
     await pilot.pause()
 
 
@@ -35,7 +35,7 @@ async def test_escape_stops_and_keeps_partial_text() -> None:
         assert app.state == "generating"
         assert app.status.facts.state == "generating"
         await pilot.press("escape")
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.status == "stopped"
         assert reply.content == "one two "
         assert app.state == "stopped"
@@ -46,8 +46,8 @@ async def test_escape_stops_and_keeps_partial_text() -> None:
         backend.hold_after = None
         await send(pilot, "again")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "after"
-        assert app.conversation.messages[1].content == "one two "  # partial kept
+        assert app.chat_state.conversation.messages[-1].content == "after"
+        assert app.chat_state.conversation.messages[1].content == "one two "  # partial kept
 
 
 async def test_ctrl_c_stops_generation_then_asks_before_quitting() -> None:
@@ -58,7 +58,7 @@ async def test_ctrl_c_stops_generation_then_asks_before_quitting() -> None:
         await send(pilot, "go")
         await held(pilot, backend)
         await pilot.press("ctrl+c")
-        assert app.conversation.messages[-1].status == "stopped"
+        assert app.chat_state.conversation.messages[-1].status == "stopped"
         assert app.is_running
         await pilot.press("ctrl+c")  # idle now: asks
         assert isinstance(app.screen, ConfirmScreen)
@@ -83,7 +83,7 @@ async def test_ctrl_q_asks_only_while_generating() -> None:
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("y")
         await until(pilot, lambda: not app.is_running)
-    assert app.conversation.messages[-1].status == "stopped"
+    assert app.chat_state.conversation.messages[-1].status == "stopped"
 
 
 async def test_submit_while_generating_is_refused_and_text_kept() -> None:
@@ -94,12 +94,13 @@ async def test_submit_while_generating_is_refused_and_text_kept() -> None:
         await send(pilot, "first")
         await held(pilot, backend)
         await send(pilot, "second")
-        assert app.prompt.text == "second"
-        assert [m.content for m in app.conversation.messages if m.role == "user"] == ["first"]
+        assert app.chat.prompt.text == "second"
+        messages = app.chat_state.conversation.messages
+        assert [m.content for m in messages if m.role == "user"] == ["first"]
         assert len(backend.calls) == 1
         backend.release()
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "".join(LONG)
+        assert app.chat_state.conversation.messages[-1].content == "".join(LONG)
 
 
 async def test_retry_replaces_the_last_reply() -> None:
@@ -111,13 +112,13 @@ async def test_retry_replaces_the_last_reply() -> None:
         await reply_done(pilot)
         await pilot.press("ctrl+r")
         await reply_done(pilot)
-        contents = [m.content for m in app.conversation.messages]
+        contents = [m.content for m in app.chat_state.conversation.messages]
         assert contents == ["question", "second answer"]
         assert backend.calls[0].history == backend.calls[1].history
-        assert len(app.transcript.query(AssistantTurn)) == 1
+        assert len(app.chat.transcript.query(AssistantTurn)) == 1
         await send(pilot, "/retry")
         await reply_done(pilot)
-        assert len(app.conversation.messages) == 2
+        assert len(app.chat_state.conversation.messages) == 2
 
 
 async def test_edit_last_prompt_puts_it_back() -> None:
@@ -130,8 +131,8 @@ async def test_edit_last_prompt_puts_it_back() -> None:
         await send(pilot, "q2 with typo")
         await reply_done(pilot)
         await pilot.press("ctrl+t", "y")  # Ctrl+T asks first (tests/ui/test_keys.py)
-        await until(pilot, lambda: app.prompt.text == "q2 with typo")
-        assert [m.content for m in app.conversation.messages] == ["q1", "a1"]
+        await until(pilot, lambda: app.chat.prompt.text == "q2 with typo")
+        assert [m.content for m in app.chat_state.conversation.messages] == ["q1", "a1"]
         assert "q2 with typo" not in shown_text(app)
 
 
@@ -149,10 +150,10 @@ async def test_continue_extends_a_stopped_reply() -> None:
         await reply_done(pilot)
         history = backend.calls[-1].history
         assert history[-1].role == "assistant" and history[-1].content == "one two "
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.content == "one two  and more"
         assert reply.status == "complete"
-        assert len(app.conversation.messages) == 2
+        assert len(app.chat_state.conversation.messages) == 2
 
 
 async def test_length_limit_offers_continue() -> None:
@@ -179,14 +180,14 @@ async def test_generation_error_is_shown_and_next_prompt_works() -> None:
         await ready(pilot)
         await send(pilot, "boom")
         await reply_done(pilot)
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.status == "error" and reply.content == "partial"
         assert "Out of memory [/INST]" in shown_text(app)
         assert app.state == "error"
         backend.stream_error = None
         await send(pilot, "again")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "fine"
+        assert app.chat_state.conversation.messages[-1].content == "fine"
         assert app.state == "ready"
 
 
@@ -199,11 +200,11 @@ async def test_history_recall_with_up_and_down() -> None:
             await reply_done(pilot)
         await pilot.press(*"dra")
         await pilot.press("up")
-        assert app.prompt.text == "beta"
+        assert app.chat.prompt.text == "beta"
         await pilot.press("up")
-        assert app.prompt.text == "alpha"
+        assert app.chat.prompt.text == "alpha"
         await pilot.press("down", "down")
-        assert app.prompt.text == "dra"
+        assert app.chat.prompt.text == "dra"
 
 
 async def test_newline_keys_and_enter_sends() -> None:
@@ -212,10 +213,10 @@ async def test_newline_keys_and_enter_sends() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await pilot.press("a", "ctrl+j", "b")
-        assert app.prompt.text == "a\nb"
+        assert app.chat.prompt.text == "a\nb"
         await pilot.press("enter")
         await reply_done(pilot)
-        assert app.conversation.messages[0].content == "a\nb"
+        assert app.chat_state.conversation.messages[0].content == "a\nb"
 
 
 async def test_prompt_sent_while_loading_is_queued() -> None:
@@ -229,12 +230,12 @@ async def test_prompt_sent_while_loading_is_queued() -> None:
         assert app.state == "loading"
         assert app.status.facts.state == "loading"
         await send(pilot, "early bird")
-        assert app.queued
+        assert app.chat.replies.queued
         assert "still loading" in shown_text(app)
         gate.set()
-        await until(pilot, lambda: len(app.conversation.messages) == 2)
+        await until(pilot, lambda: len(app.chat_state.conversation.messages) == 2)
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "queued reply"
+        assert app.chat_state.conversation.messages[-1].content == "queued reply"
 
 
 async def test_journal_has_the_prompt_before_generation_starts() -> None:
@@ -244,12 +245,12 @@ async def test_journal_has_the_prompt_before_generation_starts() -> None:
         await ready(pilot)
         await send(pilot, "remember me")
         assert await asyncio.to_thread(backend.held.wait, 10)
-        assert app.recorder is not None
-        assert "remember me" in app.recorder.path.read_text()
+        assert app.chat_state.recorder is not None
+        assert "remember me" in app.chat_state.recorder.path.read_text()
         await pilot.press("escape")
     from llama_tui.session.store import load_conversation
 
-    conv = load_conversation(app.conversation.id)
+    conv = load_conversation(app.chat_state.conversation.id)
     assert [m.content for m in conv.messages][:1] == ["remember me"]
     assert conv.messages[-1].status == "stopped"
 
@@ -265,5 +266,5 @@ async def test_retry_is_journaled() -> None:
         await reply_done(pilot)
     from llama_tui.session.store import load_conversation
 
-    conv = load_conversation(app.conversation.id)
+    conv = load_conversation(app.chat_state.conversation.id)
     assert [m.content for m in conv.messages] == ["q", "new"]

@@ -32,10 +32,10 @@ async def test_unknown_command_is_not_sent() -> None:
         text = shown_text(app)
         assert "Unknown command /sav" in text and "Did you mean /save?" in text
         assert "/help" in text
-        assert backend.calls == [] and app.conversation.messages == []
+        assert backend.calls == [] and app.chat_state.conversation.messages == []
         await send(pilot, "//etc is a path")
         await reply_done(pilot)
-        assert app.conversation.messages[0].content == "/etc is a path"
+        assert app.chat_state.conversation.messages[0].content == "/etc is a path"
 
 
 async def test_help_screen_and_palette() -> None:
@@ -57,7 +57,7 @@ async def test_help_screen_and_palette() -> None:
                     if app.screen.query("CommandList") and
                     app.screen.query("CommandList").first().option_count else False)
         await pilot.press("enter")
-        await until(pilot, lambda: app.show_settings)
+        await until(pilot, lambda: app.chat.show_settings)
 
 
 async def test_set_and_system_commands() -> None:
@@ -66,12 +66,12 @@ async def test_set_and_system_commands() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await send(pilot, "/set temperature 0.25")
-        assert app.params.temperature == 0.25
+        assert app.chat_state.params.temperature == 0.25
         await send(pilot, "/set top_p 1.5")
-        assert app.params.top_p == 0.9  # unchanged (fake default)
+        assert app.chat_state.params.top_p == 0.9  # unchanged (fake default)
         assert "top_p must be in (0, 1]" in shown_text(app)
         await send(pilot, "/set greedy on")
-        assert app.params.do_sample is False
+        assert app.chat_state.params.do_sample is False
         await send(pilot, "/set nonsense 1")
         assert "unknown setting" in shown_text(app)
         await send(pilot, "/system You are terse.")
@@ -88,10 +88,10 @@ async def test_clear_starts_a_new_session() -> None:
         await ready(pilot)
         await send(pilot, "first")
         await reply_done(pilot)
-        old_id = app.conversation.id
+        old_id = app.chat_state.conversation.id
         await send(pilot, "/clear")
-        assert app.conversation.messages == []
-        assert app.conversation.id != old_id
+        assert app.chat_state.conversation.messages == []
+        assert app.chat_state.conversation.id != old_id
         assert "first" not in shown_text(app)
     from llama_tui.session.store import load_conversation
 
@@ -133,7 +133,7 @@ async def test_save_error_names_path_and_keeps_conversation(tmp_path: Path) -> N
         await until(pilot, lambda: any("Could not save" in n for n in notes(app)))
         note = next(n for n in notes(app) if "Could not save" in n)
         assert str(blocker) in note
-        assert len(app.conversation.messages) == 2
+        assert len(app.chat_state.conversation.messages) == 2
 
 
 async def test_copy_last_reply_and_code_block_osc52(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,7 +176,7 @@ async def test_markdown_link_needs_confirmation(monkeypatch: pytest.MonkeyPatch)
         await ready(pilot)
         await send(pilot, "link")
         await reply_done(pilot)
-        md = app.transcript.query(Markdown).last()
+        md = app.chat.transcript.query(Markdown).last()
         md.post_message(Markdown.LinkClicked(md, "https://evil.example/x"))
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert isinstance(app.screen, ConfirmScreen)
@@ -200,8 +200,8 @@ async def test_external_editor(monkeypatch: pytest.MonkeyPatch) -> None:
         await ready(pilot)
         await pilot.press(*"draft")
         await pilot.press("ctrl+e")
-        await until(pilot, lambda: "edited" in app.prompt.text)
-        assert app.prompt.text == "draft\nedited"
+        await until(pilot, lambda: "edited" in app.chat.prompt.text)
+        assert app.chat.prompt.text == "draft\nedited"
 
 
 async def test_resume_renders_through_the_sanitiser() -> None:
@@ -222,10 +222,10 @@ async def test_resume_renders_through_the_sanitiser() -> None:
         text = shown_text(app)
         assert "[@click=app.quit]x[/]" in text and "\x1b" not in text
         assert "interrupted" in text
-        assert app.conversation.id == conv.id
+        assert app.chat_state.conversation.id == conv.id
         await send(pilot, "/continue")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"
 
 
 async def test_resumed_complete_reply_keeps_its_stats_footer() -> None:
@@ -270,10 +270,11 @@ async def test_memory_command_shows_each_gpu_and_the_placement() -> None:
     app = make_app(backend)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        assert app.info is not None
-        app.info = dataclasses.replace(app.info, device="cuda:0-1, 2 GPUs", placement={
-            "model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0",
-            "model.layers.1": "cuda:1", "lm_head": "cuda:1"})
+        assert app.chat_state.model is not None
+        app.chat_state.model = dataclasses.replace(
+            app.chat_state.model, device="cuda:0-1, 2 GPUs", placement={
+                "model.embed_tokens": "cuda:0", "model.layers.0": "cuda:0",
+                "model.layers.1": "cuda:1", "lm_head": "cuda:1"})
         await send(pilot, "/memory")
         await until(pilot, lambda: "cuda:1: 16.0G" in shown_text(app))
         text = shown_text(app)
@@ -298,11 +299,12 @@ async def test_resumed_session_offers_its_settings_back() -> None:
         await ready(pilot)
         text = shown_text(app)
         assert "This session used other settings" in text and "/set session" in text, text
-        assert app.params.temperature != 0.2
-        before = app.params
+        assert app.chat_state.params.temperature != 0.2
+        before = app.chat_state.params
         await send(pilot, "/set session")
-        await until(pilot, lambda: app.params.temperature == 0.2)
-        assert app.params.max_new_tokens == 100
-        assert app.params.top_p == before.top_p and app.params.stop == before.stop
+        await until(pilot, lambda: app.chat_state.params.temperature == 0.2)
+        assert app.chat_state.params.max_new_tokens == 100
+        params = app.chat_state.params
+        assert params.top_p == before.top_p and params.stop == before.stop
         await send(pilot, "/set session")
         await until(pilot, lambda: any("already match" in n for n in notes(app)))

@@ -97,9 +97,9 @@ async def test_paste_event_with_cr_keeps_lines() -> None:
     app = make_app(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        app.prompt.post_message(events.Paste("one\rtwo\r\nthree\x1b[31m!"))
-        await until(pilot, lambda: app.prompt.text)
-        assert app.prompt.text == "one\ntwo\nthree!"
+        app.chat.prompt.post_message(events.Paste("one\rtwo\r\nthree\x1b[31m!"))
+        await until(pilot, lambda: app.chat.prompt.text)
+        assert app.chat.prompt.text == "one\ntwo\nthree!"
 
 
 @pilot_test
@@ -115,15 +115,15 @@ async def test_edit_last_is_ctrl_t_and_asks_first() -> None:
         await pilot.press("ctrl+t")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # keep: nothing removed
-        assert len(app.conversation.messages) == 4 and app.prompt.text == ""
-        app.prompt.load_text("a draft")
+        assert len(app.chat_state.conversation.messages) == 4 and app.chat.prompt.text == ""
+        app.chat.prompt.load_text("a draft")
         await pilot.press("ctrl+t")
         await pilot.press("y")
-        await until(pilot, lambda: len(app.conversation.messages) == 2)
+        await until(pilot, lambda: len(app.chat_state.conversation.messages) == 2)
         await pilot.pause()
-        assert app.prompt.text == "q2 with typo"
+        assert app.chat.prompt.text == "q2 with typo"
         assert "q2 with typo" not in shown_text(app)
-        assert app.prompt.prompt_history[-1] == "a draft"  # Up brings the draft back
+        assert app.chat.prompt.prompt_history[-1] == "a draft"  # Up brings the draft back
 
 
 @pilot_test
@@ -133,14 +133,14 @@ async def test_pgup_scrolls_the_transcript_while_typing() -> None:
         await ready(pilot)
         await send(pilot, "long please")
         await reply_done(pilot)
-        t = app.transcript
+        t = app.chat.transcript
         await until(pilot, lambda: t.max_scroll_y > 10 and t.scroll_y == t.max_scroll_y)
-        app.prompt.load_text("typing\nmore")
-        assert app.prompt.has_focus
+        app.chat.prompt.load_text("typing\nmore")
+        assert app.chat.prompt.has_focus
         bottom = t.scroll_y
         await pilot.press("pageup")
         await until(pilot, lambda: t.scroll_y < bottom)
-        assert app.prompt.has_focus and app.prompt.text == "typing\nmore"
+        assert app.chat.prompt.has_focus and app.chat.prompt.text == "typing\nmore"
         await pilot.press("ctrl+home")
         await until(pilot, lambda: t.scroll_y == 0)
         await pilot.press("pagedown")

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.asyncio
 
 
 def shown_titles(app: LlamaTuiApp) -> str:
-    return " ".join(str(n.border_title or "") for n in app.transcript.query(".notice"))
+    return " ".join(str(n.border_title or "") for n in app.chat.transcript.query(".notice"))
 
 
 def broken(spec: str) -> FakeBackend:
@@ -57,19 +57,19 @@ async def test_load_error_is_shown_and_model_command_recovers() -> None:
     app = make_app(factory=FakeFactory(missing=broken("missing"), good=good), spec="missing")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        assert app.state == "error" and app.backend is None
+        assert app.state == "error" and app.model.backend is None
         text = shown_text(app)
         assert "not in the local cache" in text and "Unset HF_HUB_OFFLINE" in text
         assert "F4" in text and "/model" in text
         await send(pilot, "hello?")  # refused clearly, text kept
-        assert app.prompt.text == "hello?" and app.conversation.messages == []
-        app.prompt.clear()
+        assert app.chat.prompt.text == "hello?" and app.chat_state.conversation.messages == []
+        app.chat.prompt.clear()
         await send(pilot, "/model good")
-        await until(pilot, lambda: app.backend is good)
+        await until(pilot, lambda: app.model.backend is good)
         assert app.state == "ready"
         await send(pilot, "hello")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "works"
+        assert app.chat_state.conversation.messages[-1].content == "works"
 
 
 async def test_failed_switch_keeps_the_previous_model() -> None:
@@ -79,7 +79,7 @@ async def test_failed_switch_keeps_the_previous_model() -> None:
         await ready(pilot)
         await send(pilot, "/model nope")
         await until(pilot, lambda: "could not load nope" in shown_titles(app))
-        assert app.backend is first and not first.closed
+        assert app.model.backend is first and not first.closed
         assert "Still using Fake-Llama-1B" in shown_text(app)
         assert app.state == "ready"
 
@@ -97,12 +97,12 @@ async def test_switch_model_closes_the_old_one_and_keeps_the_chat() -> None:
         spec_input = app.screen.query_one("#spec")
         spec_input.value = "second"  # type: ignore[attr-defined]
         await pilot.press("enter")
-        await until(pilot, lambda: app.backend is second)
+        await until(pilot, lambda: app.model.backend is second)
         await app.workers.wait_for_complete()
         assert first.closed
         assert app.status.facts.model == "Second"
-        assert len(app.conversation.messages) == 2
-        assert app.conversation.model["name"] == "Second"
+        assert len(app.chat_state.conversation.messages) == 2
+        assert app.chat_state.conversation.model["name"] == "Second"
 
 
 async def test_untrusted_model_output_is_literal_and_stripped() -> None:
@@ -114,13 +114,13 @@ async def test_untrusted_model_output_is_literal_and_stripped() -> None:
         await send(pilot, "[/INST] [@click=app.quit]me[/]")
         await reply_done(pilot)
         assert app.is_running
-        md = app.transcript.query(Markdown).last()
+        md = app.chat.transcript.query(Markdown).last()
         assert "\x1b" not in md.source and "SGFja2Vk" not in md.source
         screen = screen_text(app)
         assert "[/INST]" in screen and "[@click=app.quit]" in screen
         assert "\x1b" not in screen
         # The exact text stays in the conversation (the journal / JSON keep it).
-        assert "\x1b]52" in app.conversation.messages[-1].content
+        assert "\x1b]52" in app.chat_state.conversation.messages[-1].content
 
 
 async def test_untrusted_error_text_and_notice() -> None:
@@ -141,20 +141,20 @@ async def test_resize_to_40x12_and_back() -> None:
         await reply_done(pilot)
         await pilot.resize_terminal(40, 12)
         await pilot.pause()
-        assert app.has_class("-narrow")
+        assert app.chat.has_class("-narrow")
         await pilot.press("f2")
         await pilot.pause()
         assert not app.query_one("#chat").display or app.query_one("#chat").size.width == 0
-        assert app.panel.size.width >= 30
+        assert app.chat.panel.size.width >= 30
         await pilot.press("f2")
         await pilot.pause()
         assert app.query_one("#chat").display
-        assert app.prompt.size.height >= 1
+        assert app.chat.prompt.size.height >= 1
         text = screen_text(app)
         assert len(text.splitlines()) == 12
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
-        assert not app.has_class("-narrow")
+        assert not app.chat.has_class("-narrow")
 
 
 @pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])

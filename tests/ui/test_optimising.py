@@ -22,7 +22,7 @@ async def test_status_bar_shows_optimising() -> None:
         assert "ready · optimising" in screen_text(app).splitlines()[-2]
         await send(pilot, "Hi")  # replies are served meanwhile
         await reply_done(pilot)
-        assert app.conversation.messages[-1].content == "Hello"
+        assert app.chat_state.conversation.messages[-1].content == "Hello"
         backend.optimising = False  # compiled: the flag goes away
         await until(pilot, lambda: not app.status.facts.optimising)
         await pilot.pause()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llama_tui.core.params import GenerationParams
-from tests.ui.helpers import ready, real_app, reply_done, send, until
+from tests.ui.helpers import ready, real_app, reply_done, reply_text, send, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -25,11 +25,11 @@ async def test_load_send_stream_and_stats(tiny_model_dir: Path) -> None:
     app = real_app(tiny_model_dir, GREEDY)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        assert app.state == "ready", app.load_error
+        assert app.state == "ready", app.model.load_error
         assert app.status.facts.context_max and app.status.facts.device.startswith("cpu")
         await send(pilot, "Hello there")
         await reply_done(pilot)
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.role == "assistant" and reply.status == "complete"
         assert reply.content
         assert reply.stats and reply.stats["generated_tokens"] > 0
@@ -43,7 +43,7 @@ async def test_stop_mid_stream_keeps_partial(tiny_model_dir: Path) -> None:
     app = real_app(tiny_model_dir, params)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        model = app.backend._model  # engine internals, for a deterministic mid-stream point
+        model = app.model.backend._model  # engine internals, for a deterministic mid-stream point
         gate = threading.Event()
         steps = {"n": 0}
         reached = threading.Event()
@@ -58,16 +58,16 @@ async def test_stop_mid_stream_keeps_partial(tiny_model_dir: Path) -> None:
         try:
             await send(pilot, "Count to one hundred")
             assert await asyncio.to_thread(reached.wait, 30)
-            await until(pilot, lambda: app.turn is not None and app.turn.message.content)
+            await until(pilot, lambda: reply_text(app))
             await pilot.press("escape")
             gate.set()
             await app.workers.wait_for_complete()
         finally:
             handle.remove()
-        reply = app.conversation.messages[-1]
+        reply = app.chat_state.conversation.messages[-1]
         assert reply.status == "stopped" and reply.content
         assert app.state == "stopped"
         # The engine ended and the next reply works.
         await send(pilot, "again")
         await reply_done(pilot)
-        assert app.conversation.messages[-1].status == "complete"
+        assert app.chat_state.conversation.messages[-1].status == "complete"

@@ -139,11 +139,11 @@ async def test_continue_on_a_reply_stopped_before_its_first_word() -> None:
         await until(pilot, backend.held.is_set)
         await pilot.press("escape")
         await until(pilot, lambda: not app.generating)
-        last = app.conversation.messages[-1]
+        last = app.chat_state.conversation.messages[-1]
         assert (last.role, last.content, last.status) == ("assistant", "", "stopped")
         backend.release()
         await pilot.press("ctrl+g")
         await reply_done(pilot)
         assert not any("not a reply" in n for n in notes(app))
-        assert [(m.role, m.content) for m in app.conversation.messages] == [
+        assert [(m.role, m.content) for m in app.chat_state.conversation.messages] == [
             ("user", "hello"), ("assistant", "Second try.")]

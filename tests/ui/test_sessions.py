@@ -126,7 +126,7 @@ async def test_rename_the_open_session_goes_through_its_recorder() -> None:
         app.screen.query_one("#title", Input).value = ""
         await pilot.press(*"Capitals", "enter")  # typed
         await until(pilot, lambda: "Capitals" in rows(app).get(conv.id, ""))
-        assert app.conversation.title == "Capitals"
+        assert app.chat_state.conversation.title == "Capitals"
         assert journal(conv).title == "Capitals"
         assert records(conv)[-1]["type"] == "title"
 
@@ -172,8 +172,8 @@ async def test_open_a_saved_session() -> None:
         await open_browser(pilot, app, 2)
         highlight(app, first.id)
         await pilot.press("enter")
-        await until(pilot, lambda: app.conversation.id == first.id)
+        await until(pilot, lambda: app.chat_state.conversation.id == first.id)
         await until(pilot, lambda: "Owls are nocturnal birds." in shown_text(app))
         assert not isinstance(app.screen, SessionsScreen)
-        assert [m.content for m in app.conversation.messages] == [
+        assert [m.content for m in app.chat_state.conversation.messages] == [
             "Tell me about owls", "Owls are nocturnal birds."]

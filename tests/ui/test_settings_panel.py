@@ -26,9 +26,9 @@ async def test_starts_from_model_defaults_and_highlights_overrides() -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         # Model defaults (fake generation_config) with the user's configured top_k on top.
-        assert app.params == FAKE_DEFAULTS.with_changes(top_k=7)
+        assert app.chat_state.params == FAKE_DEFAULTS.with_changes(top_k=7)
         await pilot.press("f2")
-        panel = app.panel
+        panel = app.chat.panel
         assert panel.query_one("#sp-temperature", Input).value == "0.6"
         assert panel.query_one("#sp-row-top_k").has_class("-override")
         assert not panel.query_one("#sp-row-temperature").has_class("-override")
@@ -44,17 +44,17 @@ async def test_invalid_value_shows_reason_is_not_applied_nor_remembered() -> Non
         await send(pilot, "before")
         await reply_done(pilot)
         await pilot.press("f2")
-        assert app.show_settings
-        assert app.focused is app.panel.query_one("#sp-temperature")
+        assert app.chat.show_settings
+        assert app.focused is app.chat.panel.query_one("#sp-temperature")
         await pilot.press(*"-1")  # select_on_focus: replaces the value
-        panel = app.panel
+        panel = app.chat.panel
         assert panel.query_one("#sp-temperature", Input).value == "-1"
         assert "must be > 0 when sampling" in str(panel.query_one("#sp-why-temperature",
                                                                     Static).render())
         assert panel.has_class("-invalid")
-        assert app.params.temperature == 0.6
+        assert app.chat_state.params.temperature == 0.6
         await pilot.press("escape")  # closes the panel
-        assert not app.show_settings
+        assert not app.chat.show_settings
         assert not remembered_settings_file().exists()
         await send(pilot, "after")
         await reply_done(pilot)
@@ -70,14 +70,14 @@ async def test_valid_value_applies_next_reply_keeps_conversation_and_is_remember
         await reply_done(pilot)
         await pilot.press("f2")
         await pilot.press(*"0.2")
-        assert app.params.temperature == 0.2
-        assert app.panel.query_one("#sp-row-temperature").has_class("-override")
+        assert app.chat_state.params.temperature == 0.2
+        assert app.chat.panel.query_one("#sp-row-temperature").has_class("-override")
         # Greedy switch, stop strings.
-        app.panel.set_field("stop", "END, \\n\\n")
+        app.chat.panel.set_field("stop", "END, \\n\\n")
         await pilot.pause()
-        assert app.params.stop == ("END", "\n\n")
+        assert app.chat_state.params.stop == ("END", "\n\n")
         await pilot.press("f2")
-        assert not app.show_settings
+        assert not app.chat.show_settings
         await send(pilot, "two")
         await reply_done(pilot)
         assert backend.calls[-1].params.temperature == 0.2
@@ -95,13 +95,13 @@ async def test_reset_to_defaults() -> None:
         await ready(pilot)
         await send(pilot, "/set temperature 1.3")
         await send(pilot, "/set max_new_tokens 99999")  # above the context: refused
-        assert app.params.max_new_tokens == 256
+        assert app.chat_state.params.max_new_tokens == 256
         await pilot.press("f2")
-        assert app.panel.query_one("#sp-row-temperature").has_class("-override")
-        app.panel.query_one("#sp-reset", Button).press()
+        assert app.chat.panel.query_one("#sp-row-temperature").has_class("-override")
+        app.chat.panel.query_one("#sp-reset", Button).press()
         await pilot.pause()
-        assert app.params == FAKE_DEFAULTS
-        assert not app.panel.query(".sp-row.-override")
+        assert app.chat_state.params == FAKE_DEFAULTS
+        assert not app.chat.panel.query(".sp-row.-override")
 
 
 async def test_greedy_allows_temperature_zero() -> None:
@@ -111,10 +111,10 @@ async def test_greedy_allows_temperature_zero() -> None:
         await ready(pilot)
         await pilot.press("f2")
         await pilot.press(*"0")
-        assert app.params.temperature == 0.6  # invalid while sampling
-        app.panel.query_one("#sp-greedy").value = True  # type: ignore[attr-defined]
+        assert app.chat_state.params.temperature == 0.6  # invalid while sampling
+        app.chat.panel.query_one("#sp-greedy").value = True  # type: ignore[attr-defined]
         await pilot.pause()
-        assert app.params.do_sample is False and app.params.temperature == 0.0
+        assert app.chat_state.params.do_sample is False and app.chat_state.params.temperature == 0.0
 
 
 async def test_presets_from_the_panel_and_set_preset() -> None:
@@ -125,21 +125,22 @@ async def test_presets_from_the_panel_and_set_preset() -> None:
         await ready(pilot)
         await pilot.press("f2")
         await pilot.click("#sp-preset-creative")
-        assert app.params.do_sample and app.params.temperature == 1.0
-        assert (app.params.top_p, app.params.top_k, app.params.min_p) == (0.95, 0, 0.05)
-        assert app.params.max_new_tokens == 77  # presets leave length, seed, stops alone
-        panel = app.panel
+        assert app.chat_state.params.do_sample and app.chat_state.params.temperature == 1.0
+        params = app.chat_state.params
+        assert (params.top_p, params.top_k, params.min_p) == (0.95, 0, 0.05)
+        assert app.chat_state.params.max_new_tokens == 77  # presets leave length, seed, stops alone
+        panel = app.chat.panel
         assert panel.query_one("#sp-temperature", Input).value == "1"
         assert panel.query_one("#sp-row-temperature").has_class("-override")
         await pilot.click("#sp-preset-balanced")
-        assert app.params == FAKE_DEFAULTS.with_changes(max_new_tokens=77)
+        assert app.chat_state.params == FAKE_DEFAULTS.with_changes(max_new_tokens=77)
         await send(pilot, "/set preset precise")
-        assert not app.params.do_sample
+        assert not app.chat_state.params.do_sample
         await send(pilot, "hello")
         await reply_done(pilot)
         assert not backend.calls[-1].params.do_sample
         await send(pilot, "/set preset wild")
-        assert not app.params.do_sample  # unknown preset: nothing changed
+        assert not app.chat_state.params.do_sample  # unknown preset: nothing changed
 
 
 # -- closing with an invalid value; what is remembered; overrides of config.toml -------------
@@ -154,16 +155,16 @@ async def test_closing_with_an_invalid_value_puts_the_value_in_use_back_and_says
         await ready(pilot)
         await pilot.press("f2")
         await pilot.press(*"abc")  # replaces the temperature
-        app.panel.set_field("top_p", "0.5")  # valid, but held back while temperature is not
+        app.chat.panel.set_field("top_p", "0.5")  # valid, but held back while temperature is not
         await pilot.pause()
-        assert app.params.top_p == 0.9
+        assert app.chat_state.params.top_p == 0.9
         await pilot.press(key)
-        assert not app.show_settings
+        assert not app.chat.show_settings
         assert "temperature: 'abc' must be a number; kept 0.6" in shown_text(app)
-        assert (app.params.temperature, app.params.top_p) == (0.6, 0.5)
+        assert (app.chat_state.params.temperature, app.chat_state.params.top_p) == (0.6, 0.5)
         await pilot.press("f2")  # reopened: the value in use, no error
-        assert app.panel.query_one("#sp-temperature", Input).value == "0.6"
-        assert not app.panel.has_class("-invalid")
+        assert app.chat.panel.query_one("#sp-temperature", Input).value == "0.6"
+        assert not app.chat.panel.has_class("-invalid")
     assert set(_stored()) == {"top_p"}
 
 
@@ -181,15 +182,16 @@ async def test_flag_and_session_values_are_never_remembered() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         await send(pilot, "/set top_k 9")  # the user's own, then the session's over it
-        app.conversation.settings = {"top_k": 7, "max_new_tokens": 99}  # as if resumed
+        app.chat_state.conversation.settings = {"top_k": 7, "max_new_tokens": 99}  # as if resumed
         await send(pilot, "/set session")
-        assert (app.params.top_k, app.params.max_new_tokens) == (7, 99)
+        assert (app.chat_state.params.top_k, app.chat_state.params.max_new_tokens) == (7, 99)
         await send(pilot, "/set top_p 0.5")
         await pilot.press("f2")
-        app.panel.set_field("min_p", "0.1")  # the panel posts every field; only min_p changed
+        app.chat.panel.set_field("min_p", "0.1")  # the panel posts every field; only min_p changed
         await pilot.pause()
         await pilot.press("f2")
-        assert app.system_prompt == "Flag prompt." and app.params.temperature == 0.9
+        state = app.chat_state
+        assert state.system_prompt == "Flag prompt." and state.params.temperature == 0.9
     assert _stored() == {"top_k": {"value": 9}, "top_p": {"value": 0.5},
                          "min_p": {"value": 0.1}}
 
@@ -210,20 +212,20 @@ async def test_remembered_value_over_config_is_shown_and_can_be_forgotten() -> N
     app = _launch("[generation]\ntop_p = 0.8\n")
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        assert app.params.top_p == 0.95
+        assert app.chat_state.params.top_p == 0.95
         assert "top_p 0.95 (config.toml: 0.8)" in shown_text(app)  # the startup notice
         await pilot.press("f2")
-        assert app.panel.query_one("#sp-row-top_p").has_class("-override")
-        why = str(app.panel.query_one("#sp-why-top_p", Static).render())
+        assert app.chat.panel.query_one("#sp-row-top_p").has_class("-override")
+        why = str(app.chat.panel.query_one("#sp-why-top_p", Static).render())
         assert "yours over config.toml's 0.8" in why and "/set forget top_p" in why
         await pilot.press("f2")
         await send(pilot, "/set")
         assert "top_p = 0.95  (yours; config.toml: 0.8; /set forget top_p)" in shown_text(app)
         await send(pilot, "/set forget top_p")
-        assert app.params.top_p == 0.8
+        assert app.chat_state.params.top_p == 0.8
         assert _stored() == {}
         await pilot.press("f2")
-        why = str(app.panel.query_one("#sp-why-top_p", Static).render())
+        why = str(app.chat.panel.query_one("#sp-why-top_p", Static).render())
         assert "yours" not in why
         await pilot.press("f2")
         await send(pilot, "/set temperature 0.3")
@@ -232,7 +234,8 @@ async def test_remembered_value_over_config_is_shown_and_can_be_forgotten() -> N
         await send(pilot, "/settings")  # closing the panel writes them
         assert set(_stored()) == {"temperature", "min_p"}
         await send(pilot, "/set forget all")
-        assert (app.params.temperature, app.params.min_p) == (0.6, 0.0)  # the model's
+        params = app.chat_state.params
+        assert (params.temperature, params.min_p) == (0.6, 0.0)  # the model's
         assert _stored() == {}
         await send(pilot, "/set forget nonsense")
         assert "unknown setting 'nonsense'" in shown_text(app)
@@ -245,7 +248,7 @@ async def test_config_edit_since_the_change_wins_and_is_announced_once() -> None
     app = _launch("[generation]\ntop_p = 0.85\n")  # edited after the change
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        assert app.params.top_p == 0.85
+        assert app.chat_state.params.top_p == 0.85
         assert "top_p is now 0.85" in shown_text(app)
     assert _stored() == {}  # the stale entry is gone: the next launch says nothing
     app = _launch("[generation]\ntop_p = 0.85\n")
@@ -267,8 +270,8 @@ async def test_opening_a_session_keeps_the_users_prompt_and_never_remembers_the_
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         await send(pilot, "/system Mine.")
-        await app.open_session(other.id)
-        assert app.system_prompt == "Session prompt."
+        await app.chat.open_session(other.id)
+        assert app.chat_state.system_prompt == "Session prompt."
         await send(pilot, "/set top_p 0.5")
         await pilot.press("f2")
         await pilot.press("f2")

@@ -66,7 +66,7 @@ async def test_loading_names_the_model_once() -> None:
     backend = StagedBackend()
     app = make_app(backend, spec="demo")
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.load_id == 1)
+        await until(pilot, lambda: app.model.load_id == 1)
         await pilot.pause()
         assert status_line(app).split() == ["loading", "demo"]
         backend.gate.set()
@@ -101,7 +101,7 @@ async def test_clear_after_a_stopped_reply_is_ready_again() -> None:
         await reply_done(pilot)
         assert app.status.facts.state == "stopped"
         await send(pilot, "/clear")
-        await until(pilot, lambda: not app.conversation.messages)
+        await until(pilot, lambda: not app.chat_state.conversation.messages)
         facts = app.status.facts
         assert (app.state, facts.state, facts.tokens_per_s, facts.ttft_s) == (
             "ready", "ready", None, None)
@@ -120,7 +120,7 @@ async def test_opening_another_session_drops_the_last_speed() -> None:
         await send(pilot, "hello")
         await reply_done(pilot)
         assert app.status.facts.tokens_per_s == 42.0
-        await app.open_session(other.id)
+        await app.chat.open_session(other.id)
         await until(pilot, lambda: "old answer" in shown_text(app))
         assert app.status.facts.tokens_per_s is None and app.status.facts.ttft_s is None
         assert "tok/s" not in status_line(app)
@@ -261,7 +261,7 @@ async def test_opening_a_missing_session_says_why_once() -> None:
     app = make_app(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        await app.open_session("20200101-000000-deadbeef")
+        await app.chat.open_session("20200101-000000-deadbeef")
         await until(pilot, lambda: any("session" in n for n in notes(app)))
         toast = next(n for n in notes(app) if "session" in n)
         assert toast.count("no such session") == 1 and "--resume" not in toast, toast
@@ -315,10 +315,10 @@ async def test_reloading_frees_each_old_model(
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         for _ in range(3):
-            old = app.backend
+            old = app.model.backend
             models.append(weakref.ref(old._model))  # type: ignore[union-attr]
             await send(pilot, f"/model {tiny_model_dir}")
-            await until(pilot, lambda old=old: app.backend is not old and app.backend)
+            await until(pilot, lambda old=old: app.model.backend is not old and app.model.backend)
             await app.workers.wait_for_complete()
             del old
             # The old model is garbage (no worker, message or cache holds it), and the heap

@@ -17,7 +17,7 @@ async def test_send_and_reply() -> None:
         assert app.state == "ready"
         await send(pilot, "Hi")
         await reply_done(pilot)
-        msgs = app.conversation.messages
+        msgs = app.chat_state.conversation.messages
         assert [m.role for m in msgs] == ["user", "assistant"]
         assert msgs[1].content == "Hello there!"
         assert msgs[1].status == "complete"

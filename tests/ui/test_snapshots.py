@@ -56,8 +56,8 @@ def test_settings_panel_with_invalid_value(snap_compare: Any) -> None:
         await pilot.press("f2")
         await pilot.press(*"1.5")  # temperature is fine...
         app: Any = pilot.app
-        app.panel.set_field("top_p", "1.5")  # ...top_p is not
-        app.panel.set_field("top_k", "20")  # an override
+        app.chat.panel.set_field("top_p", "1.5")  # ...top_p is not
+        app.chat.panel.set_field("top_k", "20")  # an override
         await steady(pilot)
 
     assert snap_compare(make_app(FakeBackend()), run_before=run_before, terminal_size=SIZE)
