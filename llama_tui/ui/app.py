@@ -45,7 +45,7 @@ from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.settings_control import SettingsControl
-from llama_tui.ui.shutdown import arm_exit_watchdog, threads_finished
+from llama_tui.ui.shutdown import arm_exit_watchdog, crash_report, threads_finished
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
 
 if TYPE_CHECKING:
@@ -310,10 +310,6 @@ class LlamaTuiApp(App[int]):
         holds a token (a library's request headers) would be printed to the terminal.
         We log the traceback, flush the journal, and print a plain, redacted traceback.
         """
-        import traceback
-
-        from rich.text import Text
-
         log.error("unhandled exception", exc_info=error)
         with contextlib.suppress(Exception):
             if self.chat_state.recorder is not None:
@@ -322,13 +318,8 @@ class LlamaTuiApp(App[int]):
         if self._exception is None:  # Pilot re-raises the first one in tests
             self._exception = error
             self._exception_event.set()
-        tb = redact(clean("".join(traceback.format_exception(error))))
-        hint = (
-            "\nllama-tui stopped on an internal error (above). The conversation is saved: "
-            "`llama-tui --resume` reopens it. Please report this traceback.\n"
-        )
         self.bell()
-        self.panic(Text(tb), Text(hint))
+        self.panic(*crash_report(error))
 
     async def on_unmount(self) -> None:
         # Stop the engine, keep what was generated, and leave the journal complete.

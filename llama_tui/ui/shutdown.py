@@ -1,4 +1,5 @@
-"""Making sure the process ends: after a signal, and with worker threads still running."""
+"""The end of the process: a crash report with no secrets, and making sure the process
+ends after a signal or with worker threads still running."""
 
 from __future__ import annotations
 
@@ -7,8 +8,23 @@ import logging
 import os
 import threading
 import time
+import traceback
+
+from rich.text import Text
+
+from llama_tui.text import clean, redact
 
 log = logging.getLogger(__name__)
+
+
+def crash_report(error: BaseException) -> tuple[Text, Text]:
+    """A plain, redacted traceback and what to do next (never Rich's locals)."""
+    tb = redact(clean("".join(traceback.format_exception(error))))
+    hint = (
+        "\nllama-tui stopped on an internal error (above). The conversation is saved: "
+        "`llama-tui --resume` reopens it. Please report this traceback.\n"
+    )
+    return Text(tb), Text(hint)
 
 
 def arm_exit_watchdog(code: int, delay: float) -> None:
