@@ -169,3 +169,27 @@ async def test_themes_render(theme: str) -> None:
         await pilot.pause()
         assert "x = 1" in screen_text(app)
         assert app.export_screenshot()
+
+
+async def test_server_without_server_model_asks_for_the_model_the_server_serves() -> None:
+    """`--server URL` alone: the server chooses (the TUI used to ask it for 'demo', the
+    default --model, and failed with "does not serve 'demo'" where headless worked)."""
+    from llama_tui.config.settings import LoadedSettings, Settings
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.ui.app import create_app
+
+    asked: list[Settings] = []
+
+    def factory(settings: Settings) -> FakeBackend:
+        asked.append(settings)
+        return FakeBackend()
+
+    settings = Settings(model="demo", server="http://localhost:8080", params=GenerationParams())
+    app = create_app(LoadedSettings(settings=settings, sources={}), backend_factory=factory)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        assert [s.server_model for s in asked] == [None]
+        assert app.state == "ready" and app.model.backend is not None
+        await send(pilot, "/model other-model")  # naming one asks the server for it
+        await until(pilot, lambda: len(asked) == 2 and app.model.loading_spec is None)
+        assert asked[1].server_model == "other-model"
