@@ -7,6 +7,8 @@ left to the app, which scrolls the transcript with them.
 Up / Down on the first / last line walk through earlier prompts, like a shell. Ctrl+E opens
 `$EDITOR` on the current text (the app suspends itself while the editor runs).
 Bracketed paste is sanitised (`clean`) and then inserted like TextArea does, newlines kept.
+Editing keys (Backspace, arrows, ...) apply in the order they arrive, pastes included
+(`KeyOrder`, for Textualize/textual#6605).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from textual.message import Message
 from textual.widgets import TextArea
 
 from llama_tui.text import clean, clean_paste
+from llama_tui.ui.widgets.ordered_input import KeyOrder
 
 NEWLINE_KEYS = frozenset({"ctrl+j", "alt+enter", "shift+enter"})
 
 
-class PromptInput(TextArea):
+class PromptInput(KeyOrder, TextArea):
     """Where the user types. Posts `PromptInput.Submitted` on Enter."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

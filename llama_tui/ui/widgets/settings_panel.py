@@ -34,6 +34,7 @@ from llama_tui.ui.params_form import (
     overrides,
     preset_params,
 )
+from llama_tui.ui.widgets.ordered_input import OrderedInput, OrderedTextArea
 
 
 class SettingsPanel(VerticalScroll):
@@ -87,14 +88,14 @@ class SettingsPanel(VerticalScroll):
         for f in FIELDS:
             widgets.append(Horizontal(
                 Label(f.label, classes="sp-label"),
-                Input(id=f"sp-{f.name}", compact=True, tooltip=f.help),
+                OrderedInput(id=f"sp-{f.name}", compact=True, tooltip=f.help),
                 classes="sp-row", id=f"sp-row-{f.name}",
             ))
             widgets.append(Static("", markup=False, classes="sp-reason", id=f"sp-why-{f.name}"))
         widgets += [
             Label("System prompt", classes="sp-label sp-system-label"),
             Static("", markup=False, classes="sp-reason", id="sp-why-system_prompt"),
-            TextArea(id="sp-system", compact=True, soft_wrap=True, tab_behavior="focus"),
+            OrderedTextArea(id="sp-system", compact=True, soft_wrap=True, tab_behavior="focus"),
             Button("Reset to model defaults", id="sp-reset", compact=True),
         ]
         await self.mount_all(widgets)
