@@ -32,7 +32,7 @@ from llama_tui.cli.console import describe_error as _describe_error
 from llama_tui.cli.console import err as _err
 from llama_tui.cli.console import isatty as _isatty
 from llama_tui.cli.headless import run_headless
-from llama_tui.config.settings import load_settings
+from llama_tui.config.settings import LoadedSettings, load_settings
 from llama_tui.core.params import PARAM_FIELDS, ParamField
 from llama_tui.startup import endpoint_warning, startup_warnings
 from llama_tui.text import clean, redact
@@ -229,31 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.get("json"):
             _json_usage_error(loaded.errors[0])
         return EXIT_USAGE
-
     if args.get("show_config"):
-        from llama_tui.cli.show_config import config_lines
-
-        for w in loaded.warnings:
-            _err(f"llama-tui: warning: {w}")
-        sys.stdout.write("".join(line + "\n" for line in config_lines(loaded)))
-        sys.stdout.flush()
-        return EXIT_OK
+        return _show_config(loaded)
     if args.get("list_models"):
         return _list_models()
-
-    headless = "prompt" in args
-    if not headless and "save" in args:
-        _err("llama-tui: error: --save needs --prompt (in the TUI, use /save)")
-        return EXIT_USAGE
-    if not headless and args.get("json"):
-        _err("llama-tui: error: --json needs --prompt (it describes one headless reply)")
+    needs_prompt = _mode_problem(args)
+    if needs_prompt:
+        _err(f"llama-tui: error: {needs_prompt}")
         return EXIT_USAGE
 
     notes = startup_warnings()
     ep = endpoint_warning()
     if ep:
         notes.append(ep)
-
     from llama_tui import logs
 
     # The one place logging is set up, for both front ends: nothing may log to the terminal
@@ -262,29 +250,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup_logging()
     except OSError as e:
         _err(f"llama-tui: warning: cannot write the log file: {e}")
+    if "prompt" in args:
+        return _run_headless(loaded, args, notes)
+    return _run_tui(loaded, notes)
 
-    if headless:
-        # stdout is for the reply only: keep hub progress bars off a non-terminal stderr.
-        # (TQDM_DISABLE also covers bars libraries draw with plain tqdm, like transformers'
-        # GGUF conversion.)
-        if not _isatty(sys.stderr):
-            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-            os.environ.setdefault("TQDM_DISABLE", "1")
-        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-        for w in loaded.warnings + notes:
-            _err(f"llama-tui: warning: {w}")
-        for w in loaded.warnings:
-            log.warning("%s", w)
-        try:
-            if args.get("json"):
-                from llama_tui.cli.headless_json import run_json
 
-                return run_json(loaded, args)
-            return run_headless(loaded, args)
-        except KeyboardInterrupt:
-            _err("llama-tui: interrupted")
-            return EXIT_INTERRUPTED
+def _show_config(loaded: LoadedSettings) -> int:
+    from llama_tui.cli.show_config import config_lines
 
+    for w in loaded.warnings:
+        _err(f"llama-tui: warning: {w}")
+    sys.stdout.write("".join(line + "\n" for line in config_lines(loaded)))
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def _mode_problem(args: dict[str, Any]) -> str | None:
+    """A flag that needs --prompt, given without it."""
+    if "prompt" in args:
+        return None
+    if "save" in args:
+        return "--save needs --prompt (in the TUI, use /save)"
+    if args.get("json"):
+        return "--json needs --prompt (it describes one headless reply)"
+    return None
+
+
+def _run_headless(loaded: LoadedSettings, args: dict[str, Any], notes: list[str]) -> int:
+    # stdout is for the reply only: keep hub progress bars off a non-terminal stderr.
+    # (TQDM_DISABLE also covers bars libraries draw with plain tqdm, like transformers'
+    # GGUF conversion.)
+    if not _isatty(sys.stderr):
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for w in loaded.warnings + notes:
+        _err(f"llama-tui: warning: {w}")
+    for w in loaded.warnings:
+        log.warning("%s", w)
+    try:
+        if args.get("json"):
+            from llama_tui.cli.headless_json import run_json
+
+            return run_json(loaded, args)
+        return run_headless(loaded, args)
+    except KeyboardInterrupt:
+        _err("llama-tui: interrupted")
+        return EXIT_INTERRUPTED
+
+
+def _run_tui(loaded: LoadedSettings, notes: list[str]) -> int:
     # The UI shows these; they would vanish behind the full-screen app on stderr.
     loaded.warnings.extend(notes)
     for w in loaded.warnings:
