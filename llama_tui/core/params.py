@@ -158,7 +158,6 @@ PARAM_FIELDS: tuple[ParamField, ...] = (
     ),
 )
 PARAM_BY_NAME: dict[str, ParamField] = {f.name: f for f in PARAM_FIELDS}
-PARAM_NAMES: tuple[str, ...] = tuple(PARAM_BY_NAME)
 # How tokens are picked: presets reset these; the model's generation_config provides them.
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in PARAM_FIELDS if f.sampling)
 # The generation_config.json fields a model's own defaults are read from.
