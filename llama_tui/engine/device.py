@@ -8,13 +8,10 @@ functions: importing this module stays cheap (the CLI's `--help` must not pay fo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llama_tui.core.backend import DTYPE_ALIASES
 from llama_tui.core.errors import ModelError
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import torch
 
 # The names --dtype accepts, "auto" resolved apart (by `dtype_name`).
 DTYPE_NAMES: dict[str, str] = {k: v for k, v in DTYPE_ALIASES.items() if k != "auto"}
@@ -161,15 +158,6 @@ def dtype_name(device: str, requested: str = "auto", caps: DeviceCaps | None = N
     if caps is None:
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     return "bfloat16" if caps.cpu_bf16 else "float32"
-
-
-def choose_dtype(
-    device: str, requested: str = "auto", caps: DeviceCaps | None = None
-) -> torch.dtype:
-    """The torch dtype to load weights in on `device` (see `dtype_name` for the rules)."""
-    import torch
-
-    return getattr(torch, dtype_name(device, requested, caps))  # type: ignore[no-any-return]
 
 
 def set_threads(n: int | None) -> None:

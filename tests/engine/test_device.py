@@ -67,14 +67,6 @@ def test_explicit_dtype_and_aliases() -> None:
         dev.dtype_name("cpu", "int3", CPU_ONLY)
 
 
-def test_choose_dtype_returns_torch_dtypes() -> None:
-    import torch
-
-    assert dev.choose_dtype("cpu", "float32", CPU_ONLY) is torch.float32
-    assert dev.choose_dtype("cuda:0", "auto", ONE_H100) is torch.bfloat16
-    assert dev.choose_dtype("cpu", "auto", CPU_BF16) is torch.bfloat16
-
-
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
