@@ -36,7 +36,7 @@ SET_KEYS = (*FIELD_BY_NAME, *(k for f in CHECKBOXES for k in (f.inverse, f.name)
 PRESETS: dict[str, str] = {
     "precise": "greedy: the most likely token every time (code, facts, reproducible)",
     "balanced": "the model's own defaults",
-    "creative": "sampling at temperature 1.0, top-p 0.95, min-p 0.05 (stories, ideas)",
+    "creative": "sampling at temperature 1.0, top-p 0.95, min-p 0.05, top-k off (stories, ideas)",
 }
 
 
