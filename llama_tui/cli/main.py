@@ -24,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
 from llama_tui import __version__
 from llama_tui.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -198,10 +198,10 @@ def _list_models() -> int:
     return EXIT_OK
 
 
-def _json_usage_error(problem: str) -> None:
+def _json_usage_error(problem: str, fix: str = "Fix the flag's value.") -> None:
     import json
 
-    error = {"kind": "usage", "cause": redact(clean(problem)), "fix": "Fix the flag's value."}
+    error = {"kind": "usage", "cause": redact(clean(problem)), "fix": fix}
     sys.stdout.write(json.dumps({"error": error}, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -211,9 +211,20 @@ def _json_usage_error(problem: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run llama-tui with `argv` (default: sys.argv[1:]); return the exit code."""
+    raw = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
+    if "--json" in raw:
+        # A script that asked for JSON reads stdout: argparse's own errors (an unknown flag, a
+        # value of the wrong type) must come out as the same error object as ours.
+        def json_error(message: str) -> Never:
+            parser.print_usage(sys.stderr)
+            _err(f"llama-tui: error: {message}")
+            _json_usage_error(message, "See `llama-tui --help` for the flags and their values.")
+            raise SystemExit(EXIT_USAGE)
+
+        parser.error = json_error  # type: ignore[method-assign]
     try:
-        ns = parser.parse_args(list(argv) if argv is not None else None)
+        ns = parser.parse_args(raw)
     except SystemExit as e:  # --help, --version (0) and usage errors (2)
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     args = vars(ns)
@@ -236,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     needs_prompt = _mode_problem(args)
     if needs_prompt:
         _err(f"llama-tui: error: {needs_prompt}")
+        if args.get("json"):
+            _json_usage_error(needs_prompt, "See `llama-tui --help`.")
         return EXIT_USAGE
 
     notes = startup_warnings()

@@ -124,9 +124,25 @@ def test_bad_flag_value_is_a_json_usage_error(capsys: pytest.CaptureFixture[str]
 
 
 def test_json_needs_prompt(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--json"]) == 2
-    out, err = capsys.readouterr()
-    assert out == "" and "--json needs --prompt" in err
+    code, obj, err = _run(["--json"], capsys)
+    assert code == 2 and "--json needs --prompt" in err
+    assert obj["error"]["kind"] == "usage" and "--json needs --prompt" in obj["error"]["cause"]
+
+
+@pytest.mark.parametrize(
+    ("args", "cause"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--max-new-tokens", "abc"], "invalid int value: 'abc'"),
+    ],
+)
+def test_argparse_errors_are_json_usage_errors(
+    args: list[str], cause: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reading stdout gets the error object for argparse's own errors too."""
+    code, obj, err = _run(["--prompt", "hi", "--json", *args], capsys)
+    assert code == 2 and cause in err
+    assert obj["error"]["kind"] == "usage" and cause in obj["error"]["cause"]
 
 
 def test_saved_session_is_named(
