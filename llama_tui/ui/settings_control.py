@@ -127,6 +127,7 @@ class SettingsControl:
                 await self.note(f"/set preset: {e}. Nothing was changed.", variant="warning")
                 return
             self.apply_params(new, self.system_prompt)
+            self.remember_settings()
             self.show_in_panel()
             self.say(f"Preset {value.strip().lower()}: {PRESETS[value.strip().lower()]}. "
                      "Applies from the next reply.")
@@ -157,7 +158,10 @@ class SettingsControl:
             said = reason if reason.startswith(f"{key.lower()} ") else f"{key}: {reason}"
             await self.note(f"/set {said}. Nothing was changed.", variant="warning")
             return
+        # Written now, not at the next reply: a typed command is a decision, and a crash or a
+        # second instance must not lose it.
         self.apply_params(new, self.system_prompt)
+        self.remember_settings()
         self.show_in_panel()
         overridden = overrides(new, self.defaults)
         shown = ", ".join(f"{k}={format_value(k, getattr(new, k))}" if k != "do_sample"
@@ -260,6 +264,7 @@ class SettingsControl:
                             "clears it.")
             return
         self.apply_params(self.params, "" if arg == "-" else arg)
+        self.remember_settings()
         self.show_in_panel()
         self.say("System prompt set; it applies from the next reply.")
 

@@ -283,3 +283,17 @@ async def test_settings_warnings_stay_in_the_transcript() -> None:
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
         assert "top_k" in shown_text(app) and "line 3" in shown_text(app)
+
+
+async def test_set_and_system_are_remembered_at_once() -> None:
+    """A typed /set, preset or /system is on disk before any reply or exit: a crash or a
+    second instance must not lose it."""
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "/set top_p 0.8")
+        assert _stored() == {"top_p": {"value": 0.8}}
+        await send(pilot, "/system Be brief.")
+        assert _stored()["system_prompt"] == {"value": "Be brief."}
+        await send(pilot, "/set preset precise")
+        assert _stored()["do_sample"] == {"value": False}
