@@ -10,7 +10,7 @@ No "base" means config.toml did not set the field then. When config.toml's value
 is no longer its base, the user edited config.toml since: the file wins for that field and the
 remembered entry is stale (dropped on the next write). Values from flags, the environment,
 ``.env`` or a resumed session are never written here: the app writes only fields the user
-changed (see `llama_tui.ui.command_control`).
+changed (see `llama_tui.ui.settings_control`).
 
 A version-1 file (an earlier llama-tui wrote every field, whatever its origin) is read as
 legacy: only fields that differ from both the built-in defaults and config.toml's current

@@ -132,7 +132,8 @@ class LlamaTuiApp(App[int]):
         self.prefs.show_in_panel()
         for warning in self.loaded.warnings:
             self.say(warning, severity="warning", timeout=10)
-        self.chat_state.recorder = self.new_recorder(self.chat_state.conversation)
+        conversation = self.chat_state.conversation
+        self.chat_state.switch(conversation, self.new_recorder(conversation))  # its journal
         await self.chat.open_first()
         await self.prefs.settings_startup()
         self.set_interval(0.5, self.model.tick)

@@ -156,6 +156,9 @@ class ChatScreen(Screen[None]):
     def toggle_settings(self) -> None:
         self.show_settings = not self.show_settings
 
+    def open_settings(self) -> None:
+        self.show_settings = True
+
     # -- the prompt ------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
@@ -179,10 +182,7 @@ class ChatScreen(Screen[None]):
         self.transcript.show_welcome(False)
         await self.transcript.add_user(text, msg.id)
         if model.backend is None:
-            # A prompt sent while the model loads is queued (one at a time) and sent when
-            # the model is ready; typing meanwhile is fine.
-            self.replies.queued = True
-            await self.note("The model is still loading; this message is sent once it is ready.")
+            await self.replies.wait_for_model()
             return
         await self.replies.start()
 

@@ -89,7 +89,7 @@ async def _quit(app: LlamaTuiApp, arg: str) -> None:
 
 
 def _open_settings(app: LlamaTuiApp) -> None:
-    app.chat.show_settings = True
+    app.chat.open_settings()
 
 
 def _ask_to_quit(app: LlamaTuiApp) -> None:

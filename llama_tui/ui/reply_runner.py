@@ -176,6 +176,13 @@ class ReplyRunner:
         host.status.update_facts(**facts)
         host.model.refresh_meters()
 
+    async def wait_for_model(self) -> None:
+        """A prompt sent while the model loads is queued (one at a time) and sent when the
+        model is ready; typing meanwhile is fine."""
+        self.queued = True
+        await self.screen.note("The model is still loading; this message is sent once it is "
+                               "ready.")
+
     async def model_ready(self) -> None:
         """A model finished loading: send the prompt that waited for it."""
         if self.queued:
