@@ -19,7 +19,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from textual.actions import SkipAction
@@ -27,7 +26,7 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from llama_tui.chat.state import BUSY, ChatState, requested_model, server_models
+from llama_tui.chat.state import BUSY, ChatState, requested_model
 from llama_tui.core.backend import Backend
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
@@ -43,7 +42,6 @@ from llama_tui.ui.messages import (
 from llama_tui.ui.model_host import ModelHost
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
-from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.settings_control import SettingsControl
 from llama_tui.ui.shutdown import arm_exit_watchdog, crash_report, threads_finished
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
@@ -220,30 +218,6 @@ class LlamaTuiApp(App[int]):
     def on_settings_panel_applied(self, event: SettingsPanel.Applied) -> None:
         self.prefs.apply_params(event.params, event.system_prompt)
 
-    # -- the model -----------------------------------------------------------------------
-
-    def model_command(self, spec: str) -> None:
-        """`/model SPEC` loads it; bare `/model` (and F4) opens the picker."""
-        if self.refuse_while_generating():
-            return
-        if spec:
-            self.model.start_load(spec)
-            return
-        model = self.model
-        error = "\n".join(x for x in model.load_error or () if x)
-        current = model.loading_spec or (model.info.spec if model.info
-                                         else model.settings.model)
-        served = None
-        if model.settings.server:  # the server's models, and the one asked for
-            current = model.requested or ""
-            served = partial(server_models, model.settings, self.backend_factory)
-
-        def chosen(picked: str | None) -> None:
-            if picked:
-                model.start_load(picked)
-
-        self.push_screen(ModelPickerScreen(error=error, current=current, served=served), chosen)
-
     # -- actions -------------------------------------------------------------------------
 
     async def action_chat(self, name: str) -> None:
@@ -291,7 +265,7 @@ class LlamaTuiApp(App[int]):
 
     def action_pick_model(self) -> None:
         """Load another model."""
-        self.model_command("")
+        self.model.command("")
 
     def action_help(self) -> None:
         """Keys and commands."""

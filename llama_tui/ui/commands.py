@@ -45,7 +45,7 @@ async def _set(app: LlamaTuiApp, arg: str) -> None:
 
 
 async def _model(app: LlamaTuiApp, arg: str) -> None:
-    app.model_command(arg)
+    app.model.command(arg)
 
 
 async def _retry(app: LlamaTuiApp, arg: str) -> None:

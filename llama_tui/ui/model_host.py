@@ -19,7 +19,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from llama_tui.chat.state import asking_for, model_label, requested_model
+from llama_tui.chat.state import asking_for, model_label, requested_model, server_models
 from llama_tui.core.backend import Backend, LoadProgress, LoadStage, ReportsOptimising
 from llama_tui.text import clean, redact
 from llama_tui.ui.messages import (
@@ -30,6 +30,7 @@ from llama_tui.ui.messages import (
     ModelLoadFailed,
 )
 from llama_tui.ui.model_control import PICK_HINT, describe_error
+from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
@@ -70,6 +71,28 @@ class ModelHost:
         return requested_model(self.settings)
 
     # -- loading ---------------------------------------------------------------------------
+
+    def command(self, spec: str) -> None:
+        """`/model SPEC` loads it; bare `/model` (and F4) opens the picker, which with a
+        server offers the models it serves."""
+        if self.app.refuse_while_generating():
+            return
+        if spec:
+            self.start_load(spec)
+            return
+        error = "\n".join(x for x in self.load_error or () if x)
+        current = self.loading_spec or (self.info.spec if self.info else self.settings.model)
+        served = None
+        if self.settings.server:  # the server's models, and the one asked for
+            current = self.requested or ""
+            served = partial(server_models, self.settings, self.app.backend_factory)
+
+        def chosen(picked: str | None) -> None:
+            if picked:
+                self.start_load(picked)
+
+        self.app.push_screen(ModelPickerScreen(error=error, current=current, served=served),
+                             chosen)
 
     def start_load(self, spec: str | None) -> None:
         """Load `spec` in the background; the current model (if any) stays until it works.
