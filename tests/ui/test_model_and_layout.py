@@ -193,3 +193,25 @@ async def test_server_without_server_model_asks_for_the_model_the_server_serves(
         await send(pilot, "/model other-model")  # naming one asks the server for it
         await until(pilot, lambda: len(asked) == 2 and app.model.loading_spec is None)
         assert asked[1].server_model == "other-model"
+
+
+async def test_f4_with_a_server_offers_the_models_it_serves() -> None:
+    """With --server, the picker lists the server's models (not the local cache or demo)."""
+    from llama_tui.config.settings import LoadedSettings, Settings
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.ui.app import create_app
+
+    def factory(settings: Settings) -> FakeBackend:
+        backend = FakeBackend()
+        backend.list_models = lambda: ["served/one", "served/two"]  # type: ignore[attr-defined]
+        return backend
+
+    settings = Settings(model="demo", server="http://localhost:8080", params=GenerationParams())
+    app = create_app(LoadedSettings(settings=settings, sources={}), backend_factory=factory)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f4")
+        await until(pilot, lambda: isinstance(app.screen, ModelPickerScreen)
+                    and len(app.screen.offered()) == 2)
+        assert isinstance(app.screen, ModelPickerScreen)
+        assert app.screen.offered() == ["served/one", "served/two"]
