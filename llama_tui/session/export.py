@@ -37,11 +37,10 @@ from llama_tui.session.journal import (
     journal_path,
     parse_journal,
     read_journal,
-    redact_tree,
     resolve_session,
     set_aside,
-    state_record,
 )
+from llama_tui.session.records import redact_tree, state_record
 from llama_tui.session.transcript import Conversation, Message, new_id
 from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_controls
 

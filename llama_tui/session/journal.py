@@ -27,17 +27,17 @@ data, the file is private, and altering them would change what a resumed model s
 metadata that can echo secrets (error messages, stats, model info, settings, titles) goes
 through `text.redact`. Exports redact everything.
 
-This module is the format: one builder per record type (`message_rec`, `checkpoint_rec`,
-...), the one line encoding (`encode_record`), the defensive reader (`RECORDS`: one replay
-handler per type), and the few writes made outside a live session (`append_record`, used to
-rename one). Live writing, the checkpoint throttle and the loss window are in `recorder.py`.
+This module is the format's files and reader: paths, the defensive reader (`RECORDS`: one
+replay handler per type), and the few writes made outside a live session (`append_record`,
+used to rename one). What a line holds (a builder per record type, the one line encoding,
+redaction) is in `records.py`; live writing, the checkpoint throttle and the loss window are
+in `recorder.py`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,10 @@ from typing import Any
 from llama_tui import locations
 from llama_tui.atomic import write_all
 from llama_tui.core.errors import LlamaTuiError
+from llama_tui.session.records import Record, encode_record
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
 from llama_tui.text import redact
 
-FORMAT_VERSION = 1
 SUFFIX = ".jsonl"
 DEFAULT_CHECKPOINT_INTERVAL = 1.0
 
@@ -63,101 +63,6 @@ class SessionLoadError(LlamaTuiError):
             f"Cannot load session {redact(str(path))}: {redact(reason)}",
             "Check the path, or start a new conversation (llama-tui without --resume).",
         )
-
-
-def redact_tree(value: Any) -> Any:
-    """`text.redact` applied to every string inside dicts / lists (a copy)."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {redact(str(k)): redact_tree(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_tree(v) for v in value]
-    return value
-
-
-def message_record(msg: Message) -> dict[str, Any]:
-    d = msg.to_dict()
-    d["stats"] = redact_tree(d["stats"])
-    d["settings"] = redact_tree(d["settings"])
-    d["error"] = redact(d["error"]) if d["error"] else d["error"]
-    return d
-
-
-def conversation_record(conv: Conversation) -> dict[str, Any]:
-    d = conv.to_dict()
-    d["title"] = redact(conv.title)
-    d["model"] = redact_tree(conv.model)
-    d["settings"] = redact_tree(conv.settings)
-    d["messages"] = [message_record(m) for m in conv.messages]
-    return d
-
-
-def state_record(conv: Conversation) -> dict[str, Any]:
-    """What a session holds, to tell two copies of it apart (its creation time aside)."""
-    d = conversation_record(conv)
-    d.pop("created", None)
-    return d
-
-
-# -- writing: one builder per record type, and one line encoding -------------------------
-
-Record = dict[str, Any]
-
-
-def message_rec(msg: Message) -> Record:
-    """A finished message (the user's prompt)."""
-    return {"type": "message", "message": message_record(msg)}
-
-
-def reply_started_rec(msg: Message) -> Record:
-    return {"type": "assistant_started", "message": message_record(msg)}
-
-
-def reply_finished_rec(msg: Message) -> Record:
-    """The reply's full text, status, stats and error (a reply still marked streaming is
-    recorded as complete: it did finish)."""
-    record = message_record(msg)
-    if record["status"] == "streaming":
-        record["status"] = "complete"
-    return {"type": "assistant_finished", "message": record}
-
-
-def checkpoint_rec(message_id: str, offset: int, text: str) -> Record:
-    return {"type": "checkpoint", "id": message_id, "offset": offset, "text": text}
-
-
-def settings_rec(params: dict[str, Any], system_prompt: str) -> Record:
-    return {"type": "settings", "settings": redact_tree(params), "system_prompt": system_prompt}
-
-
-def model_rec(info: dict[str, Any]) -> Record:
-    return {"type": "model", "model": redact_tree(info)}
-
-
-def title_rec(title: str) -> Record:
-    return {"type": "title", "title": redact(title)}
-
-
-def cleared_rec() -> Record:
-    return {"type": "cleared"}
-
-
-def removed_rec(ids: list[str]) -> Record:
-    return {"type": "removed", "ids": list(ids)}
-
-
-def snapshot_rec(conv: Conversation) -> Record:
-    return {"type": "snapshot", "conversation": conversation_record(conv)}
-
-
-def encode_record(session_id: str, rec: Record) -> bytes:
-    """One journal line: the common fields, then `rec`'s. ensure_ascii: every line is pure
-    ASCII, so raw control bytes never reach the file (safe to `cat`), and lone surrogates
-    in model output still encode."""
-    full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time(), "session": session_id}
-    full.update(rec)
-    return (json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
 
 def journal_path(session_id: str, directory: Path | None = None) -> Path:

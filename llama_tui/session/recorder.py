@@ -28,20 +28,22 @@ from llama_tui import locations
 from llama_tui.atomic import FILE_MODE, fsync_dir, make_private_dirs, write_all
 from llama_tui.session.journal import (
     DEFAULT_CHECKPOINT_INTERVAL,
-    Record,
     SessionLoadError,
+    ends_with_newline,
+    journal_path,
+    read_journal,
+    set_aside,
+)
+from llama_tui.session.records import (
+    Record,
     checkpoint_rec,
     cleared_rec,
     encode_record,
-    ends_with_newline,
-    journal_path,
     message_rec,
     model_rec,
-    read_journal,
     removed_rec,
     reply_finished_rec,
     reply_started_rec,
-    set_aside,
     settings_rec,
     snapshot_rec,
     state_record,

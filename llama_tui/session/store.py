@@ -30,9 +30,9 @@ from llama_tui.session.journal import (
     load_journal,
     read_journal,
     resolve_session,
-    title_rec,
 )
 from llama_tui.session.recorder import SessionRecorder, install_signal_flush
+from llama_tui.session.records import title_rec
 from llama_tui.text import clean, redact
 
 __all__ = [
