@@ -432,18 +432,6 @@ def test_headless_save_and_resume(
     assert "no saved session" in capsys.readouterr().err
 
 
-def test_headless_without_store_module(
-    fake: Factory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import llama_tui.session as session_pkg
-
-    monkeypatch.setitem(sys.modules, "llama_tui.session.store", None)  # import fails
-    monkeypatch.delattr(session_pkg, "store", raising=False)
-    _use(fake, FakeBackend(["x"]))
-    assert cli.main(["--prompt", "x", "--save", "out.md"]) == 1
-    assert "not available" in capsys.readouterr().err
-
-
 def test_tui_mode_calls_run_app(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
 
