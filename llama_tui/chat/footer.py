@@ -25,6 +25,8 @@ def _speed(stats: GenerationStats | None) -> str:
     speed = f"{n} token{'s' if n != 1 else ''}"
     if stats.decode_tokens_per_s:
         speed += f" · {stats.decode_tokens_per_s:.1f} tok/s"
+        if stats.earlier_tokens:  # continued: the speed is the last part's only
+            speed += f" for the last {n - stats.earlier_tokens}"
     if stats.ttft_s is not None and stats.prompt_tokens:
         # Prefill apart from decode: with KV reuse only the new part of the prompt runs.
         fresh = max(0, stats.prompt_tokens - stats.reused_prompt_tokens)

@@ -28,6 +28,7 @@ Only the owner's thread touches the conversation; the worker gets the frozen req
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -126,7 +127,11 @@ class ReplyRun:
         self.request = ReplyRequest(conv.history(), state.params, cancel or threading.Event())
         last = conv.messages[-1] if conv.messages else None
         self.continuing = continuing and last is not None and last.role == "assistant"
+        # A continued reply's footer counts all of it: the tokens it had before this part.
+        self.earlier_tokens = 0
         if self.continuing and last is not None:
+            earlier = GenerationStats.from_dict(last.stats)
+            self.earlier_tokens = earlier.generated_tokens if earlier is not None else 0
             last.status = "streaming"
             self.message = last
         else:
@@ -155,6 +160,10 @@ class ReplyRun:
         """The generation ended: map it to complete / stopped / error and journal it.
 
         After `stop`, only the engine's late stats are kept (the outcome stays "stopped")."""
+        if stats is not None and self.earlier_tokens:
+            stats = dataclasses.replace(
+                stats, generated_tokens=self.earlier_tokens + stats.generated_tokens,
+                earlier_tokens=self.earlier_tokens)
         if self.outcome is not None:
             if stats is not None and self.outcome.stats is None:
                 self.outcome = ReplyOutcome(self.outcome.status, self.message, stats,

@@ -107,6 +107,9 @@ def run_headless(
         err("llama-tui: error: the prompt is empty")
         return EXIT_USAGE
     resume, save = args.get("resume"), args.get("save")
+    save_path = Path(save).expanduser() if save is not None else None
+    if save_path is not None and _save_path_taken(save_path, resume):
+        return EXIT_ERROR  # before the model loads and the reply is generated for nothing
     store: Any = None
     if resume is not None or save is not None:
         from llama_tui.session import store as session_store
@@ -119,9 +122,9 @@ def run_headless(
     if not _model_is_usable(loaded):
         return EXIT_ERROR
     code = _journaled_reply(conv, prompt, loaded, system_prompt, report)
-    if code == EXIT_BROKEN_PIPE or save is None or not conv.messages:
+    if code == EXIT_BROKEN_PIPE or save_path is None or not conv.messages:
         return code
-    return _save(store, conv, Path(save).expanduser(), resume, code)
+    return _save(store, conv, save_path, resume, code)
 
 
 def _open_conversation(
@@ -280,13 +283,34 @@ class _Printer:
             pass
 
 
+def _save_path_taken(path: Path, resume: str | None) -> bool:
+    """`--save` onto an existing file would fail after the reply: say so up front. The
+    file `save_conversation` writes: a folder gets a new name inside, no extension `.md`."""
+    if str(path).endswith(("/", os.sep)) or path.is_dir() or _may_overwrite(path, resume):
+        return False
+    target = path if path.suffix else path.with_name(path.name + ".md")
+    if not os.path.lexists(target):
+        return False
+    _exists(target)
+    return True
+
+
+def _may_overwrite(path: Path, resume: str | None) -> bool:
+    """Saving back onto the file a session was resumed from replaces it."""
+    return bool(resume) and _same_file(path, Path(str(resume)).expanduser())
+
+
+def _exists(path: Path) -> None:
+    err(f"llama-tui: error: {path} exists; choose another --save path")
+
+
 def _save(store: Any, conv: Conversation, path: Path, resume: str | None, code: int) -> int:
     """`--save PATH` after the reply; the exit code (an error here fails a good run)."""
-    overwrite = bool(resume) and _same_file(path, Path(str(resume)).expanduser())
+    overwrite = _may_overwrite(path, resume)
     try:
         store.save_conversation(conv, path, overwrite=overwrite)
     except FileExistsError:
-        err(f"llama-tui: error: {path} exists; choose another --save path")
+        _exists(path)
         return EXIT_ERROR if code == EXIT_OK else code
     except Exception as e:
         err(f"llama-tui: error: could not save to {path}: {describe_error(e)}")

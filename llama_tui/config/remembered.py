@@ -197,18 +197,25 @@ def remembered_notes(
         now = show(file_values[key]) if key in file_values else "unset"
         was = show(entry.base) if entry.has_base else "unset"
         notes.append(f"config.toml's {key} is now {now} (it was {was} when you set "
-                     f"{show(entry.value)} with /set or the panel): using the file's; your "
+                     f"{show(entry.value)} with {_set_with(key)}): using the file's; your "
                      f"{show(entry.value)} is forgotten.")
-    over = [f"{k} {show(e.value)} (config.toml: {show(file_values[k])})"
+    over = {k: f"{k} {show(e.value)} (config.toml: {show(file_values[k])})"
             for k, e in found.live.items()
-            if k in in_force and k in file_values and not _same(k, e.value, file_values[k])]
+            if k in in_force and k in file_values and not _same(k, e.value, file_values[k])}
     if over and not found.legacy:
-        notes.append("Your /set or panel choices override config.toml: " + ", ".join(over)
-                     + ". /set forget KEY uses the file's value.")
+        notes.append(f"What you set with {_set_with(*over)} overrides config.toml: "
+                     + ", ".join(over.values()) + ". /set forget KEY uses the file's value.")
     return [redact(clean(n)) for n in notes]
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _set_with(*keys: str) -> str:
+    """How a remembered value was chosen: the system prompt with /system, the rest /set."""
+    if "system_prompt" not in keys:
+        return "/set or the panel"
+    return "/system or the panel" if len(keys) == 1 else "/set, /system or the panel"
 
 
 @contextlib.contextmanager

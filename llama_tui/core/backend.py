@@ -54,6 +54,9 @@ class GenerationStats:
     dropped_messages: int = 0  # oldest history messages left out to fit the context
     reused_prompt_tokens: int = 0  # prompt tokens served from the KV cache
     error: str | None = None  # sanitised, classified message when stop_reason is ERROR
+    # A continued reply: `generated_tokens` counts the whole reply, this many of them came
+    # before the last part (the other figures are the last part's).
+    earlier_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, ClassVar
 from textual.actions import SkipAction
 from textual.app import App
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.notifications import Notification, Notify
+from textual.screen import ModalScreen, Screen
 
 from llama_tui.chat.state import BUSY, ChatState, requested_model
 from llama_tui.core.backend import Backend
@@ -155,14 +156,28 @@ class LlamaTuiApp(App[int]):
     def generating(self) -> bool:
         return self.chat.generating
 
-    def say(self, text: str, *, severity: str = "information", timeout: float = 5) -> None:
-        """A toast. Never markup: the text may hold file names, errors or model output."""
-        self.notify(
-            redact(clean(text)),
-            severity=severity,  # type: ignore[arg-type]
-            timeout=timeout,
-            markup=False,
-        )
+    def say(self, text: str, *, severity: str = "information", timeout: float = 5
+            ) -> Notification:
+        """A toast. Never markup: the text may hold file names, errors or model output.
+        Returns it, for `unsay` (as `App.notify` would post it; thread-safe)."""
+        toast = Notification(redact(clean(text)), "", severity,  # type: ignore[arg-type]
+                             timeout, markup=False)
+        self.post_message(Notify(toast))
+        return toast
+
+    def unsay(self, toast: Notification) -> None:
+        """Take back a toast that no longer holds (what Textual's Toast does on a click)."""
+        if toast in self._notifications:
+            self._unnotify(toast)
+
+    def on_mount(self) -> None:
+        self.screen_change_signal.subscribe(self, self._screen_changed)
+
+    def _screen_changed(self, screen: Screen[object]) -> None:
+        # At 80x24 stacked toasts cover a centred dialog's buttons and question: a dialog
+        # that opens clears them (toasts about the dialog itself come after and stay).
+        if isinstance(screen, ModalScreen):
+            self.clear_notifications()
 
     def refuse_while_generating(self) -> bool:
         """The busy guard (`chat.state.BUSY`): True, and the user told, during a reply."""

@@ -306,6 +306,10 @@ class ChatScreen(Screen[None]):
 
     async def action_edit_last(self) -> None:
         """Ctrl+T: put the last prompt back in the input, once the user agrees to drop it."""
+        await self.ask_edit_last()
+
+    async def ask_edit_last(self) -> None:
+        """Ctrl+T and /edit: ask before the last exchange is removed; yes edits it."""
         if self.generating or not any(m.role == "user" for m in self.conversation.messages):
             await self.replies.edit_last()  # says why there is nothing to edit now
             return

@@ -57,7 +57,8 @@ async def _continue(app: LlamaTuiApp, arg: str) -> None:
 
 
 async def _edit(app: LlamaTuiApp, arg: str) -> None:
-    await app.chat.replies.edit_last()
+    # Like Ctrl+T: asks first, since it removes the last exchange.
+    await app.chat.ask_edit_last()
 
 
 async def _save(app: LlamaTuiApp, arg: str) -> None:

@@ -34,6 +34,8 @@ from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
+    from textual.notifications import Notification
+
     from llama_tui.config.settings import Settings
     from llama_tui.core.backend import ModelInfo
     from llama_tui.ui.app import LlamaTuiApp
@@ -53,6 +55,7 @@ class ModelHost:
         self.loading_spec: str | None = None
         self.load_id = 0
         self.load_error: tuple[str, str] | None = None  # (cause, fix) of the last failure
+        self.loading_toast: Notification | None = None  # "Loading X; Y stays in use ..."
         # Serialises every backend call (generate, token counting) across worker threads.
         self.lock = threading.Lock()
         self._ticks = 0
@@ -108,7 +111,9 @@ class ModelHost:
         else:
             status.update_facts(detail="")
             name = self.info.name if self.info else "the current model"
-            self.app.say(f"Loading {label}; {name} stays in use until it is ready.")
+            # Taken back when the load ends: "Now using ..." or the failure says the rest.
+            self.loading_toast = self.app.say(
+                f"Loading {label}; {name} stays in use until it is ready.")
         self.app.run_worker(partial(self._load, self.load_id, settings), thread=True,
                             exclusive=True, exit_on_error=False, group="load")
 
@@ -155,7 +160,7 @@ class ModelHost:
             return
         app, old = self.app, self.backend
         self.backend = message.backend
-        self.loading_spec = None
+        self._load_ended()
         self.load_error = None
         self.settings = asking_for(self.settings, message.spec or None)
         if old is not None:
@@ -176,7 +181,7 @@ class ModelHost:
     async def load_failed(self, message: ModelLoadFailed) -> None:
         if message.load_id != self.load_id:
             return
-        self.loading_spec = None
+        self._load_ended()
         self.load_error = (message.cause, message.fix)
         if self.backend is None:
             self.app.status.update_facts(state="error", detail=message.kind)
@@ -189,6 +194,12 @@ class ModelHost:
         await chat.note(f"{body}\n{PICK_HINT}", title=f"could not load {message.spec}",
                         variant="error")
         await chat.replies.model_failed()
+
+    def _load_ended(self) -> None:
+        self.loading_spec = None
+        if self.loading_toast is not None:
+            self.app.unsay(self.loading_toast)
+            self.loading_toast = None
 
     def close_backend(self, backend: Backend) -> None:
         self.app.run_worker(partial(self._close, backend), thread=True, exit_on_error=False,

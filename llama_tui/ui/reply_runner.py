@@ -32,14 +32,26 @@ from llama_tui.chat.reply import (
     describe_failure,
     stream_reply,
 )
-from llama_tui.core.backend import Backend, GenerationStats
+from llama_tui.core.backend import Backend, GenerationStats, StopReason
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
 from llama_tui.ui.widgets.transcript import AssistantTurn
 
 if TYPE_CHECKING:
+    from llama_tui.session.transcript import Message
     from llama_tui.ui.chat_screen import ChatScreen
 
 log = logging.getLogger(__name__)
+
+ENDED_ON_ITS_OWN = "This reply ended on its own; Ctrl+R writes a new one."
+
+
+def _ended_on_its_own(msg: Message) -> bool:
+    """A complete reply that the model ended (end of text or a stop string): there is
+    nothing to continue. Stopped and length-cut replies (and ones without stats) can be."""
+    if msg.status != "complete":
+        return False
+    stats = GenerationStats.from_dict(msg.stats)
+    return stats is not None and stats.stop_reason in (StopReason.EOS, StopReason.STOP_STRING)
 
 
 @dataclass
@@ -240,6 +252,9 @@ class ReplyRunner:
         last = msgs[-1] if msgs else None
         if last is None or last.role != "assistant":
             self.screen.host.say("Nothing to continue: the last message is not a reply.")
+            return
+        if _ended_on_its_own(last):
+            self.screen.host.say(ENDED_ON_ITS_OWN, severity="warning")
             return
         if not last.content:
             # Stopped before its first word: nothing to extend, so generate it afresh (the

@@ -193,3 +193,18 @@ def test_resuming_the_latest_export_continues_the_same_session(tiny_model_dir: P
     assert second.returncode == 0, second.stderr
     assert "new session" not in second.stderr
     assert len(_sessions()) == 1
+
+
+@pytest.mark.parametrize("given", ["out.md", "out"])  # no extension: `.md` is added
+def test_save_onto_an_existing_file_fails_before_the_model_loads(tiny_model_dir: Path,
+                                                                 tmp_path: Path,
+                                                                 given: str) -> None:
+    existing = tmp_path / "out.md"
+    existing.write_text("keep me\n")
+    r = _run("--model", str(tiny_model_dir), "--greedy", "--max-new-tokens", "3",
+             "--prompt", "hi", "--save", str(tmp_path / given))
+    assert r.returncode == 1
+    assert f"{existing} exists; choose another --save path" in r.stderr
+    assert r.stdout == ""  # no reply generated (and then thrown away)
+    assert _sessions() == []  # nothing journaled either
+    assert existing.read_text() == "keep me\n"

@@ -153,9 +153,9 @@ def test_saved_session_is_named(
     code, obj, _ = _run(["--prompt", "hi", "--json", "--save", str(path)], capsys)
     assert code == 0 and path.is_file()
     assert obj["session"]["saved_to"] == str(path)
-    # Saving over it is refused: an error, and the session is not claimed as saved.
+    # Saving over it is refused before the model answers: an error, no reply, no session.
     code, obj, _ = _run(["--prompt", "hi", "--json", "--save", str(path)], capsys)
-    assert code == 1 and "saved_to" not in obj["session"]
+    assert code == 1 and "reply" not in obj and "session" not in obj
     assert "exists" in obj["error"]["cause"]
 
 

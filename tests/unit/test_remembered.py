@@ -189,3 +189,16 @@ def test_entry_with_an_unreadable_base_is_stale(cwd: Path) -> None:
         "top_k": {"value": 7, "base": "five"}}}))
     loaded = _load(cwd)
     assert loaded.settings.params.top_k == 5 and "top_k" in loaded.remembered.stale
+
+
+def test_notes_about_the_system_prompt_name_system_not_set(cwd: Path) -> None:
+    # The system prompt is chosen with /system (or the panel), never /set.
+    _config('system_prompt = "From the file."\n')
+    remember(system_prompt="Mine.")
+    over = _load(cwd).notes
+    assert any("/system or the panel" in n and "system_prompt" in n for n in over), over
+    assert not any("/set or" in n for n in over), over
+    _config('system_prompt = "Edited file."\n')  # an edit afterwards wins
+    stale = _load(cwd).notes
+    assert any("when you set" in n and "with /system or the panel)" in n for n in stale), stale
+    assert not any("/set or the panel" in n for n in stale), stale

@@ -1,6 +1,7 @@
 """The session browser: every journaled conversation, newest first; open, rename or delete.
 
-Rows show date, model and title (by default the first prompt); all of it is untrusted,
+Rows show date, model and title (by default the first prompt; in a terminal narrower
+than 70 columns the model is left out, for the title); all of it is untrusted,
 cleaned, plain text. Renaming asks for the new title in a small dialog (prefilled with the
 current one) and records it in the session's journal: through the app's recorder for the
 open session, else as an appended `title` record (`store.rename_session`). Deleting asks
@@ -29,6 +30,8 @@ from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.status_bar import crop_cells
 
 MODEL_COLUMN = 18  # cells for the model name in a row; longer names end in "…"
+# Below this many terminal columns the model column is left out: the title needs the room.
+MODEL_COLUMN_MIN_WIDTH = 70
 
 
 class RenameScreen(ModalScreen[str | None]):
@@ -78,6 +81,7 @@ class SessionsScreen(ModalScreen[str | None]):
         self.rename_current = rename_current
         self.titles: dict[str, str] = {}  # id -> title, for readable sessions
         self._keep: str | None = None  # the row to highlight again after a reload
+        self._shown_with_model = True  # whether the rows were laid out with the model column
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker") as box:
@@ -89,11 +93,19 @@ class SessionsScreen(ModalScreen[str | None]):
         self.query_one("#sessions", OptionList).focus()
         self._load()
 
+    def on_resize(self) -> None:
+        if self._with_model() != self._shown_with_model:  # the rows are laid out for a width
+            self._load()
+
+    def _with_model(self) -> bool:
+        return self.app.size.width >= MODEL_COLUMN_MIN_WIDTH
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="sessions")
     def _load(self) -> None:
         from llama_tui.session.store import list_sessions
 
         sessions = list_sessions()
+        with_model = self._shown_with_model = self._with_model()
         model_width = min(MODEL_COLUMN, max((cell_len(clean(s.model or "?")) for s in sessions
                                              if not s.error), default=1))
         rows = []
@@ -108,7 +120,7 @@ class SessionsScreen(ModalScreen[str | None]):
                 titles[s.id] = s.title or s.first_prompt
                 model = set_cell_size(crop_cells(clean(s.model or "?"), model_width), model_width)
                 title = clean(s.title or s.first_prompt or "(empty)")
-                text = f"{mark}{when}  {model}  {title}"
+                text = f"{mark}{when}  {model}  {title}" if with_model else f"{mark}{when}  {title}"
             rows.append((s.id, text[:200]))
         self.app.call_from_thread(self._show, rows, titles)  # once, not per token
 

@@ -206,8 +206,10 @@ class SettingsPanel(VerticalScroll):
         for f in CHECKBOXES:
             box = self._box(f)
             box.set_class(f.name in changed or f.name in over_file, "-override")
-            # The compact checkbox shows its state only in colour; say it in words too.
-            # An inverse box off means its field is on: "Greedy: off (sampling)".
+            # Textual's compact checkbox draws its "X" on and off alike, telling the state
+            # only by colour ("▐X▌ Greedy: off" read as checked): the X only when on, and
+            # the state in words too. An inverse box off means its field is on (sampling).
+            box.BUTTON_INNER = "X" if box.value else " "
             off = "off (sampling)" if f.inverse and f.sampling else "off"
             box.label = f"{f.label}: {'on' if box.value else off}"
         for f in FIELDS:
