@@ -176,8 +176,13 @@ class LlamaTuiApp(App[int]):
     def _screen_changed(self, screen: Screen[object]) -> None:
         # At 80x24 stacked toasts cover a centred dialog's buttons and question: a dialog
         # that opens clears them (toasts about the dialog itself come after and stay).
+        # Each screen has its own toast rack and Textual refreshes only the top one's, so
+        # the racks beneath, still drawn behind the dialog, are emptied too.
         if isinstance(screen, ModalScreen):
             self.clear_notifications()
+            for below in self.screen_stack[:-1]:
+                for rack in below.query("#textual-toastrack"):
+                    rack.remove_children()
 
     def refuse_while_generating(self) -> bool:
         """The busy guard (`chat.state.BUSY`): True, and the user told, during a reply."""

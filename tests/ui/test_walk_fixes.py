@@ -98,17 +98,20 @@ async def test_a_dialog_that_opens_clears_the_toasts(tmp_path: Path) -> None:
     existing = tmp_path / "x.json"
     existing.write_text("{}")
     app = make_app(FakeBackend(replies=[["a1"]]))
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await ready(pilot)
         await send(pilot, "q1")
         await reply_done(pilot)
         for i in range(4):
             app.say(f"Saved to somewhere/long/path/number/{i}.md", timeout=30)
-        await until(pilot, lambda: len(notes(app)) == 4)
+        await until(pilot, lambda: len(notes(app)) == 4 and len(app.chat.query("Toast")) == 4)
+        assert "Saved to" in screen_text(app)  # shown, as in a real terminal
         await send(pilot, f"/save {existing}")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         await pilot.pause()
         assert notes(app) == []
+        # The chat screen beneath draws its own toasts under the dialog's backdrop.
+        assert not app.chat.query("Toast")
         shown = screen_text(app)
         assert "already exists. Replace it?" in shown.replace("\n", " ")
         assert "Replace" in shown and "Keep it" in shown and "Saved to" not in shown
@@ -119,10 +122,10 @@ async def test_the_loading_toast_goes_when_the_load_ends() -> None:
     other = FakeBackend(load_gate=gate, info_template=dataclasses.replace(
         FAKE_INFO, name="Other-Model", spec="other"))
     app = make_app(factory=FakeFactory(fake=FakeBackend(), other=other))
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=(80, 24), notifications=True) as pilot:
         await ready(pilot)
         app.model.start_load("other")
-        await until(pilot, lambda: any(n.startswith("Loading other") for n in notes(app)))
+        await until(pilot, lambda: "Loading other" in screen_text(app))
         gate.set()
         await until(pilot, lambda: "Now using Other-Model" in shown_text(app))
         await pilot.pause()
