@@ -210,7 +210,12 @@ async def test_token_never_on_screen_logs_files_or_toasts(
                                           f"check {TOKEN_FILE}")
         await send(pilot, "again")
         await reply_done(pilot)
-        await send(pilot, f"/save {tmp_path}/no-dir-{TOKEN_FILE}/\0x.md")  # an error toast
+        # An error toast about a path that holds a token. Submitted without typing it: what
+        # the user types is on screen by definition; this test is about what the app shows.
+        prompt = app.chat.prompt
+        bad_path = f"{tmp_path}/no-dir-{TOKEN_FILE}/\0x.md"
+        prompt.post_message(PromptInput.Submitted(prompt, f"/save {bad_path}"))
+        await pilot.pause()
         await send(pilot, "/set temperature 0.5")  # remembered settings are written
         await send(pilot, f"/save {tmp_path}/export.md")
         await send(pilot, f"/save {tmp_path}/export.json")
