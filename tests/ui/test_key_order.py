@@ -94,3 +94,17 @@ async def test_settings_panel_fields_apply_a_burst_in_order() -> None:
         await until(pilot, lambda: app.focused is system)
         burst(pilot, "abc" + BS + "X" + LEFT + "Y")
         await settles_at(pilot, lambda: system.text, "abYX")
+
+
+async def test_dialog_fields_apply_a_burst_in_order() -> None:
+    # The model picker's field; the save dialog and the session title use the same class.
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("f4")
+        field = app.screen.query_one("#spec", Input)
+        await until(pilot, lambda: app.focused is field)
+        field.value = "spec"
+        field.cursor_position = len(field.value)
+        burst(pilot, "abc" + BS + "X" + LEFT * 2 + DEL)
+        await settles_at(pilot, lambda: field.value, "specaX")

@@ -22,6 +22,7 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from llama_tui.text import clean
+from llama_tui.ui.widgets.ordered_input import OrderedInput
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
                     "Repo id (org/name[@rev]), a local folder, a .gguf file, or demo:",
                     markup=False,
                 )
-            yield Input(value=clean(self.current), id="spec", compact=True)
+            yield OrderedInput(value=clean(self.current), id="spec", compact=True)
             demo = [] if self.served is not None else [
                 Option("demo  (bundled SmolLM2-135M)", id="demo")]
             yield OptionList(*demo, id="cached", markup=False)

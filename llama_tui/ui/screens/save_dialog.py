@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from llama_tui.text import clean
+from llama_tui.ui.widgets.ordered_input import OrderedInput
 
 
 class SaveDialog(ModalScreen[str | None]):
@@ -36,7 +37,7 @@ class SaveDialog(ModalScreen[str | None]):
             yield Static(f"Default folder: {self.folder}\nA relative path is taken inside it; "
                          ".md saves Markdown, .json JSON. Enter: save · Esc: cancel",
                          markup=False, classes="dialog-text")
-            yield Input(self.default_path, id="save-path", select_on_focus=False)
+            yield OrderedInput(self.default_path, id="save-path", select_on_focus=False)
 
     def on_mount(self) -> None:
         field = self.query_one("#save-path", Input)

@@ -27,6 +27,7 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.widgets.ordered_input import OrderedInput
 from llama_tui.ui.widgets.status_bar import crop_cells
 
 MODEL_COLUMN = 18  # cells for the model name in a row; longer names end in "…"
@@ -47,7 +48,7 @@ class RenameScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog picker") as box:
             box.border_title = "Rename session"
             yield Static("New title (Enter: rename · Esc: cancel):", markup=False)
-            yield Input(value=clean(self.current), id="title", compact=True,
+            yield OrderedInput(value=clean(self.current), id="title", compact=True,
                         max_length=TITLE_MAX)
 
     def on_mount(self) -> None:
