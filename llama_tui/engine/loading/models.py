@@ -30,7 +30,7 @@ from llama_tui.core.errors import ModelError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS
 from llama_tui.engine import device as devices
 from llama_tui.engine import placement as placements
-from llama_tui.engine.loading import hub
+from llama_tui.engine.loading import calibration, hub
 from llama_tui.engine.loading.checks import (
     check_folder,
     check_options,
@@ -161,13 +161,27 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     # Threads first: a GGUF conversion runs torch too.
     devices.set_threads(options.threads)
     folder, revision, name = _resolve(ms, options, progress)
-    prequantized = quant_method(check_folder(folder, ms.raw, options))
+    config = check_folder(folder, ms.raw, options)
+    prequantized = quant_method(config)
+    plan = calibration.plan_auto(
+        device=device,
+        requested=options.dtype,
+        rule=dtype_name,
+        folder=folder,
+        config=config,
+        quantized=prequantized is not None,
+        device_map=device_map,
+    )
+    if not plan.measure:
+        log.info("dtype %s, not measured: %s", plan.load_dtype, plan.reason)
+    dtype_name = plan.load_dtype
     if device_map is not None:
         gpus = f" over {caps.cuda_count} GPUs" if caps.cuda_count > 1 else f" ({device})"
         where = f"device_map={device_map}{gpus}"
     else:
         where = device
-    emit_progress(progress, LoadStage.LOAD, f"Loading {name} with {where} ({dtype_name})")
+    shown = f"{dtype_name}, to measure the fastest dtype" if plan.measure else dtype_name
+    emit_progress(progress, LoadStage.LOAD, f"Loading {name} with {where} ({shown})")
     import torch
     from transformers import AutoTokenizer
 
@@ -181,6 +195,8 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     if move_to is not None:
         model.to(move_to)
     model.eval()
+    if plan.measure:
+        calibration.calibrate(model, tokenizer, plan, progress)
     # hf_device_map is only set when accelerate dispatched the model (not for one device);
     # a map over a single device is no placement worth showing.
     placement = placements.normalize_placement(getattr(model, "hf_device_map", None))

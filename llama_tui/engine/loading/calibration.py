@@ -1,0 +1,232 @@
+"""The measured `dtype auto` on a CPU: time a few greedy decode steps in each dtype, keep the
+fastest whose tokens match float32's.
+
+Which dtype decodes fastest on a CPU is not a rule one can write down: on a 2-core AMD EPYC with
+AVX-512 (no AMX) the demo model decodes fp16 1.7-2.4x as fast as bf16, on an Intel with AMX
+the two are close, and without native bf16 instructions bf16 is the slowest. So on the first load
+of a model on a machine (`--device cpu` or auto landing on the CPU, `--dtype auto`) the model is
+loaded in float32 and `calibrate` converts it in place to each candidate, decodes a fixed prompt
+greedily and times the steps. A candidate whose tokens differ from float32's is rejected. The
+pick is remembered (`dtype_cache`), so later loads go straight to it; `--dtype X` skips all this.
+
+Not measured here: whether the eager fast decoder (`engine.fast`) beats `generate` in each
+dtype; replies choose that path by their own policy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llama_tui.core.backend import LoadStage, ProgressCallback
+from llama_tui.engine.loading import dtype_cache
+from llama_tui.engine.loading.specs import emit_progress
+from llama_tui.engine.local.generate_job import cache_kwarg
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("float32", "bfloat16", "float16")  # float32 first: it is the reference
+PROMPT_TOKENS = 8
+WARMUP_STEPS = 2  # decode steps run untimed first: the first steps of a dtype pay for setup
+TIMED_STEPS = 12
+# Measuring converts the model in place: float32 weights plus one candidate copy at a time, so
+# up to 1.5x the float32 size in RAM. Larger models keep the rule's dtype.
+MAX_FLOAT32_BYTES = 2 * 1024**3
+# Below this a decode step is dominated by Python overhead, not by the weights' dtype: the
+# timing says nothing and the pick would flip with noise. Such models keep the rule's dtype.
+MIN_PARAMETERS = 50_000_000
+# Timing noise flips the order of close candidates from one measurement to the next. The rule's
+# dtype (`device.dtype_name`: bf16 on CPUs with native bf16, else fp32) is what users got so
+# far, so another dtype replaces it only when clearly faster; within 10% the pick stays
+# the same on every run and machine of a kind, and so do the greedy replies.
+MIN_GAIN = 1.10
+# A fixed English prompt: tokenised, it gives real-text logits (random ids give near ties).
+PROMPT_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `dtype auto` does for this load: which dtype to load in, and whether to measure."""
+
+    load_dtype: str
+    rule: str  # the dtype `device.dtype_name` chose (preferred within MIN_GAIN)
+    key: str | None = None  # the cache key when measuring
+    reason: str = ""  # why not measured (logged)
+
+    @property
+    def measure(self) -> bool:
+        return self.key is not None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    dtype: str
+    tokens: tuple[int, ...]
+    tokens_per_s: float
+
+
+def plan_auto(
+    *,
+    device: str,
+    requested: str,
+    rule: str,
+    folder: Path,
+    config: dict[str, Any],
+    quantized: bool,
+    device_map: str | None,
+) -> Plan:
+    """Decide, before loading, how `requested` resolves: the rule's dtype, a remembered pick
+    (loaded directly), or float32 to measure from."""
+    if (requested or "auto").strip().lower() != "auto":
+        return Plan(rule, rule, reason="an explicit --dtype")
+    if device != "cpu" or device_map is not None:
+        return Plan(rule, rule, reason="not a single-CPU load")
+    if quantized:
+        return Plan(rule, rule, reason="a quantised model")
+    n = safetensors_parameters(folder)
+    if n is None:
+        return Plan(rule, rule, reason="the weights' size is unknown")
+    if n < MIN_PARAMETERS:
+        return Plan(rule, rule, reason=f"{n:,} parameters are too few to time")
+    if n * 4 > MAX_FLOAT32_BYTES:
+        gib = n * 4 / 1024**3
+        return Plan(rule, rule, reason=f"{gib:.1f} GiB in float32 is too large to convert")
+    key = dtype_cache.cache_key(config)
+    remembered = dtype_cache.lookup(key)
+    if remembered is not None:
+        return Plan(remembered, rule, reason=f"{remembered} measured before on this CPU")
+    return Plan("float32", rule, key=key)
+
+
+def safetensors_parameters(folder: Path) -> int | None:
+    """How many weights the folder's *.safetensors files hold (from their headers), or None."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    try:
+        for path in files:
+            with path.open("rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                if size > 100_000_000:
+                    return None
+                header = json.loads(fh.read(size))
+            for name, entry in header.items():
+                if name != "__metadata__":
+                    count = 1
+                    for dim in entry["shape"]:
+                        count *= int(dim)
+                    total += count
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+        return None
+    return total
+
+
+def prompt_ids(tokenizer: Any) -> list[int]:
+    """PROMPT_TOKENS ids of PROMPT_TEXT (repeated if the tokenizer makes fewer)."""
+    ids = [int(i) for i in tokenizer(PROMPT_TEXT, add_special_tokens=False)["input_ids"]] or [0]
+    while len(ids) < PROMPT_TOKENS:
+        ids += ids
+    return ids[:PROMPT_TOKENS]
+
+
+def measure_decode(model: Any, ids: list[int], dtype: str) -> Measurement:
+    """Greedy decode of `ids` with the KV cache in the model's current dtype: the tokens, and
+    the speed of the median one of the TIMED_STEPS steps after WARMUP_STEPS untimed ones.
+
+    The median, not the total: on a busy machine a step the OS takes the CPU away from lasts
+    100x longer (seen here: 13 ms steps and 1.5 s steps in one fp16 decode), and one such step
+    must not decide the pick.
+    """
+    import torch
+
+    kw = cache_kwarg()  # the cache's name, in forward's arguments and outputs alike
+    tokens: list[int] = []
+    steps: list[float] = []
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids]), use_cache=True)
+        past = getattr(out, kw)
+        for step in range(WARMUP_STEPS + TIMED_STEPS):
+            token = int(out.logits[0, -1].float().argmax())
+            tokens.append(token)
+            start = time.perf_counter()
+            out = model(input_ids=torch.tensor([[token]]), use_cache=True, **{kw: past})
+            if step >= WARMUP_STEPS:
+                steps.append(time.perf_counter() - start)
+            past = getattr(out, kw)
+        tokens.append(int(out.logits[0, -1].float().argmax()))
+    return Measurement(dtype, tuple(tokens), 1.0 / max(statistics.median(steps), 1e-9))
+
+
+def choose(measurements: tuple[Measurement, ...], rule: str) -> tuple[str, tuple[str, ...]]:
+    """(the pick, the rejected dtypes): the fastest candidate whose tokens equal float32's,
+    if it beats the rule's dtype (or float32, when the rule's is rejected) by MIN_GAIN."""
+    by_dtype = {m.dtype: m for m in measurements}
+    reference = by_dtype["float32"].tokens
+    correct = {d: m for d, m in by_dtype.items() if m.tokens == reference}
+    rejected = tuple(d for d in by_dtype if d not in correct)
+    baseline = rule if rule in correct else "float32"
+    fastest = max(correct.values(), key=lambda m: m.tokens_per_s)
+    if fastest.tokens_per_s >= correct[baseline].tokens_per_s * MIN_GAIN:
+        return fastest.dtype, rejected
+    return baseline, rejected
+
+
+def calibrate(model: Any, tokenizer: Any, plan: Plan, progress: ProgressCallback | None) -> str:
+    """Measure every candidate on `model` (loaded in float32), leave it in the pick and
+    remember the pick under `plan.key`; returns the pick."""
+    import torch
+
+    emit_progress(progress, LoadStage.LOAD, "Measuring the fastest dtype on this CPU…")
+    started = time.perf_counter()
+    ids = prompt_ids(tokenizer)
+    # The float32 tensors themselves: `.to(dtype)` gives the model new tensors and leaves
+    # these alone, so each candidate is converted from the exact float32 weights.
+    originals = _tensors(model)
+    results: list[Measurement] = []
+    failed: list[str] = []
+    try:
+        for dtype in CANDIDATES:
+            _restore(model, originals)
+            try:
+                model.to(getattr(torch, dtype))
+                results.append(measure_decode(model, ids, dtype))
+            except Exception as exc:  # a kernel this CPU lacks, no RAM for the copy: not a pick
+                if dtype == "float32":
+                    raise
+                log.info("dtype auto: %s failed on this CPU: %r", dtype, exc)
+                failed.append(dtype)
+        pick, rejected = choose(tuple(results), plan.rule)
+    finally:
+        _restore(model, originals)  # float32 again, whatever happened
+    model.to(getattr(torch, pick))
+    del originals
+    seconds = time.perf_counter() - started
+    rates = {m.dtype: m.tokens_per_s for m in results}
+    summary = ", ".join(f"{d} {r:.1f}" for d, r in rates.items())
+    wrong = f"; tokens differ from float32: {', '.join(rejected)}" if rejected else ""
+    wrong += f"; failed: {', '.join(failed)}" if failed else ""
+    log.info("dtype auto on this CPU: %s (tok/s %s%s; %.1f s)", pick, summary, wrong, seconds)
+    emit_progress(progress, LoadStage.LOAD, f"Fastest dtype on this CPU: {pick} ({summary} tok/s)")
+    if plan.key is not None:
+        dtype_cache.remember(plan.key, pick, rates)
+    return pick
+
+
+def _tensors(model: Any) -> dict[str, Any]:
+    found = {f"p:{n}": p.data for n, p in model.named_parameters()}
+    found.update({f"b:{n}": b for n, b in model.named_buffers() if b is not None})
+    return found
+
+
+def _restore(model: Any, originals: dict[str, Any]) -> None:
+    for name, tensor in originals.items():
+        kind, _, path = name.partition(":")
+        target = model.get_parameter(path) if kind == "p" else model.get_buffer(path)
+        target.data = tensor
