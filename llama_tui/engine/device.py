@@ -140,7 +140,8 @@ def dtype_name(device: str, requested: str = "auto", caps: DeviceCaps | None = N
 
     auto: bf16 on CUDA (fp16 where bf16 is not native), fp16 on MPS (bf16 needs macOS 14+),
     on CPU bf16 when the CPU has native bf16 (the demo model decodes about 2x faster than fp32
-    there) and float32 otherwise (half precision is slow without it).
+    there) and float32 otherwise (half precision is slow without it). This is the rule; a load
+    on one CPU measures instead (`loading.calibration`) and prefers it within 10%.
     """
     req = (requested or "auto").strip().lower()
     if req != "auto":
