@@ -194,7 +194,9 @@ def test_split_utf8_from_real_generation(backend: LocalBackend, monkeypatch: Any
     chunks = list(gen)
     assert "".join(chunks) == text
     assert all("\ufffd" not in c for c in chunks)
-    assert len(chunks) > 10  # really streamed, not one blob at the end
+    # Really streamed, not one blob at the end. Not one chunk per token: a consumer that
+    # falls behind (a loaded machine) gets the tokens queued meanwhile as one chunk.
+    assert len(chunks) > 3
     assert gen.stats is not None and gen.stats.stop_reason == StopReason.EOS
 
 

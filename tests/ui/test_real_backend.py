@@ -52,13 +52,15 @@ async def test_stop_mid_stream_keeps_partial(tiny_model_dir: Path) -> None:
             steps["n"] += 1
             if steps["n"] == 6:
                 reached.set()
-                gate.wait(10)
+                gate.wait(60)  # the test opens it; the bound only keeps a failure from hanging
 
         handle = model.register_forward_pre_hook(pre)
         try:
             await send(pilot, "Count to one hundred")
             assert await asyncio.to_thread(reached.wait, 30)
-            await until(pilot, lambda: reply_text(app))
+            # A generous deadline, not a speed check: on a loaded machine the first chunks
+            # take a while to travel from the worker to the screen.
+            await until(pilot, lambda: reply_text(app), timeout=45)
             await pilot.press("escape")
             gate.set()
             await app.workers.wait_for_complete()
