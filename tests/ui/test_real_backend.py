@@ -7,6 +7,7 @@ blocks generation at a known step so the stop happens mid-stream, without sleeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,27 +45,39 @@ async def test_stop_mid_stream_keeps_partial(tiny_model_dir: Path) -> None:
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         model = app.model.backend._model  # engine internals, for a deterministic mid-stream point
-        gate = threading.Event()
+        # From step 6 on, each forward pass waits for a permit: the test lets the model on one
+        # step at a time until some text is on screen (the random model's first tokens may be
+        # an unfinished UTF-8 character, which is held back), then presses Esc mid-stream.
         steps = {"n": 0}
-        reached = threading.Event()
+        permits = threading.Semaphore(0)
+        waiting = threading.Event()
+        finished = threading.Event()
 
         def pre(_module: Any, _args: Any) -> None:
             steps["n"] += 1
-            if steps["n"] == 6:
-                reached.set()
-                gate.wait(60)  # the test opens it; the bound only keeps a failure from hanging
+            if steps["n"] >= 6 and not finished.is_set():
+                waiting.set()
+                permits.acquire(timeout=60)  # the bound only keeps a failure from hanging
 
         handle = model.register_forward_pre_hook(pre)
         try:
             await send(pilot, "Count to one hundred")
-            assert await asyncio.to_thread(reached.wait, 30)
-            # A generous deadline, not a speed check: on a loaded machine the first chunks
-            # take a while to travel from the worker to the screen.
-            await until(pilot, lambda: reply_text(app), timeout=45)
+            for _ in range(150):
+                assert await asyncio.to_thread(waiting.wait, 30)
+                waiting.clear()
+                with contextlib.suppress(AssertionError):
+                    await until(pilot, lambda: reply_text(app), timeout=2)
+                if reply_text(app):
+                    break
+                permits.release()  # one more step
+            assert reply_text(app)
             await pilot.press("escape")
-            gate.set()
+            finished.set()
+            permits.release()
             await app.workers.wait_for_complete()
         finally:
+            finished.set()
+            permits.release()
             handle.remove()
         reply = app.chat_state.conversation.messages[-1]
         assert reply.status == "stopped" and reply.content
