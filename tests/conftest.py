@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.engine.remote_server import TransformersServer, serving_missing
 from tests.tiny_model import build_tiny_llama
 
 
@@ -33,3 +34,20 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same tiny Llama without a chat template (a base model: plain completion)."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama-base"), chat_template=False)
+
+
+@pytest.fixture(scope="session")
+def tserve(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TransformersServer]:
+    """`transformers serve` on the tiny Llama, on 127.0.0.1:<free port>, for the session."""
+    reason = serving_missing()
+    if reason:
+        pytest.skip(reason)
+    server = TransformersServer(tiny_model_dir, tmp_path_factory.mktemp("tserve") / "log.txt")
+    try:
+        server.start()
+        print(f"\ntransformers serve ready in {server.startup_s:.1f} s on {server.url}")
+        yield server
+    finally:
+        server.stop()

@@ -11,29 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from llama_tui.chat.state import asking_for, model_label, requested_model
 from llama_tui.config.settings import LoadedSettings, Settings
 from llama_tui.core.params import GenerationParams
-from tests.engine.remote_server import TransformersServer, serving_missing
-
-
-@pytest.fixture(scope="module")
-def tserve(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[TransformersServer]:
-    reason = serving_missing()
-    if reason:
-        pytest.skip(reason)
-    server = TransformersServer(tiny_model_dir, tmp_path_factory.mktemp("tserve") / "log.txt")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+from tests.engine.remote_server import TransformersServer
 
 
 def test_the_rule_for_which_model_is_asked_for() -> None:

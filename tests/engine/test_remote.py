@@ -72,24 +72,7 @@ def collect(gen: Generation) -> tuple[list[str], BaseException | None]:
 
 
 # ---------------------------------------------------------------------------------------
-# Fixtures: the real transformers server
-
-
-@pytest.fixture(scope="session")
-def tserve(
-    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[TransformersServer]:
-    """`transformers serve` on the tiny Llama, on 127.0.0.1:<free port>, for the session."""
-    reason = serving_missing()
-    if reason:
-        pytest.skip(reason)
-    server = TransformersServer(tiny_model_dir, tmp_path_factory.mktemp("tserve") / "log.txt")
-    try:
-        server.start()
-        print(f"\ntransformers serve ready in {server.startup_s:.1f} s on {server.url}")
-        yield server
-    finally:
-        server.stop()
+# Fixtures: a client of the real transformers server (`tserve`, in tests/conftest.py)
 
 
 @pytest.fixture
