@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 
 from llama_tui.config.settings import LoadedSettings, Settings
 from llama_tui.core.params import GenerationParams
+from llama_tui.session.transcript import Conversation
 from llama_tui.ui.app import LlamaTuiApp, create_app
 from tests.ui.fakes import FakeBackend, FakeFactory
 
@@ -106,3 +107,15 @@ def real_app(model_dir: Path, params: GenerationParams) -> LlamaTuiApp:
                         compile=False)
     sources = {name: "flag" for name in GenerationParams.field_names()}
     return create_app(LoadedSettings(settings=settings, sources=sources))
+
+
+def saved_session(prompt: str, reply: str, *, system_prompt: str = "") -> Conversation:
+    """A finished one-turn conversation in the journal, as an earlier run leaves it."""
+    from llama_tui.session.recorder import SessionRecorder
+
+    conv = Conversation(system_prompt=system_prompt)
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", prompt))
+    rec.assistant_finished(conv.add("assistant", reply))
+    rec.close()
+    return conv

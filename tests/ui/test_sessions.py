@@ -9,28 +9,17 @@ from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
 from llama_tui import locations
-from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.store import load_journal
 from llama_tui.session.transcript import Conversation
 from llama_tui.ui.app import LlamaTuiApp
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.sessions import RenameScreen, SessionsScreen
 from tests.ui.fakes import FakeBackend
-from tests.ui.helpers import make_app, notes, ready, shown_text, until
+from tests.ui.helpers import make_app, notes, ready, saved_session, shown_text, until
 
 pytestmark = pytest.mark.asyncio
 
 TOKEN = "hf_" + "A1b2C3d4" * 5
-
-
-def saved_session(prompt: str, reply: str) -> Conversation:
-    """A finished one-turn conversation in the journal, as an earlier run leaves it."""
-    conv = Conversation()
-    rec = SessionRecorder(conv)
-    rec.user_message(conv.add("user", prompt))
-    rec.assistant_finished(conv.add("assistant", reply))
-    rec.close()
-    return conv
 
 
 def journal(conv: Conversation) -> Conversation:

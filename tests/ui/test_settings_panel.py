@@ -15,7 +15,7 @@ from llama_tui.config.settings import config_file_values, load_settings
 from llama_tui.core.params import GenerationParams
 from llama_tui.ui.app import LlamaTuiApp, create_app
 from tests.ui.fakes import FAKE_DEFAULTS, FakeBackend, FakeFactory
-from tests.ui.helpers import make_app, ready, reply_done, send, shown_text
+from tests.ui.helpers import make_app, ready, reply_done, saved_session, send, shown_text
 
 pytestmark = pytest.mark.asyncio
 
@@ -258,14 +258,7 @@ async def test_config_edit_since_the_change_wins_and_is_announced_once() -> None
 
 
 async def test_opening_a_session_keeps_the_users_prompt_and_never_remembers_the_sessions() -> None:
-    from llama_tui.session.recorder import SessionRecorder
-    from llama_tui.session.transcript import Conversation
-
-    other = Conversation(system_prompt="Session prompt.")
-    rec = SessionRecorder(other)
-    rec.user_message(other.add("user", "hi"))
-    rec.assistant_finished(other.add("assistant", "hello"))
-    rec.close()
+    other = saved_session("hi", "hello", system_prompt="Session prompt.")
     app = make_app(FakeBackend())
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)

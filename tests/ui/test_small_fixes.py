@@ -29,6 +29,7 @@ from tests.ui.helpers import (
     ready,
     real_app,
     reply_done,
+    saved_session,
     screen_text,
     send,
     shown_text,
@@ -109,11 +110,7 @@ async def test_clear_after_a_stopped_reply_is_ready_again() -> None:
 
 
 async def test_opening_another_session_drops_the_last_speed() -> None:
-    other = Conversation()
-    rec = SessionRecorder(other)
-    rec.user_message(other.add("user", "old question"))
-    rec.assistant_finished(other.add("assistant", "old answer"))
-    rec.close()
+    other = saved_session("old question", "old answer")
     app = make_app(FakeBackend())
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
