@@ -34,7 +34,7 @@ from llama_tui.chat.reply import (
 )
 from llama_tui.core.backend import Backend, GenerationStats, StopReason
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
-from llama_tui.ui.widgets.transcript import AssistantTurn
+from llama_tui.ui.widgets.turns import AssistantTurn
 
 if TYPE_CHECKING:
     from llama_tui.session.transcript import Message

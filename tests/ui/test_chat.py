@@ -8,7 +8,7 @@ import pytest
 
 from llama_tui.core.backend import StopReason
 from llama_tui.ui.screens.confirm import ConfirmScreen
-from llama_tui.ui.widgets.transcript import AssistantTurn
+from llama_tui.ui.widgets.turns import AssistantTurn
 from tests.ui.fakes import FakeBackend
 from tests.ui.helpers import make_app, ready, reply_done, reply_text, send, shown_text, until
 
