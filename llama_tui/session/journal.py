@@ -9,7 +9,10 @@ Records (all carry ``v`` (format version), ``type``, ``ts`` (Unix time) and ``se
 - ``snapshot``  ``conversation``: the whole `Conversation.to_dict()`. Written first, and
   again to resynchronise after a failed write (disk full) so the file is consistent again.
 - ``message``   ``message``: a finished message (the user's prompt), fsynced before
-  generation starts.
+  generation starts. Every message names its ``parent`` (the message it follows; null for
+  the first): a parent other than the active path's tip starts a branch there (a retried
+  reply, an edited prompt), and the earlier version stays in the tree. Journals written
+  before branches existed have no ``parent``: each message follows the one before.
 - ``assistant_started``  ``message``: a reply begins (status "streaming").
 - ``checkpoint``  ``id``, ``offset``, ``text``: the reply's text is ``text`` appended at
   character ``offset`` of the previously recorded text. Deltas rather than full copies keep
@@ -19,8 +22,10 @@ Records (all carry ``v`` (format version), ``type``, ``ts`` (Unix time) and ``se
   the full text anyway, so deltas only ever matter for interrupted replies.
 - ``assistant_finished``  ``message``: the full reply with status, stats and error.
 - ``settings`` (``settings``, ``system_prompt``), ``model`` (``model``), ``title``
-  (``title``), ``cleared`` (messages emptied), ``removed`` (``ids``: messages taken out,
-  e.g. by retry / edit).
+  (``title``), ``cleared`` (messages emptied), ``removed`` (``ids``: messages deleted with
+  everything after them; retry and edit wrote this before branches existed).
+- ``active``  ``tip``: the active path is now the one from the first message to ``tip``
+  (null: empty), written when the user switches branch or an edit takes a prompt back.
 
 Redaction: message text and the system prompt are written exactly (they are the user's own
 data, the file is private, and altering them would change what a resumed model sees);
@@ -36,6 +41,7 @@ in `recorder.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -45,6 +51,7 @@ from typing import Any
 from llama_tui import locations
 from llama_tui.atomic import write_all
 from llama_tui.core.errors import LlamaTuiError
+from llama_tui.session import tree
 from llama_tui.session.records import Record, encode_record
 from llama_tui.session.transcript import Conversation, Message, is_safe_id, new_id
 from llama_tui.text import redact
@@ -139,7 +146,7 @@ class _Replay:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self.conv: Conversation | None = None
-        self.messages: dict[str, Message] = {}  # insertion-ordered; becomes conv.messages
+        self.by_id: dict[str, Message] = {}  # every message of the tree
         self.gaps = 0  # checkpoints that could not be applied
 
     def started(self, rec: dict[str, Any]) -> Conversation:
@@ -155,19 +162,45 @@ class _Replay:
             # A damaged snapshot must not turn the session into a different one.
             snap.id = self.conv.id if self.conv else _fallback_id(rec.get("session"), self.path)
         self.conv = snap
-        self.messages = {m.id: m for m in snap.messages}
+        self.by_id = {m.id: m for m in tree.nodes(snap)}
 
     def message(self, rec: dict[str, Any]) -> None:
-        """``message``, ``assistant_started`` and ``assistant_finished``."""
-        self.started(rec)
-        msg = Message.from_dict(rec["message"])
+        """``message``, ``assistant_started`` and ``assistant_finished``: a new message
+        follows its ``parent`` (a parent other than the path's tip starts a branch there;
+        journals from before branches have no parent: the tip), a known one is updated."""
+        conv = self.started(rec)
+        raw = rec["message"]
+        msg = Message.from_dict(raw)
         if rec["type"] == "assistant_started":
             msg.status = "streaming"
-        self.messages[msg.id] = msg
+        known = self.by_id.get(msg.id)
+        if known is not None:
+            for f in dataclasses.fields(Message):
+                if f.name != "parent":  # where a message sits never changes
+                    setattr(known, f.name, getattr(msg, f.name))
+            return
+        tip = conv.messages[-1].id if conv.messages else None
+        if "parent" not in raw or (msg.parent is not None and msg.parent not in self.by_id):
+            msg.parent = tip  # an older journal, or its parent's record was lost
+        elif msg.parent != tip:
+            tree.select(conv, msg.parent, descend=False)
+        conv.messages.append(msg)
+        self.by_id[msg.id] = msg
+
+    def active(self, rec: dict[str, Any]) -> None:
+        """``active``: the path to ``tip`` (exactly, nothing below it) is the active one."""
+        conv = self.started(rec)
+        tip = rec["tip"]
+        if tip is not None and not isinstance(tip, str):
+            raise ValueError("bad active record")
+        if tip is None or tip in self.by_id:
+            tree.select(conv, tip, descend=False)
+        else:
+            self.gaps += 1
 
     def checkpoint(self, rec: dict[str, Any]) -> None:
         self.started(rec)
-        target = self.messages.get(rec["id"])
+        target = self.by_id.get(rec["id"])
         offset, text = rec["offset"], rec["text"]
         if (
             target is None
@@ -200,17 +233,17 @@ class _Replay:
         conv.title = rec["title"]
 
     def cleared(self, rec: dict[str, Any]) -> None:
-        self.started(rec)
-        self.messages = {}
+        conv = self.started(rec)
+        conv.messages, conv.branches = [], []
+        self.by_id = {}
 
     def removed(self, rec: dict[str, Any]) -> None:
-        self.started(rec)
+        conv = self.started(rec)
         ids = rec["ids"]
         if not isinstance(ids, list):
             raise ValueError("bad removed record")
-        for mid in ids:
-            if isinstance(mid, str):
-                self.messages.pop(mid, None)
+        for m in tree.remove(conv, {i for i in ids if isinstance(i, str)}):
+            self.by_id.pop(m.id, None)
 
     def result(self, data: bytes) -> Conversation:
         """The rebuilt conversation; a reply still streaming was cut off by the process
@@ -218,8 +251,7 @@ class _Replay:
         if self.conv is None:
             reason = "the file is empty" if not data.strip() else "no readable records"
             raise SessionLoadError(self.path, reason)
-        self.conv.messages = list(self.messages.values())
-        for m in self.conv.messages:
+        for m in tree.nodes(self.conv):
             if m.status == "streaming":
                 m.status = "stopped"
                 m.interrupted = True
@@ -238,6 +270,7 @@ RECORDS: dict[str, Callable[[_Replay, dict[str, Any]], None]] = {
     "title": _Replay.title,
     "cleared": _Replay.cleared,
     "removed": _Replay.removed,
+    "active": _Replay.active,
 }
 
 

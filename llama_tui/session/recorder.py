@@ -36,6 +36,7 @@ from llama_tui.session.journal import (
 )
 from llama_tui.session.records import (
     Record,
+    active_rec,
     checkpoint_rec,
     cleared_rec,
     encode_record,
@@ -154,6 +155,13 @@ class SessionRecorder:
         if self._streaming is not None and self._streaming.id in ids:
             self._streaming = None
         self._record(removed_rec(ids), sync=True, metadata=True)
+
+    def path_changed(self) -> None:
+        """The active path was switched or cut short (the caller changed the conversation):
+        the journal records where it ends now."""
+        conv = self.conversation
+        self._record(active_rec(conv.messages[-1].id if conv.messages else None),
+                     sync=True, metadata=True)
 
     def flush(self) -> None:
         """Write the pending partial reply (if any) and fsync now. Never raises.

@@ -47,6 +47,7 @@ def conversation_record(conv: Conversation) -> dict[str, Any]:
     d["model"] = redact_tree(conv.model)
     d["settings"] = redact_tree(conv.settings)
     d["messages"] = [message_record(m) for m in conv.messages]
+    d["branches"] = [message_record(m) for m in conv.branches]
     return d
 
 
@@ -100,6 +101,11 @@ def cleared_rec() -> Record:
 
 def removed_rec(ids: list[str]) -> Record:
     return {"type": "removed", "ids": list(ids)}
+
+
+def active_rec(tip: str | None) -> Record:
+    """The active path now ends at message `tip` (a branch switch, an edit)."""
+    return {"type": "active", "tip": tip}
 
 
 def snapshot_rec(conv: Conversation) -> Record:
