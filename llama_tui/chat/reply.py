@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -49,6 +49,7 @@ from llama_tui.text import clean, redact
 
 if TYPE_CHECKING:
     from llama_tui.chat.state import ChatState
+    from llama_tui.session.attachments import Attachment
     from llama_tui.session.transcript import Message
 
 __all__ = [
@@ -268,14 +269,16 @@ def run_reply(
     on_started: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
     continuing: bool = False,
+    attachments: Sequence[Attachment] = (),
 ) -> ReplyOutcome:
-    """Add `prompt` (if given) as the user's message, generate the reply on this thread,
-    and return its outcome. Setting `cancel` stops it ("stopped", partial text kept).
+    """Add `prompt` (if given, with its attached files) as the user's message, generate
+    the reply on this thread, and return its outcome. Setting `cancel` stops it
+    ("stopped", partial text kept).
 
     A KeyboardInterrupt, or an exception from `on_chunk` (a closed stdout), stops the
     reply, journals it as stopped and propagates."""
     if prompt is not None:
-        state.add_user(prompt)  # fsynced before generating
+        state.add_user(prompt, attachments)  # fsynced before generating
     run = ReplyRun(state, continuing=continuing, cancel=cancel)
     sink = _Direct(run, on_chunk, on_started)
     try:

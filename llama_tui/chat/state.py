@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ParamSpec
 
 from llama_tui.core.backend import Backend, ModelInfo
 from llama_tui.core.params import PARAM_BY_NAME, GenerationParams
+from llama_tui.session.attachments import Attachment
 from llama_tui.session.transcript import Conversation, Message
 
 if TYPE_CHECKING:
@@ -129,9 +130,11 @@ class ChatState:
 
     # -- the conversation ---------------------------------------------------------------
 
-    def add_user(self, text: str) -> Message:
-        """The user's prompt: added and journaled (fsynced) before any reply starts."""
+    def add_user(self, text: str, attachments: Sequence[Attachment] = ()) -> Message:
+        """The user's prompt, with any attached files: added and journaled (fsynced, the
+        files' text included) before any reply starts."""
         msg = self.conversation.add("user", text)
+        msg.attachments = tuple(attachments)
         if self.recorder is not None:
             self._journal(self.recorder.user_message, msg)
         return msg

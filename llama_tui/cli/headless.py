@@ -34,11 +34,13 @@ from llama_tui.cli.console import (
     isatty,
 )
 from llama_tui.config.settings import LoadedSettings
+from llama_tui.core.errors import LlamaTuiError
 from llama_tui.text import StreamCleaner, clean, looks_like_token, redact
 
 if TYPE_CHECKING:
     from llama_tui.chat.state import ChatState
     from llama_tui.core.backend import Backend, LoadProgress
+    from llama_tui.session.attachments import Attachment
     from llama_tui.session.recorder import SessionRecorder
     from llama_tui.session.transcript import Conversation
 
@@ -121,7 +123,10 @@ def run_headless(
     conv, system_prompt = opened
     if not _model_is_usable(loaded):
         return EXIT_ERROR
-    code = _journaled_reply(conv, prompt, loaded, system_prompt, report)
+    files = _read_files(args.get("file") or [], loaded, report)
+    if files is None:
+        return EXIT_ERROR
+    code = _journaled_reply(conv, prompt, loaded, system_prompt, report, files)
     if code == EXIT_BROKEN_PIPE or save_path is None or not conv.messages:
         return code
     return _save(store, conv, save_path, resume, code)
@@ -171,9 +176,26 @@ def _model_is_usable(loaded: LoadedSettings) -> bool:
     return True
 
 
+def _read_files(
+    words: list[str], loaded: LoadedSettings, report: HeadlessReport | None
+) -> list[Attachment] | None:
+    """The ``--file`` attachments, read before the model loads; None (said on stderr)
+    when one is refused: a script gets no reply that silently lacks a file."""
+    if not words:
+        return []
+    from llama_tui.chat.attachments import expand_paths, read_attachment
+
+    max_bytes = loaded.settings.attach_max_kb * 1024
+    try:
+        return [read_attachment(path, name, max_bytes) for path, name in expand_paths(words)]
+    except LlamaTuiError as e:
+        _failed(report, e, f"{e.cause}\n{e.fix}")
+        return None
+
+
 def _journaled_reply(
     conv: Conversation, prompt: str, loaded: LoadedSettings, system_prompt: str,
-    report: HeadlessReport | None,
+    report: HeadlessReport | None, files: list[Attachment],
 ) -> int:
     """One reply in `conv`, journaled like a TUI turn (so the next --resume, TUI or
     headless, shows it); the exit code. The recorder is made before anything changes
@@ -185,7 +207,7 @@ def _journaled_reply(
     state = ChatState(conv, loaded.settings.params, system_prompt, recorder)
     restore_signals = install_signal_flush(lambda: recorder)
     try:
-        code = _answer(state, prompt, loaded, report)
+        code = _answer(state, prompt, loaded, report, files)
     finally:
         state.close()
         restore_signals()
@@ -195,9 +217,12 @@ def _journaled_reply(
 
 
 def _answer(
-    state: ChatState, prompt: str, loaded: LoadedSettings, report: HeadlessReport | None
+    state: ChatState, prompt: str, loaded: LoadedSettings, report: HeadlessReport | None,
+    files: list[Attachment],
 ) -> int:
-    """Load the model and stream one reply to stdout; the exit code."""
+    """Load the model and stream one reply to stdout; the exit code. Attached `files` are
+    counted with the model's tokenizer and refused if they cannot fit its context."""
+    from llama_tui.chat.attachments import AttachmentError, check_fits, count_tokens
     from llama_tui.chat.reply import run_reply
     from llama_tui.engine.factory import make_backend
 
@@ -206,7 +231,11 @@ def _answer(
     try:
         backend = make_backend(loaded.settings)
         _use_model(state, backend, loaded)
-        outcome = run_reply(state, backend, prompt, on_chunk=printer.write)
+        if files:
+            files = count_tokens(backend, files)
+            check_fits(files, state.model.context_length if state.model else None,
+                       state.params.max_new_tokens)
+        outcome = run_reply(state, backend, prompt, on_chunk=printer.write, attachments=files)
         if outcome.error is None:
             printer.end_reply()
     except KeyboardInterrupt:
@@ -216,6 +245,8 @@ def _answer(
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except AttachmentError as e:  # the files cannot fit this model's context
+        return _failed(report, e, f"{e.cause}\n{e.fix}")
     except Exception as e:  # loading failed: no reply was asked for
         log.exception("headless run failed")
         return _failed(report, e, describe_error(e))

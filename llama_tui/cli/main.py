@@ -51,7 +51,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Flags that are not settings: they steer this run only.
-_RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json")
+_RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json",
+             "file")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +147,12 @@ def _add_run_flags(r: argparse._ArgumentGroup) -> None:
         help="continue a saved session (the last one without an argument)",
     )
     r.add_argument("--save", metavar="PATH", help="headless: save the conversation (.md/.json)")
+    r.add_argument(
+        "--file",
+        action="append",
+        metavar="PATH",
+        help="headless: attach a text file to the prompt (repeatable; like /read in the TUI)",
+    )
     r.add_argument(
         "--json",
         action="store_true",
@@ -284,6 +291,8 @@ def _mode_problem(args: dict[str, Any]) -> str | None:
         return None
     if "save" in args:
         return "--save needs --prompt (in the TUI, use /save)"
+    if "file" in args:
+        return "--file needs --prompt (in the TUI, use /read PATH)"
     if args.get("json"):
         return "--json needs --prompt (it describes one headless reply)"
     return None

@@ -93,6 +93,7 @@ class Settings:
     system_prompt: str = ""
     params: GenerationParams = field(default_factory=GenerationParams)
     raw: bool = False  # no chat template: plain completion
+    attach_max_kb: int = 256  # the largest file /read and --file attach, in KiB
 
     def load_options(self) -> LoadOptions:
         """The local-model loading options these settings describe."""

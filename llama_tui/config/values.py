@@ -45,6 +45,7 @@ SETTING_KINDS: dict[str, str] = {
     "load_in_8bit": "bool",
     "system_prompt": "str",
     "raw": "bool",
+    "attach_max_kb": "int",
 }
 PARAM_KINDS: dict[str, str] = {f.name: f.kind for f in PARAM_FIELDS}
 ALL_KINDS: dict[str, str] = {**SETTING_KINDS, **PARAM_KINDS}
@@ -60,6 +61,9 @@ SENSITIVE_HF_KEYS = frozenset({"HF_ENDPOINT"})
 SECRET_DOTENV_KEYS = frozenset({"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "LLAMA_TUI_API_KEY"})
 # Read by llama-tui from the real environment only (they decide where .env files are).
 ENV_ONLY_KEYS = frozenset({"LLAMA_TUI_CONFIG", "LLAMA_TUI_HOME"})
+
+# The largest attach_max_kb: 64 MiB of text is far past any model's context already.
+MAX_ATTACH_KB = 65536
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -158,6 +162,8 @@ def check_setting(key: str, value: Any) -> Any:
         return v
     if key == "threads" and value is not None and value < 1:
         raise InvalidValue("must be >= 1")
+    if key == "attach_max_kb" and not 1 <= value <= MAX_ATTACH_KB:
+        raise InvalidValue(f"must be between 1 and {MAX_ATTACH_KB} (KiB)")
     if key == "device_map" and value is not None and value not in DEVICE_MAPS:
         raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
     return value

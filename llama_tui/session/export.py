@@ -31,6 +31,7 @@ from typing import Any
 
 from llama_tui import __version__, locations
 from llama_tui.atomic import atomic_write, make_private_dirs
+from llama_tui.session.attachments import markdown_files
 from llama_tui.session.journal import (
     SUFFIX,
     SessionLoadError,
@@ -183,6 +184,7 @@ def _turns(
                     out += ["*[system prompt for this reply:]*", "", quoted, ""]
                 else:
                     out += ["*[no system prompt for this reply]*", ""]
+        out += markdown_files(msg.attachments, _md)
         out.append(_md(msg.content))
         marker = _marker(msg)
         if marker:

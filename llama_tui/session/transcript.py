@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llama_tui.core.backend import ChatMessage, Role
+from llama_tui.session.attachments import Attachment, attachments_from, model_text
 
 MessageStatus = Literal["complete", "streaming", "stopped", "error"]
 
@@ -74,6 +75,9 @@ class Message:
     interrupted: bool = False
     settings: dict[str, Any] | None = None
     system_prompt: str | None = None
+    # Files attached to a user message (`/read`, `--file`), their text included: the model
+    # gets them before `content` (`session.attachments.model_text`).
+    attachments: tuple[Attachment, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,7 @@ class Message:
             "interrupted": self.interrupted,
             "settings": self.settings,
             "system_prompt": self.system_prompt,
+            "attachments": [a.to_dict() for a in self.attachments],
         }
 
     @classmethod
@@ -107,6 +112,7 @@ class Message:
         error = d.get("error")
         msg_id = d.get("id")
         settings, system_prompt = d.get("settings"), d.get("system_prompt")
+        attachments = attachments_from(d.get("attachments"))  # ValueError when damaged
         return cls(
             role=role,
             content=content,
@@ -118,6 +124,7 @@ class Message:
             interrupted=d.get("interrupted") is True,
             settings=settings if isinstance(settings, dict) else None,
             system_prompt=system_prompt if isinstance(system_prompt, str) else None,
+            attachments=attachments,
         )
 
 
@@ -152,7 +159,7 @@ class Conversation:
                 continue
             if m.role == "assistant" and m.status == "error" and not m.content:
                 continue
-            out.append(ChatMessage(m.role, m.content))
+            out.append(ChatMessage(m.role, model_text(m.content, m.attachments)))
         return tuple(out)
 
     def add(self, role: Role, content: str, status: MessageStatus = "complete") -> Message:

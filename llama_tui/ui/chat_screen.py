@@ -34,10 +34,12 @@ from llama_tui.chat.footer import message_footer
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
 from llama_tui.ui import copy_save
+from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
 from llama_tui.ui.reply_runner import ReplyRunner
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.widgets.attachments import PendingFiles
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
 from llama_tui.ui.widgets.status_bar import StatusBar
@@ -78,6 +80,7 @@ class ChatScreen(Screen[None]):
         super().__init__()
         self.resumed = resumed
         self.replies = ReplyRunner(self)
+        self.attachments = AttachControl(self)  # files /read attached to the next message
         self._widgets: dict[str, Widget] = {}
 
     @property
@@ -89,6 +92,7 @@ class ChatScreen(Screen[None]):
             with Vertical(id="chat"):
                 with Transcript(id="transcript") as transcript:
                     yield transcript.welcome()
+                yield PendingFiles(id="pending-files")
                 yield PromptInput(id="prompt")
             yield SettingsPanel(id="settings")
         yield StatusBar(id="status")
@@ -178,9 +182,10 @@ class ChatScreen(Screen[None]):
             self.prompt.give_back(text)
             self.host.say(f"No model is loaded. {model.pick_hint}", severity="error", timeout=8)
             return
-        msg = self.host.chat_state.add_user(text)  # journaled (fsynced) before any reply
+        files = self.attachments.take()
+        msg = self.host.chat_state.add_user(text, files)  # journaled (fsynced) before any reply
         self.transcript.show_welcome(False)
-        await self.transcript.add_user(text, msg.id)
+        await self.transcript.add_user(text, msg.id, files)
         if model.backend is None:
             await self.replies.wait_for_model()
             return
@@ -210,7 +215,7 @@ class ChatScreen(Screen[None]):
         self.transcript.show_welcome(not conv.messages)
         for m in conv.messages:
             if m.role == "user":
-                await self.transcript.add_user(m.content, m.id)
+                await self.transcript.add_user(m.content, m.id, m.attachments)
             elif m.role == "assistant":
                 turn = await self.transcript.add_assistant(m.content, m.id)
                 footer, variant = message_footer(m)

@@ -73,6 +73,10 @@ async def _copy(app: LlamaTuiApp, arg: str) -> None:
     await copy_command(app.chat, arg)
 
 
+async def _read(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.attachments.command(arg)
+
+
 async def _settings(app: LlamaTuiApp, arg: str) -> None:
     app.chat.toggle_settings()
 
@@ -133,6 +137,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
                  "asks where", _save, "Ctrl+S"),
     SlashCommand("copy", "/copy [N] [file]", "copy the last reply, or its code block N; "
                  "file: write it to a file instead", _copy, "Ctrl+Y"),
+    SlashCommand("read", "/read PATH...", "attach text files (several paths or a glob) to "
+                 "your next message; no PATH lists them; /read --clear drops them", _read),
     SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",

@@ -56,6 +56,7 @@ class StatusFacts:
     memory: str = ""
     context_used: int | None = None
     context_max: int | None = None
+    context_pending: int = 0  # tokens of files attached to the next message (`/read`)
     ttft_s: float | None = None
     tokens_per_s: float | None = None
     optimising: bool = False  # the engine compiles a faster decode path in the background
@@ -116,7 +117,8 @@ class StatusBar(Horizontal):
         ctx = ""
         if f.context_max:
             used = "?" if f.context_used is None else str(f.context_used)
-            ctx = f"ctx {used}/{f.context_max}"
+            pending = f"+{f.context_pending}" if f.context_pending else ""
+            ctx = f"ctx {used}{pending}/{f.context_max}"
         speed = []
         if f.ttft_s is not None:
             speed.append(f"ttft {f.ttft_s:.2f}s")

@@ -6,9 +6,12 @@ until the user scrolls up, and resumes once they scroll back to the bottom.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from llama_tui.session.attachments import Attachment
 from llama_tui.ui.widgets.turns import AssistantTurn, Notice, UserTurn
 
 __all__ = ["WELCOME", "AssistantTurn", "Notice", "Transcript", "UserTurn"]
@@ -32,8 +35,9 @@ class Transcript(VerticalScroll):
     def welcome(self) -> Static:
         return Static(WELCOME, markup=False, classes="welcome")
 
-    async def add_user(self, text: str, message_id: str = "") -> UserTurn:
-        turn = UserTurn(text, message_id)
+    async def add_user(self, text: str, message_id: str = "",
+                       attachments: Sequence[Attachment] = ()) -> UserTurn:
+        turn = UserTurn(text, message_id, attachments)
         await self.mount(turn)
         self._follow()
         return turn

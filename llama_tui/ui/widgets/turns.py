@@ -10,6 +10,7 @@ confirmed by the app, which shows the real URL). The container that holds them i
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -18,7 +19,9 @@ from textual.content import Content
 from textual.timer import Timer
 from textual.widgets import Static
 
+from llama_tui.session.attachments import Attachment
 from llama_tui.text import StreamCleaner, clean, redact, show_bidi
+from llama_tui.ui.widgets.attachments import with_chips
 
 if TYPE_CHECKING:
     # Imported when the first reply is shown: markdown_it adds ~60 ms to the first paint.
@@ -31,8 +34,11 @@ FLUSH_S = 0.2  # at most ~5 Markdown appends per second per reply
 class UserTurn(Static):
     """A prompt the user sent."""
 
-    def __init__(self, text: str, message_id: str = "") -> None:
-        super().__init__(clean(text), markup=False, classes="turn user")
+    def __init__(self, text: str, message_id: str = "",
+                 attachments: Sequence[Attachment] = ()) -> None:
+        # Attached files show as chips above the text (`widgets/attachments.py`).
+        super().__init__(with_chips(clean(text), attachments), markup=False,
+                         classes="turn user")
         self.message_id = message_id
         self.border_title = "you"
 
