@@ -33,9 +33,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llama_tui import locations
+from llama_tui.chat.tokens import TokenSlot, reply_tokens
 from llama_tui.core.backend import (
     Backend,
     ChatMessage,
@@ -96,6 +97,8 @@ class ReplyRequest:
     history: tuple[ChatMessage, ...]
     params: GenerationParams
     cancel: threading.Event
+    # The generation's per-token logprobs, left here by `stream_reply` (`chat.tokens`).
+    tokens: TokenSlot = field(default_factory=TokenSlot, compare=False)
 
 
 class ReplySink(Protocol):
@@ -130,10 +133,14 @@ class ReplyRun:
         self.continuing = continuing and last is not None and last.role == "assistant"
         # A continued reply's footer counts all of it: the tokens it had before this part.
         self.earlier_tokens = 0
+        self.prefix_chars = 0  # the text it had before this part
+        self.earlier_token_log: dict[str, Any] | None = None  # a continued reply's tokens
         if self.continuing and last is not None:
             earlier = GenerationStats.from_dict(last.stats)
             self.earlier_tokens = earlier.generated_tokens if earlier is not None else 0
             last.status = "streaming"
+            self.prefix_chars = len(last.content)
+            self.earlier_token_log = last.tokens
             self.message = last
         else:
             self.message = conv.add("assistant", "", status="streaming")
@@ -200,6 +207,8 @@ class ReplyRun:
     def _record(self, stats: GenerationStats | None) -> None:
         if stats is not None:
             self.message.stats = stats.to_dict()
+        self.message.tokens = reply_tokens(self.earlier_token_log, self.request.tokens.log,
+                                           self.message, self.prefix_chars)
         self.state.reply_finished(self.message)
 
 
@@ -229,6 +238,7 @@ def stream_reply(backend: Backend, request: ReplyRequest, sink: ReplySink) -> No
                 started = True
                 sink.started(generation.dropped_messages, generation.prompt_tokens)
             sink.chunk(chunk)
+    request.tokens.log = generation.token_log if generation is not None else None
     sink.finished(generation.stats if generation is not None else None, error)
 
 

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from llama_tui.cli.console import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from llama_tui.cli.headless import run_headless
+from llama_tui.cli.headless_tokens import tokens_json
 from llama_tui.config.settings import LoadedSettings
 from llama_tui.core.errors import LlamaTuiError, describe_error
 from llama_tui.text import clean, redact
@@ -135,7 +136,7 @@ def _error(code: int, report: JsonReport, stderr: str) -> dict[str, str]:
 
 
 def build_result(code: int, report: JsonReport, stdout: str, stderr: str,
-                 save: str | None) -> dict[str, Any]:
+                 save: str | None, *, logprobs: bool = False) -> dict[str, Any]:
     """The JSON object for a run that ended with `code` (see the module docstring)."""
     result: dict[str, Any] = {}
     conv = report.conversation
@@ -149,6 +150,8 @@ def build_result(code: int, report: JsonReport, stdout: str, stderr: str,
         stats = _stats(conv.messages[-1].stats)
         if stats is not None:
             result["stats"] = stats
+        if logprobs:  # --logprobs K: the reply's tokens (cli.headless_tokens)
+            result.update(tokens_json(conv.messages[-1].tokens))
     if conv is not None:
         session: dict[str, str] = {"id": _safe(str(conv.id))}
         if report.journal:
@@ -171,7 +174,8 @@ def run_json(loaded: LoadedSettings, args: dict[str, Any]) -> int:
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
     result = build_result(
-        code, report, out.getvalue(), tee.text.getvalue(), args.get("save")
+        code, report, out.getvalue(), tee.text.getvalue(), args.get("save"),
+        logprobs=bool(args.get("logprobs")),
     )
     try:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from llama_tui.core.params import GenerationParams
+from llama_tui.core.tokens import TokenLog
 
 Role = Literal["system", "user", "assistant"]
 
@@ -115,6 +116,9 @@ class Generation:
         # Set by the backend before the first chunk so a UI can show "dropped 3 old messages".
         self.dropped_messages = 0
         self.prompt_tokens = 0
+        # Per-token logprobs and alternatives (`core.tokens`), appended while it streams;
+        # None when not recorded (the `logprobs` setting is 0, or a backend cannot).
+        self.token_log: TokenLog | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks

@@ -156,6 +156,14 @@ PARAM_FIELDS: tuple[ParamField, ...] = (
         "stop", "strlist", (), "Stop strings", "comma-separated; \\n, \\, escapes",
         aliases=("stops",), metavar="TEXT", flag_help="stop string (repeatable)",
     ),
+    ParamField(
+        "logprobs", "int", 5, "Token alternatives",
+        "record each token's probability and the k most likely alternatives (/inspect); 0 = off",
+        bounds=Bounds(low=0, high=20, note="(0 turns it off)"),
+        aliases=("top_logprobs", "top-logprobs", "alternatives"), metavar="K",
+        flag_help="record each token's probability and K alternatives (default 5; 0: off); "
+        "with --json adds a tokens array",
+    ),
 )
 PARAM_BY_NAME: dict[str, ParamField] = {f.name: f for f in PARAM_FIELDS}
 # How tokens are picked: presets reset these; the model's generation_config provides them.
@@ -241,6 +249,7 @@ class GenerationParams:
     do_sample: bool = _default("do_sample")
     seed: int | None = _default("seed")
     stop: tuple[str, ...] = _default("stop")
+    logprobs: int = _default("logprobs")
 
     def problems(self, context_length: int | None = None) -> dict[str, str]:
         """Return {field: reason} for every invalid field; empty when valid.

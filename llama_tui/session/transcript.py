@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llama_tui.core.backend import ChatMessage, Role
+from llama_tui.core.tokens import compact_or_none
 from llama_tui.session.attachments import Attachment, attachments_from, model_text
 
 MessageStatus = Literal["complete", "streaming", "stopped", "error"]
@@ -78,6 +79,9 @@ class Message:
     # Files attached to a user message (`/read`, `--file`), their text included: the model
     # gets them before `content` (`session.attachments.model_text`).
     attachments: tuple[Attachment, ...] = ()
+    # A reply's per-token logprobs and alternatives, compact (`core.tokens.to_compact`);
+    # None when not recorded. Checked in full where it is used (`core.tokens.from_compact`).
+    tokens: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +96,7 @@ class Message:
             "settings": self.settings,
             "system_prompt": self.system_prompt,
             "attachments": [a.to_dict() for a in self.attachments],
+            "tokens": self.tokens,
         }
 
     @classmethod
@@ -125,6 +130,7 @@ class Message:
             settings=settings if isinstance(settings, dict) else None,
             system_prompt=system_prompt if isinstance(system_prompt, str) else None,
             attachments=attachments,
+            tokens=compact_or_none(d.get("tokens")),
         )
 
 

@@ -31,14 +31,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llama_tui.engine.fast.cache import crop_static_cache
-from llama_tui.engine.local.sampling import SamplingBuffers, select_token
+from llama_tui.engine.local.logprobs import CAPTURE_LEN, capture_values
+from llama_tui.engine.local.sampling import SamplingBuffers, select_token_and_logprob
 
 log = logging.getLogger(__name__)
 
 DecoderState = Literal["eager", "optimising", "ready", "failed"]
 StateCallback = Callable[[DecoderState, str], None]
 GraphMode = Literal["manual", "inductor", "off"]
-StepFn = Callable[..., Any]  # step(cache, token, floats, ints, presence) -> next id tensor
+# step(cache, token, floats, ints, presence, capture) -> next id tensor
+StepFn = Callable[..., Any]
 
 
 def configure_compile_cache() -> str:
@@ -66,15 +68,26 @@ def configure_compile_cache() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
-def make_step(model: Any, cache_kw: str, greedy: bool) -> StepFn:
-    """The decode step (eager as it is; the compiled variants wrap the same function)."""
+def make_step(model: Any, cache_kw: str, greedy: bool, capture: bool = True) -> StepFn:
+    """The decode step (eager as it is; the compiled variants wrap the same function).
 
-    def step(cache: Any, token: Any, floats: Any, ints: Any, presence: Any) -> Any:
+    With `capture`, the step also writes the token's logprobs and top alternatives into the
+    `capture` buffer (`engine.local.logprobs.capture_values`): the compiled variants always
+    do (one static graph; a top-k is nothing next to the forward on a GPU), the eager step
+    only for replies that record them.
+    """
+
+    def step(
+        cache: Any, token: Any, floats: Any, ints: Any, presence: Any, capture_buf: Any
+    ) -> Any:
         # The position of `token` is the cache length before this forward: the RNG counter.
         position = cache.get_seq_length()
         out = model(input_ids=token, use_cache=True, **{cache_kw: cache})
         logits = out.logits[0, -1, :].float()
-        nxt = select_token(logits, SamplingBuffers(floats, ints, presence), position, greedy)
+        buf = SamplingBuffers(floats, ints, presence)
+        nxt, sampled = select_token_and_logprob(logits, buf, position, greedy)
+        if capture:
+            capture_buf.copy_(capture_values(logits, nxt, sampled))
         # Feed the choice back into the input buffer so the next step needs no host data.
         token.copy_(nxt.view(1, 1))
         presence.index_fill_(0, nxt, True)
@@ -83,13 +96,13 @@ def make_step(model: Any, cache_kw: str, greedy: bool) -> StepFn:
     return step
 
 
-def mark_static(graphs: GraphMode, token: Any, buf: SamplingBuffers) -> None:
+def mark_static(graphs: GraphMode, token: Any, buf: SamplingBuffers, capture: Any) -> None:
     # reduce-overhead needs mutated inputs at fixed addresses, or it skips the graph; the
     # scratch buffers of the warm-up get the same marking so that guards match.
     if graphs == "inductor":
         import torch
 
-        for t in (token, buf.floats, buf.ints, buf.presence):
+        for t in (token, buf.floats, buf.ints, buf.presence, capture):
             torch._dynamo.mark_static_address(t)
 
 
@@ -130,7 +143,7 @@ class StepRunner:
         *,
         enabled: bool,
         graphs: GraphMode,
-        make_step: Callable[[bool], StepFn],
+        make_step: Callable[[bool, bool], StepFn],
         new_cache: Callable[[int], Any],
         device: Any,
         vocab: int,
@@ -140,7 +153,7 @@ class StepRunner:
         self.enabled = enabled
         self.graphs: GraphMode = graphs
         self._make_step = make_step
-        self._eager_steps: dict[bool, StepFn] = {}
+        self._eager_steps: dict[tuple[bool, bool], StepFn] = {}
         self._new_cache = new_cache
         self._device = device
         self._vocab = vocab
@@ -181,7 +194,13 @@ class StepRunner:
         return v
 
     def run(
-        self, bucket: int, greedy: bool, args: tuple[Any, ...], cache_gen: int, room: int
+        self,
+        bucket: int,
+        greedy: bool,
+        args: tuple[Any, ...],
+        cache_gen: int,
+        room: int,
+        capture: bool = False,
     ) -> str:
         """Run one step on `args`; return the path taken ("eager", "compiled" or "graph").
 
@@ -194,7 +213,7 @@ class StepRunner:
         v = self._variants.get((bucket, greedy)) if self.enabled else None
         if v is None or not v.ready or v.compiled is None:
             with torch.no_grad():
-                self._eager_step(greedy)(*args)
+                self._eager_step(greedy, capture)(*args)
             return "eager"
         if self.graphs == "manual":
             if v.graph is None and v.graph_failed is None:
@@ -210,10 +229,10 @@ class StepRunner:
             v.compiled(*args)
         return "graph" if self.graphs == "inductor" else "compiled"
 
-    def _eager_step(self, greedy: bool) -> StepFn:
-        fn = self._eager_steps.get(greedy)
+    def _eager_step(self, greedy: bool, capture: bool) -> StepFn:
+        fn = self._eager_steps.get((greedy, capture))
         if fn is None:
-            fn = self._eager_steps[greedy] = self._make_step(greedy)
+            fn = self._eager_steps[(greedy, capture)] = self._make_step(greedy, capture)
         return fn
 
     def is_ready(self, bucket: int, greedy: bool) -> bool:
@@ -305,14 +324,16 @@ class StepRunner:
         # "triton.cudagraphs" is what mode="reduce-overhead" sets (mode and options exclude
         # each other in torch.compile, and options must stay available).
         opts["triton.cudagraphs"] = self.graphs == "inductor"
-        fn = torch.compile(self._make_step(v.greedy), fullgraph=True, dynamic=False, options=opts)
+        step = self._make_step(v.greedy, True)
+        fn = torch.compile(step, fullgraph=True, dynamic=False, options=opts)
         scratch = self._new_cache(v.bucket)
         token = torch.zeros((1, 1), dtype=torch.long, device=self._device)
         buf = SamplingBuffers.allocate(self._vocab, self._device)
-        mark_static(self.graphs, token, buf)
+        capture = torch.zeros(CAPTURE_LEN, dtype=torch.float32, device=self._device)
+        mark_static(self.graphs, token, buf, capture)
         with torch.no_grad():
             for _ in range(2):
-                fn(scratch, token, buf.floats, buf.ints, buf.presence)
+                fn(scratch, token, buf.floats, buf.ints, buf.presence, capture)
         if self._device.type == "cuda":
             torch.cuda.synchronize(self._device)
         del scratch
@@ -330,7 +351,7 @@ class StepRunner:
         """
         import torch
 
-        cache, tok, _floats, _ints, presence = args
+        cache, tok, _floats, _ints, presence, _capture = args
         if room < 2:
             return  # no room for the warm-up runs: stay on the compiled kernels for this reply
         saved_tok, saved_presence = tok.clone(), presence.clone()

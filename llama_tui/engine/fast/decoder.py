@@ -58,7 +58,12 @@ from llama_tui.engine.fast.compile import (
     mark_static,
 )
 from llama_tui.engine.fast.stats import DecodeStats, StopFlag
-from llama_tui.engine.local.sampling import NON_FINITE_TOKEN, SamplingBuffers, select_token
+from llama_tui.engine.local.logprobs import CAPTURE_LEN, capture_values
+from llama_tui.engine.local.sampling import (
+    NON_FINITE_TOKEN,
+    SamplingBuffers,
+    select_token_and_logprob,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +127,12 @@ class FastDecoder:
         vocab = _vocab_size(model)
         self._buf = SamplingBuffers.allocate(vocab, self.device)
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        mark_static(self.graphs, self._token, self._buf)
+        # The step's logprob capture (engine.local.logprobs), read with the token id.
+        self._capture_buf = torch.zeros(CAPTURE_LEN, dtype=torch.float32, device=self.device)
+        self._capture = False  # this reply records logprobs
+        # The capture of the id handed out last, as floats (None: capture off).
+        self.current_capture: list[float] | None = None
+        mark_static(self.graphs, self._token, self._buf, self._capture_buf)
         self._busy = threading.Lock()
         self._steps = self._step_runner(vocab)
         self.ready = self._steps.ready  # set while the variant wanted last is compiled
@@ -268,16 +278,30 @@ class FastDecoder:
             assert out is not None
             logits = out.logits[0, -1, :].float()
             position = cache.get_seq_length() - 1
-            nxt = select_token(logits, self._buf, position, greedy)
+            nxt, sampled = select_token_and_logprob(logits, self._buf, position, greedy)
             self._token.copy_(nxt.view(1, 1))
             self._buf.presence.index_fill_(0, nxt, True)
-        return int(nxt.item())
+            if self._capture:
+                self._capture_buf.copy_(capture_values(logits, nxt, sampled))
+        return self._read_token()
+
+    def _read_token(self) -> int:
+        """The id the last step chose: the one host sync per token (with the capture, when
+        on, in the same read)."""
+        if not self._capture:
+            self.current_capture = None
+            return int(self._token.item())
+        values = self._capture_buf.tolist()
+        self.current_capture = values
+        return int(values[0])
 
     def _launch(self, greedy: bool, counts: dict[str, int]) -> None:
         """Run one step: feed `self._token` (already the last emitted id), write the next one."""
         kv = self._kv
-        args = (kv.cache, self._token, self._buf.floats, self._buf.ints, self._buf.presence)
-        path = self._steps.run(kv.bucket, greedy, args, kv.gen, kv.bucket - len(kv.tokens))
+        buf = self._buf
+        args = (kv.cache, self._token, buf.floats, buf.ints, buf.presence, self._capture_buf)
+        room = kv.bucket - len(kv.tokens)
+        path = self._steps.run(kv.bucket, greedy, args, kv.gen, room, self._capture)
         counts[path] = counts.get(path, 0) + 1
 
     def _generate(
@@ -297,6 +321,7 @@ class FastDecoder:
             stats.bucket = self._kv.bucket
             seed = params.seed if params.seed is not None else random.getrandbits(32)
             self._buf.load(params, seed, prompt)
+            self._capture = params.logprobs > 0
             stats.stop_reason = StopReason.CANCELLED
             if cancel.is_set():
                 return
@@ -365,7 +390,7 @@ class FastDecoder:
             if not ahead:
                 self._launch(greedy, counts)
                 self._kv.tokens.append(cur)
-            cur = int(self._token.item())  # the one host sync per token
+            cur = self._read_token()  # the one host sync per token
 
 
 def _forward_cache_keyword(model: Any) -> str:

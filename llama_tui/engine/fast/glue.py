@@ -37,6 +37,7 @@ from typing import Any, Literal
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.fast.cache import unsupported_reason
 from llama_tui.engine.fast.decoder import FastDecoder
+from llama_tui.engine.local.logprobs import RawLog, capture_from_values, sampling_differs
 from llama_tui.engine.local.streaming import (
     FastReply,
     GenerationJob,
@@ -168,6 +169,7 @@ class FastPath:
             t0=t0,
             reused=self.decoder.reusable_tokens(ids, reuse_prefix),
             fast=FastReply(params, StopFlags(cancel, internal), reuse_prefix),
+            token_log=RawLog() if params.logprobs > 0 else None,
         )
 
     def run(self, job: GenerationJob) -> None:
@@ -180,10 +182,16 @@ class FastPath:
         assert reply is not None
         push = job.streamer.push
         dec = self.decoder
+        log, k = job.token_log, reply.params.logprobs
+        sampled = sampling_differs(reply.params)
         for token in dec.generate_ids(job.prompt_ids, reply.params, reply.stop, reply.reuse_prefix):
+            if log is not None and dec.current_capture is not None:
+                log.append(capture_from_values(dec.current_capture, k, sampled))
             push([token])
         eos = dec.last_stats.eos_token_id
         if eos is not None:
+            if log is not None and dec.current_capture is not None:
+                log.append(capture_from_values(dec.current_capture, k, sampled))
             push([eos])
 
     def close(self) -> None:

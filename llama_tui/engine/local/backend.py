@@ -49,6 +49,7 @@ from llama_tui.engine.local.generate_job import (
     generate_job,
     reuse_cache,
 )
+from llama_tui.engine.local.logprobs import token_texts
 from llama_tui.engine.local.sampling import (
     params_from_generation_config,
 )
@@ -298,7 +299,9 @@ class LocalBackend:
             with lock:  # see ChatFormatter: the Rust tokenizer is not safe to share unlocked
                 return str(tok.decode(ids, skip_special_tokens=True))
 
-        gen._chunks = consume(gen, job, decode, params.stop, cancel, self._eos_ids)
+        texts = token_texts(job, params, tok, lock, decode)
+        gen.token_log = texts.log if texts is not None else None
+        gen._chunks = consume(gen, job, decode, params.stop, cancel, self._eos_ids, texts)
         return gen
 
     def _prepare(

@@ -15,6 +15,7 @@ from typing import Any
 
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.fast.cache import common_prefix_length
+from llama_tui.engine.local.logprobs import GenerateCapture, sampling_differs
 from llama_tui.engine.local.sampling import generate_sampling_kwargs
 from llama_tui.engine.local.streaming import GenerationJob, IdStreamer, QueueItem, StopFlags
 
@@ -88,7 +89,12 @@ def generate_job(
         kwargs["pad_token_id"] = setup.pad_id
     if cache is not None:
         kwargs[setup.cache_kw] = cache
-    return GenerationJob(
+    capture = None
+    if params.logprobs > 0:  # per-token logprobs (engine.local.logprobs)
+        capture = GenerateCapture(params.logprobs, len(ids), sampling_differs(params))
+        kwargs.update(capture.generate_kwargs(params))
+        streamer.on_push = capture.on_push
+    job = GenerationJob(
         kwargs,
         q,
         streamer,
@@ -100,6 +106,8 @@ def generate_job(
         t0=t0,
         reused=reused,
     )
+    job.token_log = capture.log if capture is not None else None
+    return job
 
 
 def reuse_cache(model: Any, cache: Any, covered: list[int], ids: list[int]) -> tuple[Any, int]:

@@ -121,6 +121,14 @@ def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool)
     `position` (0-d int64 tensor) is the position of the token whose logits these are; it is
     the RNG counter. `greedy` is a Python bool on purpose: it selects the graph.
     """
+    return select_token_and_logprob(logits, buf, position, greedy)[0]
+
+
+def select_token_and_logprob(
+    logits: Any, buf: SamplingBuffers, position: Any, greedy: bool
+) -> tuple[Any, Any]:
+    """`select_token`, and the (1,) float32 logprob of the pick under the distribution it
+    was drawn from (0 in greedy mode: the pick was certain)."""
     import torch
 
     # Repetition penalty, as RepetitionPenaltyLogitsProcessor (applied in greedy mode too).
@@ -130,7 +138,8 @@ def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool)
     logits = torch.where(buf.presence, penalised, logits)
     if greedy:
         # torch.argmax returns the first maximum, like generate's greedy search.
-        return torch.argmax(logits, dim=-1, keepdim=True)
+        token = torch.argmax(logits, dim=-1, keepdim=True)
+        return token, torch.zeros(1, dtype=torch.float32, device=logits.device)
 
     temperature, top_p, min_p = buf.floats[0], buf.floats[1], buf.floats[2]
     top_k, seed = buf.ints[0], buf.ints[1]
@@ -158,10 +167,12 @@ def select_token(logits: Any, buf: SamplingBuffers, position: Any, greedy: bool)
     noise = exponential_noise(sorted_ids, seed, position)
     choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
     token = torch.gather(sorted_ids, 0, choice)
+    logprob = torch.log(torch.gather(probs, 0, choice))
     # NaN / inf logits (float16 overflow) make every probability NaN; generate's multinomial
     # raises then, argmax would quietly pick garbage. Flag it as NON_FINITE_TOKEN instead (no
     # host sync here); the decoder checks each token on the host before feeding it back.
-    return torch.where(torch.isnan(probs).any(), torch.full_like(token, NON_FINITE_TOKEN), token)
+    token = torch.where(torch.isnan(probs).any(), torch.full_like(token, NON_FINITE_TOKEN), token)
+    return token, logprob
 
 
 def generate_sampling_kwargs(params: GenerationParams) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from llama_tui.core.backend import Generation, GenerationStats, StopReason
 from llama_tui.core.errors import GenerationError
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.local.decoding import IncrementalDecoder
+from llama_tui.engine.local.logprobs import RawLog, TokenTexts
 
 # How often the consumer re-checks that the generate thread is alive while the queue is idle.
 POLL_S = 0.25
@@ -56,6 +57,8 @@ class IdStreamer:
         self.count = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
+        # Token logprob capture (engine.local.logprobs) records each id before it is queued.
+        self.on_push: Callable[[list[int]], None] | None = None
 
     def put(self, value: Any) -> None:
         if not self._seen_prompt:
@@ -70,6 +73,8 @@ class IdStreamer:
             self.first_at = now
         self.last_at = now
         self.count += len(ids)
+        if self.on_push is not None:
+            self.on_push(ids)
         self._q.put(ids)
 
     def end(self) -> None:
@@ -135,6 +140,8 @@ class GenerationJob:
     # Set when the reply runs through the fast decoder instead of `generate` (kwargs empty).
     fast: FastReply | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    # Per-token logprobs, appended by the generating thread (None: capture off).
+    token_log: RawLog | None = None
 
 
 def consume(
@@ -144,6 +151,7 @@ def consume(
     stop: tuple[str, ...],
     cancel: threading.Event,
     eos_ids: frozenset[int],
+    texts: TokenTexts | None = None,
 ) -> Iterator[str]:
     """The chunks of `job`, read in the caller's thread; sets `gen.stats` however it ends.
 
@@ -169,6 +177,8 @@ def consume(
                 ids, sentinel = _drain(q, item)
                 if ids:
                     last_id = ids[-1]
+                    if texts is not None:
+                        texts.catch_up()
                     text = decoder.push(ids)
                     if decoder.stopped:
                         job.internal_stop.set()  # stop the device at the stop string
@@ -179,6 +189,8 @@ def consume(
             if sentinel is None:
                 continue
             ended = True
+            if texts is not None:
+                texts.catch_up()
             tail = decoder.flush()
             if tail:
                 yield tail  # the partial reply reaches the caller before any error

@@ -1,0 +1,235 @@
+"""Session search (F5, `--sessions`) over 1,000 generated journals of 20 turns each.
+
+Usage:
+    python benchmarks/session_search.py [--sessions 1000] [--turns 20] [--runs 5]
+
+Writes `--sessions` journals in a temporary folder (each `--turns` user prompts and
+replies of 300 to 900 characters, in the real journal format: a snapshot, then one
+`message` / `assistant_started` / `checkpoint` / `assistant_finished` record per turn, as
+the recorder writes them) and prints, side by side in one run, the time to the first
+screenful of results (20 sessions) for:
+
+- cold index: no index file; open, build it from every journal, search;
+- warm index: the index is up to date; open it, check every journal's size and mtime, search;
+- one changed: as warm, after one journal got a new turn (re-read of that one);
+- no index: read the journals themselves, newest first, until 20 hits (or all of them);
+
+for a rare word (in 3 sessions, so a scan reads them all) and a common one (in every
+session); then the latency of each keystroke of typing a word into the search (each prefix
+searched on the warm index, as the F5 field does after its debounce). Medians of `--runs`.
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from llama_tui.session import records
+from llama_tui.session.search import scan_sessions
+from llama_tui.session.search_index import SearchIndex
+from llama_tui.session.transcript import Conversation, Message
+
+FIRST_PAGE = 20
+RARE = "quetzalcoatl"
+COMMON = "question"
+WORDS = [
+    "model",
+    "token",
+    "layer",
+    "cache",
+    "prompt",
+    "reply",
+    "answer",
+    "python",
+    "function",
+    "value",
+    "error",
+    "list",
+    "number",
+    "train",
+    "data",
+    "batch",
+    "tensor",
+    "memory",
+    "device",
+    "speed",
+    "loss",
+    "weight",
+    "vector",
+    "matrix",
+    "query",
+    "search",
+    "file",
+    "line",
+    "code",
+    "test",
+    "result",
+    "output",
+    "input",
+    "system",
+    "user",
+    "message",
+    "context",
+    "window",
+]
+
+
+def paragraph(rng: random.Random, chars: int) -> str:
+    out: list[str] = []
+    n = 0
+    while n < chars:
+        w = rng.choice(WORDS)
+        out.append(w)
+        n += len(w) + 1
+    return " ".join(out)
+
+
+def write_journals(directory: Path, sessions: int, turns: int) -> None:
+    rng = random.Random(15)
+    rare = set(rng.sample(range(sessions), 3))
+    start = time.time() - sessions * 3600
+    for i in range(sessions):
+        conv = Conversation(title=f"Session {i} {rng.choice(WORDS)}", created=start + i * 3600)
+        conv.model = {"name": rng.choice(["SmolLM2-135M-Instruct", "Llama-3.1-8B-Instruct"])}
+        sid = conv.id = f"bench-{i:04d}"
+        lines = [records.encode_record(sid, records.snapshot_rec(conv))]
+        for t in range(turns):
+            text = f"{COMMON} {t}: " + paragraph(rng, rng.randint(300, 900))
+            if i in rare and t == turns // 2:
+                text += f" and then {RARE.capitalize()} appeared"
+            user = conv.add("user", text)
+            reply = conv.add("assistant", paragraph(rng, rng.randint(300, 900)))
+            lines.append(records.encode_record(sid, records.message_rec(user)))
+            lines.append(records.encode_record(sid, records.reply_started_rec(reply)))
+            lines.append(
+                records.encode_record(sid, records.checkpoint_rec(reply.id, 0, reply.content))
+            )
+            lines.append(records.encode_record(sid, records.reply_finished_rec(reply)))
+        path = directory / f"{sid}.jsonl"
+        path.write_bytes(b"".join(lines))
+        t0 = start + i * 3600
+        os.utime(path, (t0, t0))
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def first_results(directory: Path, index_path: Path, query: str, mode: str) -> tuple[float, int]:
+    """Seconds to the first screenful of hits, and how many there were."""
+    t0 = time.perf_counter()
+    if mode == "scan":
+        hits = []
+        for hit in scan_sessions(directory, query):
+            hits.append(hit)
+            if len(hits) == FIRST_PAGE:
+                break
+        return time.perf_counter() - t0, len(hits)
+    index = SearchIndex(directory, index_path)
+    try:
+        index.refresh()
+        found = index.search(query, limit=FIRST_PAGE)
+    finally:
+        index.close()
+    return time.perf_counter() - t0, len(found)
+
+
+def add_turn(directory: Path) -> None:
+    path = sorted(directory.glob("*.jsonl"))[0]
+    msg = Message("user", "one more question about the cache")  # follows the last one
+    with path.open("ab") as f:
+        f.write(records.encode_record(path.stem, records.message_rec(msg)))
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--turns", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp) / "sessions"
+        directory.mkdir()
+        gen_s, _ = timed(lambda: write_journals(directory, args.sessions, args.turns))
+        size = sum(p.stat().st_size for p in directory.iterdir())
+        index_path = Path(tmp) / "search-index.sqlite3"
+        print(
+            f"{args.sessions} journals x {args.turns} turns: {size / 1e6:.0f} MB "
+            f"(written in {gen_s:.1f} s); median of {args.runs} runs\n"
+        )
+
+        rows: dict[str, dict[str, tuple[float, int]]] = {}
+        for query in (RARE, COMMON):
+            cold, warm, changed, scan = [], [], [], []
+            found: dict[str, int] = {}
+            for _ in range(args.runs):
+                for suffix in ("", "-journal", "-wal"):
+                    Path(f"{index_path}{suffix}").unlink(missing_ok=True)
+                s, found["cold"] = first_results(directory, index_path, query, "index")
+                cold.append(s)
+                s, found["warm"] = first_results(directory, index_path, query, "index")
+                warm.append(s)
+                add_turn(directory)
+                s, found["changed"] = first_results(directory, index_path, query, "index")
+                changed.append(s)
+                s, found["scan"] = first_results(directory, index_path, query, "scan")
+                scan.append(s)
+            rows[query] = {
+                "cold index (build + search)": (median(cold), found["cold"]),
+                "warm index": (median(warm), found["warm"]),
+                "warm index, 1 journal changed": (median(changed), found["changed"]),
+                "no index (read the journals)": (median(scan), found["scan"]),
+            }
+        print(f"{'time to first results (ms)':34} {RARE!r:>16} {COMMON!r:>16}")
+        for label in rows[RARE]:
+            a, b = rows[RARE][label], rows[COMMON][label]
+            print(f"  {label:32} {a[0]:9.1f} ({a[1]:2d}) {b[0]:9.1f} ({b[1]:2d})")
+        warm_rare = rows[RARE]["warm index"][0]
+        print(
+            f"\n  no index / warm index, rare word: "
+            f"{rows[RARE]['no index (read the journals)'][0] / warm_rare:.0f}x"
+        )
+        print(
+            f"  cold build / warm index, rare word: "
+            f"{rows[RARE]['cold index (build + search)'][0] / warm_rare:.0f}x"
+        )
+
+        index = SearchIndex(directory, index_path)
+        index.refresh()
+        per_key: dict[str, list[float]] = {}
+        for word in (RARE, "tensor memory"):
+            lat = per_key.setdefault(word, [])
+            for _ in range(args.runs):
+                for n in range(1, len(word) + 1):
+                    s, _ = timed(lambda n=n, word=word: index.search(word[:n], limit=100))
+                    lat.append(s)
+        index.close()
+        print("\nper keystroke, warm index open (search of each prefix, up to 100 rows):")
+        for word, lat in per_key.items():
+            lat.sort()
+            p95 = lat[int(0.95 * (len(lat) - 1))] * 1000
+            print(
+                f"  typing {word!r:16} median {median(lat):6.1f} ms  p95 {p95:6.1f} ms  "
+                f"max {lat[-1] * 1000:6.1f} ms"
+            )
+
+
+if __name__ == "__main__":
+    main()
