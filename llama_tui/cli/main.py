@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 # Flags that are not settings: they steer this run only.
 _RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json",
-             "file")
+             "file", "sessions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +162,14 @@ def _add_run_flags(r: argparse._ArgumentGroup) -> None:
         "--list-models", action="store_true", help="list cached Hugging Face models and exit"
     )
     r.add_argument(
+        "--sessions",
+        nargs="?",
+        const="",
+        metavar="QUERY",
+        help="list saved sessions (id, date, model, title), or those matching QUERY with "
+        "the matching line, and exit",
+    )
+    r.add_argument(
         "--show-config",
         action="store_true",
         help="print every effective setting and where it came from (secrets hidden), and exit",
@@ -251,6 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _show_config(loaded)
     if args.get("list_models"):
         return _list_models()
+    if "sessions" in args:
+        from llama_tui.cli.sessions import run_sessions
+
+        return run_sessions(args["sessions"])
     needs_prompt = _mode_problem(args)
     if needs_prompt:
         _err(f"llama-tui: error: {needs_prompt}")
