@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from llama_tui.core.backend import ChatMessage, Generation, StopReason
 from llama_tui.core.errors import GenerationError, RemoteError
 from llama_tui.core.params import GenerationParams
+from llama_tui.core.tokens import TokenLog
 from llama_tui.engine.remote.http import ServerConnection
+from llama_tui.engine.remote.logprobs import NO_LOGPROBS, REFUSED, request_fields
 from llama_tui.engine.remote.stream import (
     _End,
     _Event,
@@ -51,6 +53,10 @@ class ReplyRun:
         self.params = params
         self.cancel = cancel
         self.st = _RunState(started=time.perf_counter())
+        # Per-token logprobs (remote.logprobs): the log shares the list the stream fills.
+        self.st.logprobs_k = params.logprobs
+        if params.logprobs > 0:
+            gen.token_log = TokenLog(params.logprobs, "remote", self.st.tokens)
         self.stops = StopFilter(params.stop)
         self.opened = False
 
@@ -110,7 +116,7 @@ class ReplyRun:
         if isinstance(item, _Opened):
             self.opened = True
         elif isinstance(item, _HttpStatus):
-            if not self._retry_without_usage(item):
+            if not self._retry_without_usage(item) and not self._retry_without_logprobs(item):
                 yield from self._fail(self._status_error(item))
         elif isinstance(item, (_Event, _End)):
             yield from self._on_data(item)
@@ -167,6 +173,22 @@ class ReplyRun:
         self.reader = self.conn.open_stream(self.body)
         return True
 
+    def _retry_without_logprobs(self, item: _HttpStatus) -> bool:
+        """A server that refuses `logprobs` gets the request again without it, once: the
+        reply matters more than its numbers, and the token log says they were refused."""
+        if not (
+            "logprobs" in self.body
+            and item.status in (400, 422)
+            and "logprobs" in item.body.decode("utf-8", "replace")
+        ):
+            return False
+        for name in request_fields(1):
+            self.body.pop(name, None)
+        if self.gen.token_log is not None:
+            self.gen.token_log.unavailable = REFUSED
+        self.reader = self.conn.open_stream(self.body)
+        return True
+
     def _status_error(self, item: _HttpStatus) -> GenerationError:
         return self.conn.status_error(
             CHAT_COMPLETIONS,
@@ -185,4 +207,7 @@ class ReplyRun:
         raise err
 
     def _finish(self, reason: StopReason, error: GenerationError | None = None) -> None:
+        log = self.gen.token_log
+        if log is not None and not log.tokens and log.unavailable is None and self.st.chunks:
+            log.unavailable = NO_LOGPROBS  # never numbers made up
         self.gen.stats = self.st.stats(reason, self.gen.prompt_tokens, error)

@@ -18,13 +18,15 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2 as httpx
 
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.core.errors import GenerationError, RemoteError
+from llama_tui.core.tokens import TokenLogprob
+from llama_tui.engine.remote.logprobs import choice_tokens
 from llama_tui.engine.remote.wire import (
     MAX_ERROR_BODY_BYTES,
     MAX_SERVER_MESSAGE_CHARS,
@@ -199,6 +201,9 @@ class _RunState:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     done: bool = False
+    # Per-token logprobs the server sent (remote.logprobs), and how many alternatives to keep.
+    tokens: list[TokenLogprob] = field(default_factory=list)
+    logprobs_k: int = 0
 
     def count(self, text: str) -> None:
         """Record a piece of reply text we hand to the caller."""
@@ -249,6 +254,8 @@ class _RunState:
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return ""
         choice = choices[0]  # we never ask for n > 1
+        if self.logprobs_k:
+            self.tokens.extend(choice_tokens(choice, self.logprobs_k))
         fr = choice.get("finish_reason")
         if isinstance(fr, str):
             self.finish_reason = fr

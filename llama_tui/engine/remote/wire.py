@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from llama_tui.core.backend import ChatMessage, StopReason
 from llama_tui.core.errors import InvalidModelSpecError
 from llama_tui.core.params import GenerationParams
+from llama_tui.engine.remote.logprobs import request_fields as logprob_fields
 from llama_tui.text import clean, redact
 
 # Server messages are untrusted and sometimes huge (HTML error pages, stack traces).
@@ -121,6 +122,7 @@ def build_request_body(
         body["repetition_penalty"] = params.repetition_penalty
     if params.stop:
         body["stop"] = list(params.stop)
+    body.update(logprob_fields(params.logprobs))  # per-token logprobs (remote.logprobs)
     return body
 
 
