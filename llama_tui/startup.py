@@ -7,11 +7,8 @@ come from package metadata, the endpoint from the environment.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Mapping
-
-from packaging.version import InvalidVersion, Version
 
 from llama_tui.text import clean, redact
 
@@ -47,6 +44,12 @@ def startup_warnings(versions: dict[str, str] | None = None) -> list[str]:
     Reads package metadata only (no import of torch or transformers). `versions` overrides
     the installed versions (tests).
     """
+    # Imported here: importlib.metadata and packaging cost ~15 ms, which the TUI spends after
+    # its first paint (it runs this in a worker), not before.
+    import importlib.metadata
+
+    from packaging.version import InvalidVersion, Version
+
     out: list[str] = []
     for dist, floor, cve in SECURITY_FLOORS:
         if versions is not None:

@@ -270,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _json_usage_error(needs_prompt, "See `llama-tui --help`.")
         return EXIT_USAGE
 
-    notes = startup_warnings()
+    # The TUI checks the package floors itself, in a worker after its first paint (reading
+    # package metadata costs ~15 ms): see `LlamaTuiApp.chat_ready`.
+    notes = startup_warnings() if "prompt" in args else []
     ep = endpoint_warning()
     if ep:
         notes.append(ep)

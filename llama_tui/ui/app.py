@@ -137,9 +137,22 @@ class LlamaTuiApp(App[int]):
         await self.prefs.settings_startup()
         self.set_interval(0.5, self.model.tick)
         # After the first paint: the worker imports torch (holding the GIL for a second or
-        # more), so give the first frame a head start before it begins.
+        # more), so the first frame is drawn (call_after_refresh), and the terminal given a
+        # head start to receive it, before the load begins.
         spec = requested_model(settings)
-        self.set_timer(FIRST_PAINT_HEAD_START_S, lambda: self.model.start_load(spec))
+        self.call_after_refresh(self.set_timer, FIRST_PAINT_HEAD_START_S,
+                                lambda: self.model.start_load(spec))
+        self.call_after_refresh(self.run_worker, self._security_floors, thread=True,
+                                exit_on_error=False, group="startup")
+
+    def _security_floors(self) -> None:
+        """The worker: packages below their security floors (`startup.startup_warnings`),
+        read here rather than before the first paint (package metadata is slow to read)."""
+        from llama_tui.startup import startup_warnings
+
+        for warning in startup_warnings():
+            log.warning("%s", warning)
+            self.say(warning, severity="warning", timeout=10)
 
     # -- what the others use -------------------------------------------------------------
 

@@ -28,12 +28,10 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Markdown
+from textual.widgets import Footer
 
-from llama_tui.chat.footer import message_footer
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
-from llama_tui.ui import copy_save
 from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
@@ -46,6 +44,10 @@ from llama_tui.ui.widgets.status_bar import StatusBar
 from llama_tui.ui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
+    # Markdown (markdown_it) and copy_save are imported when first used, not before the
+    # first paint (benchmarks/startup_time.py).
+    from textual.widgets import Markdown
+
     from llama_tui.ui.app import LlamaTuiApp
 
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
@@ -213,14 +215,8 @@ class ChatScreen(Screen[None]):
         """Render the conversation (all text through the sanitiser) and notes about it."""
         conv = self.conversation
         self.transcript.show_welcome(not conv.messages)
-        for m in conv.messages:
-            if m.role == "user":
-                await self.transcript.add_user(m.content, m.id, m.attachments)
-            elif m.role == "assistant":
-                turn = await self.transcript.add_assistant(m.content, m.id)
-                footer, variant = message_footer(m)
-                if footer:
-                    turn.set_footer(footer, variant)
+        # The last screenful now, older turns as the user scrolls up (`Transcript`).
+        await self.transcript.show_messages(conv.messages)
         await self.note(f"Resumed session {clean(conv.title) or conv.id} "
                         f"({len(conv.messages)} messages).")
         for warning in conv.load_warnings:
@@ -299,14 +295,20 @@ class ChatScreen(Screen[None]):
 
     async def action_copy_reply(self) -> None:
         """Copy the last reply to the local clipboard (OSC 52)."""
+        from llama_tui.ui import copy_save
+
         await copy_save.copy_command(self, "")
 
     def action_copy_code(self) -> None:
         """Pick a code block of the last reply to copy."""
+        from llama_tui.ui import copy_save
+
         copy_save.pick_code_block(self)
 
     async def action_save(self) -> None:
         """Save the conversation as Markdown (asks where)."""
+        from llama_tui.ui import copy_save
+
         await copy_save.save_command(self, "")
 
     async def action_edit_last(self) -> None:
@@ -328,7 +330,7 @@ class ChatScreen(Screen[None]):
         self.app.push_screen(ConfirmScreen(EDIT_QUESTION, yes="Edit", no="Keep", kind="-edit"),
                              answer)
 
-    def action_scroll_transcript(self, where: str) -> None:
+    async def action_scroll_transcript(self, where: str) -> None:
         """PgUp / PgDn / Ctrl+Home / Ctrl+End scroll the conversation while typing."""
         t = self.transcript
         if where == "page_up":
@@ -336,9 +338,9 @@ class ChatScreen(Screen[None]):
         elif where == "page_down":
             t.scroll_page_down(animate=False)
         elif where == "home":
-            t.scroll_home(animate=False)
+            await t.jump_home()  # mounts the first turns if they are not
         else:
-            t.scroll_end(animate=False)
+            await t.jump_end()
 
     # -- links and the editor ------------------------------------------------------------
 
