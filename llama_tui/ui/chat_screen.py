@@ -265,11 +265,14 @@ class ChatScreen(Screen[None]):
         self.host.conversation_switched()
 
     def browse_sessions(self) -> None:
-        from llama_tui.ui.screens.sessions import SessionsScreen
+        from llama_tui.ui.screens.sessions import Opened, SessionsScreen, reveal_match
 
-        async def chosen(session_id: str | None) -> None:
-            if session_id and session_id != self.conversation.id:
-                await self.open_session(session_id)
+        async def chosen(opened: Opened | None) -> None:
+            if opened is None:
+                return
+            if opened.session_id != self.conversation.id:
+                await self.open_session(opened.session_id)
+            await reveal_match(self, opened)  # found by a search: scroll to the match
 
         self.app.push_screen(SessionsScreen(self.conversation.id, self.host.chat_state.rename),
                              chosen)

@@ -47,10 +47,13 @@ def rows(app: LlamaTuiApp) -> dict[str, str]:
 
 
 async def open_browser(pilot: Pilot[int], app: LlamaTuiApp, count: int) -> None:
-    """F5, then wait until the list shows `count` sessions."""
+    """F5, wait until the list shows `count` sessions, then Tab from the search field into
+    the list (where r and d act)."""
     await pilot.press("f5")
     await until(pilot, lambda: isinstance(app.screen, SessionsScreen))
     await until(pilot, lambda: len(rows(app)) == count)
+    await pilot.press("tab")
+    await until(pilot, lambda: option_list(app).has_focus)
 
 
 def highlight(app: LlamaTuiApp, session_id: str) -> None:
@@ -166,3 +169,88 @@ async def test_open_a_saved_session() -> None:
         assert not isinstance(app.screen, SessionsScreen)
         assert [m.content for m in app.chat_state.conversation.messages] == [
             "Tell me about owls", "Owls are nocturnal birds."]
+
+
+# -- search ------------------------------------------------------------------------------------
+
+
+def long_session(word_at: int, turns: int = 30) -> Conversation:
+    """A session of `turns` exchanges; prompt number `word_at` holds the word "axolotl"."""
+    from llama_tui.session.recorder import SessionRecorder
+
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    for i in range(turns):
+        prompt = f"question {i} about the axolotl" if i == word_at else f"question {i}"
+        rec.user_message(conv.add("user", prompt))
+        rec.assistant_finished(conv.add("assistant", f"answer {i}\n\nmore of answer {i}"))
+    rec.close()
+    return conv
+
+
+def visible_in_transcript(app: LlamaTuiApp, message_id: str) -> bool:
+    transcript = app.chat.transcript
+    for turn in transcript.query(".turn"):
+        if getattr(turn, "message_id", None) == message_id:
+            return transcript.region.overlaps(turn.region)
+    return False
+
+
+async def test_typing_filters_and_enter_opens_the_match_scrolled_to_it() -> None:
+    target = long_session(word_at=4)
+    saved_session("Something about cats", "Cats sleep.")
+    saved_session("Another axolotl?", "No, a newt.")  # matches too, newer
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 3)
+        assert app.screen.query_one("#search", Input).has_focus  # type at once
+        await pilot.press(*"AXOLOTL")
+        await until(pilot, lambda: len(rows(app)) == 2)
+        shown = rows(app)
+        assert "question 4 about the axolotl" in shown[target.id]  # the matching line
+        await pilot.press("down")  # from the search field, through the list
+        await until(pilot, lambda: option_list(app).highlighted == 1)
+        highlight(app, target.id)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat_state.conversation.id == target.id)
+        match_id = target.messages[8].id
+        await until(pilot, lambda: visible_in_transcript(app, match_id))
+        assert not visible_in_transcript(app, target.messages[-1].id)  # not at the bottom
+        await pilot.pause(0.3)
+        assert visible_in_transcript(app, match_id)  # and it stays there
+
+
+async def test_no_match_says_so_and_esc_clears_before_closing() -> None:
+    saved_session("Plan a trip", "ok")
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 1)
+        await pilot.press(*"zzqx")
+        await until(pilot, lambda: len(rows(app)) == 0)
+        assert "No session matches." in str(option_list(app).get_option_at_index(0).prompt)
+        await pilot.press("escape")  # clears the search
+        await until(pilot, lambda: len(rows(app)) == 1)
+        assert isinstance(app.screen, SessionsScreen)
+        await pilot.press("escape")  # closes
+        await until(pilot, lambda: not isinstance(app.screen, SessionsScreen))
+
+
+async def test_a_hit_the_journal_no_longer_holds_opens_at_the_end_and_says_so() -> None:
+    conv = long_session(word_at=2, turns=4)
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 1)
+        await pilot.press(*"axolotl")
+        await until(pilot, lambda: "axolotl" in rows(app).get(conv.id, ""))
+        # Meanwhile another program rewrites the journal without the word.
+        path = locations.sessions_dir() / f"{conv.id}.jsonl"
+        path.write_bytes(path.read_bytes().replace(b"axolotl", b"salamander"))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat_state.conversation.id == conv.id)
+        await until(pilot, lambda: any("no longer contains" in n for n in notes(app)))

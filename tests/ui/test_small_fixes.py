@@ -248,6 +248,7 @@ async def test_session_rows_align_and_delete_names_the_title() -> None:
                   for p in ("the open one", "short model", "about llamas") if p in t}
         assert len(set(starts.values())) == 1, texts  # every title starts in the same column
         options.highlighted = options.get_option_index(doomed.id)  # type: ignore[attr-defined]
+        await pilot.press("tab")  # from the search field into the list, where d deletes
         await pilot.press("d")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert "about llamas" in app.screen.question and doomed.id not in app.screen.question

@@ -1,38 +1,72 @@
-"""The session browser: every journaled conversation, newest first; open, rename or delete.
+"""The session browser: every journaled conversation, newest first; search, open, rename or
+delete.
 
 Rows show date, model and title (by default the first prompt; in a terminal narrower
 than 70 columns the model is left out, for the title); all of it is untrusted,
-cleaned, plain text. Renaming asks for the new title in a small dialog (prefilled with the
-current one) and records it in the session's journal: through the app's recorder for the
-open session, else as an appended `title` record (`store.rename_session`). Deleting asks
-first. Reading the journals happens in a thread worker so the dialog paints at once.
+cleaned, plain text. The search field on top (focused when the browser opens) filters as
+you type by title, model, date and the text of every message (`session.search`: the rules;
+`session.search_index`: the index in the data directory); a hit shows its matching line
+under the row, and Enter opens the session scrolled to that message (`reveal_match`, after
+checking the hit against the journal just read). Searches run in a thread worker, a short
+debounce after the last key; a newer one cancels the one running, whose results are never
+shown. Up / Down / PgUp / PgDn move through the list from the search field; Tab moves into
+the list, where `r` renames and `d` deletes.
+
+Renaming asks for the new title in a small dialog (prefilled with the current one) and
+records it in the session's journal: through the app's recorder for the open session, else
+as an appended `title` record (`store.rename_session`). Deleting asks first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.cells import cell_len, set_cell_size
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
+from textual.worker import get_current_worker
 
+from llama_tui.session.search import Hit, terms_of
 from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.ordered_input import OrderedInput
 from llama_tui.ui.widgets.status_bar import crop_cells
 
+if TYPE_CHECKING:
+    from llama_tui.session.search_index import SearchIndex
+    from llama_tui.ui.chat_screen import ChatScreen
+
 MODEL_COLUMN = 18  # cells for the model name in a row; longer names end in "…"
 # Below this many terminal columns the model column is left out: the title needs the room.
 MODEL_COLUMN_MIN_WIDTH = 70
+DEBOUNCE_S = 0.08  # a search starts this long after the last key (fast typing: one search)
+HIT_LIMIT = 200  # rows shown for a query (an empty one lists every session)
+HINT = "Enter: open · Tab: list (r rename, d delete) · Esc"
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What the browser was closed with: a session to open, and the search that found it
+    (`query`, and the message the index matched, to scroll to)."""
+
+    session_id: str
+    query: str = ""
+    message_id: str | None = None
 
 
 class RenameScreen(ModalScreen[str | None]):
@@ -48,8 +82,9 @@ class RenameScreen(ModalScreen[str | None]):
         with Vertical(classes="dialog picker") as box:
             box.border_title = "Rename session"
             yield Static("New title (Enter: rename · Esc: cancel):", markup=False)
-            yield OrderedInput(value=clean(self.current), id="title", compact=True,
-                        max_length=TITLE_MAX)
+            yield OrderedInput(
+                value=clean(self.current), id="title", compact=True, max_length=TITLE_MAX
+            )
 
     def on_mount(self) -> None:
         self.query_one("#title", Input).focus()
@@ -59,86 +94,195 @@ class RenameScreen(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
-class SessionsScreen(ModalScreen[str | None]):
-    """Dismisses with the session id to open, or None.
+class SessionsScreen(ModalScreen[Opened | None]):
+    """Dismisses with the session to open (`Opened`), or None.
 
     `rename_current(title)` renames the open session (`current_id`): its journal is being
     written by the app's recorder, which must record the title itself.
     """
 
+    # `.picker Input` (app.tcss) puts the field one line down: the label goes with it.
+    DEFAULT_CSS = """
+    #search-row { height: auto; }
+    #search-label { width: auto; margin: 1 1 0 0; color: $text-muted; }
+    #search { width: 1fr; }
+    """
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Close"),
+        Binding("escape", "close", "Close"),
         Binding("r", "rename", "Rename"),
         Binding("d,delete", "delete", "Delete"),
+        # From the search field (the list, when focused, handles these itself).
+        Binding("down", "move('cursor_down')", show=False),
+        Binding("up", "move('cursor_up')", show=False),
+        Binding("pagedown", "move('page_down')", show=False),
+        Binding("pageup", "move('page_up')", show=False),
     ]
 
     def __init__(
         self,
         current_id: str = "",
         rename_current: Callable[[str], object] | None = None,
+        index: SearchIndex | None = None,
     ) -> None:
         super().__init__(classes="dialog-screen")
         self.current_id = current_id
         self.rename_current = rename_current
         self.titles: dict[str, str] = {}  # id -> title, for readable sessions
+        self.hits: dict[str, Hit] = {}  # id -> what the search shown found
+        self.query_text = ""  # the search the list shows, or is being searched
         self._keep: str | None = None  # the row to highlight again after a reload
         self._shown_with_model = True  # whether the rows were laid out with the model column
+        self._index = index  # made in the first worker (opening it touches the disk)
+        self._index_lock = threading.Lock()  # one worker at a time uses the index
+        self._fresh = False  # the index was refreshed since the browser opened
+        self._debounce: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker") as box:
             box.border_title = "Sessions"
-            yield Static("Enter: open · r: rename · d: delete · Esc: close", markup=False)
+            with Horizontal(id="search-row"):
+                yield Static("Search:", id="search-label", markup=False)
+                yield OrderedInput(
+                    id="search", compact=True, placeholder="title, model, date or any message"
+                )
+            yield Static(HINT, id="sessions-status", markup=False)
             yield OptionList(id="sessions", markup=False)
 
     def on_mount(self) -> None:
-        self.query_one("#sessions", OptionList).focus()
-        self._load()
+        self.query_one("#search", Input).focus()
+        self._search("")
+
+    def on_unmount(self) -> None:
+        if self._debounce is not None:
+            self._debounce.stop()
+        self.workers.cancel_group(self, "session-search")
 
     def on_resize(self) -> None:
         if self._with_model() != self._shown_with_model:  # the rows are laid out for a width
-            self._load()
+            self._reload()
 
     def _with_model(self) -> bool:
         return self.app.size.width >= MODEL_COLUMN_MIN_WIDTH
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="sessions")
-    def _load(self) -> None:
-        from llama_tui.session.store import list_sessions
+    def _reload(self) -> None:
+        """Search again (the journals changed, or the width did)."""
+        self._fresh = False
+        self._search(self.query_text)
 
-        sessions = list_sessions()
-        with_model = self._shown_with_model = self._with_model()
-        model_width = min(MODEL_COLUMN, max((cell_len(clean(s.model or "?")) for s in sessions
-                                             if not s.error), default=1))
-        rows = []
-        titles = {}
-        for s in sessions:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.modified))
-            # A fixed-width mark column keeps the open session's row aligned with the others.
-            mark = "* " if s.id == self.current_id else "  "
-            if s.error:
-                text = f"{mark}{when}  (unreadable: {clean(s.error)})"
-            else:
-                titles[s.id] = s.title or s.first_prompt
-                model = set_cell_size(crop_cells(clean(s.model or "?"), model_width), model_width)
-                title = clean(s.title or s.first_prompt or "(empty)")
-                text = f"{mark}{when}  {model}  {title}" if with_model else f"{mark}{when}  {title}"
-            rows.append((s.id, text[:200]))
-        self.app.call_from_thread(self._show, rows, titles)  # once, not per token
+    @on(Input.Changed, "#search")
+    def _typed(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(DEBOUNCE_S, lambda: self._search(self.query_text))
 
-    def _show(self, rows: list[tuple[str, str]], titles: dict[str, str]) -> None:
-        self.titles = titles
+    @on(Input.Submitted, "#search")
+    def _submitted(self) -> None:
+        self._open_highlighted()
+
+    def action_move(self, how: str) -> None:
         options = self.query_one("#sessions", OptionList)
+        getattr(options, f"action_{how}")()
+
+    def action_close(self) -> None:
+        """Esc: clear a search first, then close."""
+        search = self.query_one("#search", Input)
+        if search.value:
+            search.value = ""
+            search.focus()
+        else:
+            self.dismiss(None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="session-search")
+    def _search(self, query: str) -> None:
+        """Refresh the index (once per opening; a cold build reports progress), then
+        search. A newer search cancels this one (`exclusive`): it gives up, unshown."""
+        from llama_tui.session.search_index import SearchIndex, SearchInterrupted
+
+        worker = get_current_worker()
+        with self._index_lock:
+            if worker.is_cancelled:
+                return
+            if self._index is None:
+                self._index = SearchIndex()
+            try:
+                if not self._fresh:
+                    self._index.refresh(progress=self._progress)
+                    self._fresh = True
+                hits = self._index.search(
+                    query,
+                    None if not terms_of(query) else HIT_LIMIT,
+                    cancelled=lambda: worker.is_cancelled,
+                )
+            except SearchInterrupted:
+                return
+            except (sqlite3.Error, OSError) as e:
+                self.app.call_from_thread(self._status, f"Search failed: {clean(str(e))}")
+                return
+        if not worker.is_cancelled:
+            rows = self._rows(hits)
+            self.app.call_from_thread(self._show, query, rows, hits)  # once per search
+
+    def _progress(self, done: int, total: int) -> None:
+        if total > 100:  # a first build: say why the list is not there yet
+            self.app.call_from_thread(self._status, f"Indexing sessions… {done}/{total}")
+
+    def _status(self, text: str) -> None:
+        with contextlib.suppress(NoMatches):
+            self.query_one("#sessions-status", Static).update(text)
+
+    def _rows(self, hits: list[Hit]) -> list[tuple[str, Text]]:
+        with_model = self._shown_with_model = self._with_model()
+        model_width = min(
+            MODEL_COLUMN,
+            max((cell_len(clean(h.model or "?")) for h in hits if not h.error), default=1),
+        )
+        terms = terms_of(self.query_text)
+        line_width = max(20, min(self.app.size.width, 100) - 16)
+        rows = []
+        for h in hits:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(h.modified))
+            # A fixed-width mark column keeps the open session's row aligned with the others.
+            mark = "* " if h.id == self.current_id else "  "
+            if h.error:
+                text = f"{mark}{when}  (unreadable: {clean(h.error)})"
+            else:
+                model = set_cell_size(crop_cells(clean(h.model or "?"), model_width), model_width)
+                title = clean(h.title or h.first_prompt or "(empty)")
+                text = f"{mark}{when}  {model}  {title}" if with_model else f"{mark}{when}  {title}"
+            row = Text(text[:200])
+            if h.line:
+                line = Text("\n    " + crop_cells(clean(h.line), line_width), style="dim")
+                line.highlight_words(terms, style="bold not dim", case_sensitive=False)
+                row.append_text(line)
+            rows.append((h.id, row))
+        return rows
+
+    def _show(self, query: str, rows: list[tuple[str, Text]], hits: list[Hit]) -> None:
+        if query != self.query_text:
+            return  # typed on meanwhile: a newer search is coming
+        try:
+            options = self.query_one("#sessions", OptionList)
+        except NoMatches:  # closed meanwhile
+            return
+        self.hits = {h.id: h for h in hits}
+        self.titles = {h.id: h.title or h.first_prompt for h in hits if not h.error}
         options.clear_options()
         if not rows:
-            options.add_option(Option("No saved sessions yet.", disabled=True))
-        for sid, text in rows:
-            options.add_option(Option(text, id=sid))
+            empty = "No saved sessions yet." if not terms_of(query) else "No session matches."
+            options.add_option(Option(empty, disabled=True))
+        options.add_options(Option(text, id=sid) for sid, text in rows)
         if self._keep is not None:
             with contextlib.suppress(OptionDoesNotExist):  # gone meanwhile: keep the default
                 options.highlighted = options.get_option_index(self._keep)
             self._keep = None
         if options.highlighted is None and rows:
             options.highlighted = 0  # Enter / r / d act on the newest at once
+        found = f"{len(rows)} session{'s' if len(rows) != 1 else ''}"
+        if terms_of(query) and len(rows) >= HIT_LIMIT:
+            found = f"the newest {HIT_LIMIT} matches"
+        self._status(f"{found} · {HINT}")
 
     def _highlighted_id(self) -> str | None:
         options = self.query_one("#sessions", OptionList)
@@ -146,10 +290,22 @@ class SessionsScreen(ModalScreen[str | None]):
             return None
         return options.get_option_at_index(options.highlighted).id or None
 
+    def _open_highlighted(self) -> None:
+        sid = self._highlighted_id()
+        if sid is not None:
+            self._open_id(sid)
+
+    def _open_id(self, sid: str) -> None:
+        hit = self.hits.get(sid)
+        if hit is not None and hit.line:
+            self.dismiss(Opened(sid, self.query_text, hit.message_id))
+        else:
+            self.dismiss(Opened(sid))
+
     @on(OptionList.OptionSelected, "#sessions")
     def _open(self, event: OptionList.OptionSelected) -> None:
         if event.option.id:
-            self.dismiss(event.option.id)
+            self._open_id(event.option.id)
 
     def action_rename(self) -> None:
         """Rename the highlighted session: ask for the title, record it, refresh the list."""
@@ -157,8 +313,11 @@ class SessionsScreen(ModalScreen[str | None]):
         if sid is None:
             return
         if sid not in self.titles:
-            self.app.notify("That session cannot be read; it can only be deleted.",
-                            severity="warning", markup=False)
+            self.app.notify(
+                "That session cannot be read; it can only be deleted.",
+                severity="warning",
+                markup=False,
+            )
             return
 
         def answer(typed: str | None) -> None:
@@ -168,8 +327,11 @@ class SessionsScreen(ModalScreen[str | None]):
 
             title = clean_title(typed)
             if not title:
-                self.app.notify("A title cannot be empty; nothing was changed.",
-                                severity="warning", markup=False)
+                self.app.notify(
+                    "A title cannot be empty; nothing was changed.",
+                    severity="warning",
+                    markup=False,
+                )
                 return
             if title == self.titles.get(sid):
                 return
@@ -179,12 +341,13 @@ class SessionsScreen(ModalScreen[str | None]):
                 else:
                     rename_session(sid, title)
             except SessionLoadError as e:
-                self.app.notify(clean(f"Could not rename: {e.reason}."), severity="error",
-                                markup=False)
+                self.app.notify(
+                    clean(f"Could not rename: {e.reason}."), severity="error", markup=False
+                )
             except (OSError, ValueError) as e:
                 self.app.notify(clean(f"Could not rename: {e}"), severity="error", markup=False)
             self._keep = sid
-            self._load()
+            self._reload()
 
         self.app.push_screen(RenameScreen(self.titles[sid]), answer)
 
@@ -205,11 +368,12 @@ class SessionsScreen(ModalScreen[str | None]):
             try:
                 delete_session(sid)
             except SessionLoadError as e:  # deleted meanwhile, elsewhere
-                self.app.notify(clean(f"Could not delete: {e.reason}."), severity="error",
-                                markup=False)
+                self.app.notify(
+                    clean(f"Could not delete: {e.reason}."), severity="error", markup=False
+                )
             except OSError as e:
                 self.app.notify(clean(f"Could not delete: {e}"), severity="error", markup=False)
-            self._load()
+            self._reload()
 
         if sid in self.titles:
             title = crop_cells(clean(self.titles[sid]) or "(empty)", 60)
@@ -217,3 +381,23 @@ class SessionsScreen(ModalScreen[str | None]):
         else:
             question = f"Delete the unreadable session {sid}? This cannot be undone."
         self.app.push_screen(ConfirmScreen(question, yes="Delete", no="Keep"), answer)
+
+
+async def reveal_match(chat: ChatScreen, opened: Opened) -> None:
+    """Once `opened` is the conversation shown: scroll to the message matching its search,
+    as the conversation just read from its journal has it (`search.locate`), not as the
+    index said."""
+    from llama_tui.session.search import locate
+
+    conv = chat.conversation
+    if not opened.query or conv.id != opened.session_id:
+        return  # nothing was searched, or the session did not open (that was said)
+    match = locate(conv, opened.query, opened.message_id)
+    if match is None:
+        chat.host.say(f"This session no longer contains “{clean(opened.query)}”.", timeout=8)
+        return
+    if match.message_id is None:
+        return  # its title, model or date matched: the session as it opens
+    # A long session's older turns are mounted lazily: `reveal` mounts the match's turn.
+    if await chat.transcript.reveal(match.message_id) is None:
+        chat.host.say("The match is in another branch of this conversation.", timeout=8)
