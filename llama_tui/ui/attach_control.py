@@ -67,10 +67,7 @@ class AttachControl:
         read = await asyncio.to_thread(self._count, read)
         added = self._fitting(read, refused)
         self._set([*self.files, *added])
-        await self._refused(refused)
-        if added:
-            names = ", ".join(a.name for a in added)
-            self.screen.host.say(f"Attached to your next message: {names}.")
+        await self._refused(refused)  # the attached ones show above the input, no toast
 
     def take(self) -> tuple[Attachment, ...]:
         """The files for the message being sent; none wait any more."""

@@ -130,3 +130,12 @@ def test_message_with_two_attached_files(snap_compare: Any, files: Path) -> None
 
     app = make_app(FakeBackend(replies=[["Thursday; it doubles x."]]))
     assert snap_compare(app, run_before=run_before, terminal_size=SIZE)
+
+
+def test_two_files_waiting_above_the_input(snap_compare: Any, files: Path) -> None:
+    async def run_before(pilot: Pilot[int]) -> None:
+        await ready(pilot)
+        await _read(pilot, "notes.txt double.py")
+        await steady(pilot)
+
+    assert snap_compare(make_app(FakeBackend()), run_before=run_before, terminal_size=SIZE)

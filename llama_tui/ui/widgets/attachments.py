@@ -23,8 +23,9 @@ CLEAR_HINT = "/read --clear drops them"
 
 
 def chip(a: Attachment) -> Content:
-    """One file's chip: its name in bold, size and tokens after it."""
-    name = one_line_name(a.name)
+    """One file's chip: its base name in bold (the path as given goes to the model and the
+    exports; a chip has 80 columns), size and tokens after it."""
+    name = one_line_name(a.name).rstrip("/").rsplit("/", 1)[-1] or a.name
     rest = label(a).removeprefix(a.name)
     return Content.assemble(("file ", "dim"), (name, "bold"), (rest, "dim"))
 
