@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from llama_tui.chat.tokens import confidence_text
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.session.transcript import Message, MessageStatus
 
@@ -42,12 +43,16 @@ def footer_for(
     fix: str = "",
     *,
     interrupted: bool = False,
+    confidence: str = "",
 ) -> tuple[str, FooterVariant]:
     """(footer text, variant) under a reply that ended with `status`.
 
     `interrupted`: a stopped reply that was being written when the app ended (restored
-    from the journal)."""
+    from the journal). `confidence`: its mean and minimum token probability
+    (`chat.tokens.confidence_text`), shown after the speed."""
     speed = _speed(stats)
+    if speed and confidence:
+        speed += f" · {confidence}"
     if status == "error":
         return f"✗ error: {cause or 'generation failed'}" + (f"\n{fix}" if fix else ""), "error"
     if status == "stopped":
@@ -63,4 +68,5 @@ def message_footer(msg: Message) -> tuple[str, FooterVariant]:
     shows no figures: what matters when reading it back is that it can be continued."""
     status: MessageStatus = "complete" if msg.status == "streaming" else msg.status
     stats = None if status == "stopped" else GenerationStats.from_dict(msg.stats)
-    return footer_for(status, stats, msg.error, interrupted=msg.interrupted)
+    return footer_for(status, stats, msg.error, interrupted=msg.interrupted,
+                      confidence=confidence_text(msg.tokens))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llama_tui.core.tokens import TokenLog, load_compact, merge, to_compact
+from llama_tui.core.tokens import TokenLog, compact_summary, load_compact, merge, to_compact
 
 if TYPE_CHECKING:
     from llama_tui.session.transcript import Message
@@ -47,13 +47,14 @@ def message_tokens(msg: Message) -> TokenLog | None:
     return load_compact(msg.tokens)
 
 
-def confidence_text(log: TokenLog | None) -> str:
-    """``p mean 81% · min 4%`` for a footer ("" without numbers)."""
-    summary = log.summary() if log is not None else None
+def confidence_text(stored: dict[str, Any] | None) -> str:
+    """``p mean 81% min 4%`` for the footer of a reply holding `stored` (its compact token
+    log); "" without numbers."""
+    summary = compact_summary(stored)
     if summary is None:
         return ""
     mean, low = summary
-    return f"p mean {_pct(mean)} · min {_pct(low)}"
+    return f"p mean {_pct(mean)} min {_pct(low)}"
 
 
 def _pct(p: float) -> str:

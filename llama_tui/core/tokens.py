@@ -269,3 +269,17 @@ def load_compact(value: object) -> TokenLog | None:
         return from_compact(value)
     except ValueError:
         return None
+
+
+def compact_summary(value: object) -> tuple[float, float] | None:
+    """(mean, min) token probability of a stored log, read from its logprobs alone (cheap
+    enough for every footer of a long session); None when there are none or they are bad."""
+    if not isinstance(value, dict):
+        return None
+    lp, scale = value.get("lp"), value.get("scale")
+    if not isinstance(lp, list) or not lp or isinstance(scale, bool) or not isinstance(scale, int):
+        return None
+    if scale <= 0 or any(isinstance(q, bool) or not isinstance(q, int) for q in lp):
+        return None
+    probs = [math.exp(min(0.0, q / scale)) for q in lp]
+    return sum(probs) / len(probs), min(probs)

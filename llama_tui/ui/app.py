@@ -91,6 +91,7 @@ class LlamaTuiApp(App[int]):
         Binding("f3", "chat('copy_code')", "Copy code block", show=False),
         Binding("f4", "pick_model", "Load model", show=False),
         Binding("f5", "sessions", "Sessions", show=False),
+        Binding("f8", "inspect", "Inspect tokens", show=False),
         Binding("ctrl+t", "chat('edit_last')", "Edit last prompt", show=False, priority=True),
     ]
 
@@ -252,6 +253,12 @@ class LlamaTuiApp(App[int]):
         self.prefs.apply_params(event.params, event.system_prompt)
 
     # -- actions -------------------------------------------------------------------------
+
+    async def action_inspect(self) -> None:
+        """F8: the token inspector on the last reply (`ui.inspect_control`)."""
+        from llama_tui.ui.inspect_control import open_inspector
+
+        await open_inspector(self, "")
 
     async def action_chat(self, name: str) -> None:
         """A key for the conversation: the chat screen's `action_<name>` acts (one that

@@ -77,6 +77,12 @@ async def _read(app: LlamaTuiApp, arg: str) -> None:
     await app.chat.attachments.command(arg)
 
 
+async def _inspect(app: LlamaTuiApp, arg: str) -> None:
+    from llama_tui.ui.inspect_control import open_inspector
+
+    await open_inspector(app, arg)
+
+
 async def _settings(app: LlamaTuiApp, arg: str) -> None:
     app.chat.toggle_settings()
 
@@ -139,6 +145,9 @@ COMMANDS: tuple[SlashCommand, ...] = (
                  "file: write it to a file instead", _copy, "Ctrl+Y"),
     SlashCommand("read", "/read PATH...", "attach text files (several paths or a glob) to "
                  "your next message; no PATH lists them; /read --clear drops them", _read),
+    SlashCommand("inspect", "/inspect [N]", "the token inspector: how sure the model was of "
+                 "each token of reply N (default the last); Enter on an alternative "
+                 "continues from it as a new branch", _inspect, "F8"),
     SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",

@@ -32,6 +32,7 @@ from llama_tui.chat.reply import (
     describe_failure,
     stream_reply,
 )
+from llama_tui.chat.tokens import confidence_text
 from llama_tui.core.backend import Backend, GenerationStats, StopReason
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
 from llama_tui.ui.widgets.turns import AssistantTurn
@@ -177,7 +178,8 @@ class ReplyRunner:
         self.screen.set_class(False, "-generating")
         error = outcome.error
         footer, variant = footer_for(outcome.status, outcome.stats,
-                                     error.cause if error else None, error.fix if error else "")
+                                     error.cause if error else None, error.fix if error else "",
+                                     confidence=confidence_text(outcome.message.tokens))
         await turn.widget.finish(outcome.message.content, footer, variant)
         state = {"complete": "ready", "stopped": "stopped"}.get(outcome.status, "error")
         facts: dict[str, object] = {"state": state, "detail": ""}
