@@ -22,6 +22,7 @@ What the model then gets is `session.attachments.model_text`. No textual, no tor
 from __future__ import annotations
 
 import glob
+import itertools
 import math
 import os
 import shlex
@@ -85,7 +86,12 @@ def expand_paths(words: str | Sequence[str], cwd: Path | None = None) -> list[tu
         expanded = os.path.expanduser(word)
         full = base / expanded
         if glob.has_magic(expanded) and not os.path.lexists(full):
-            matches = sorted(glob.glob(expanded, root_dir=base, recursive=True))
+            # Folders a pattern matches are passed over (`src/*` means its files). At most
+            # one match past the limit is looked for: `~/**` must not walk a whole home
+            # folder before saying it is too many.
+            found_iter = glob.iglob(expanded, root_dir=base, recursive=True)
+            files = (m for m in found_iter if not os.path.isdir(base / m))
+            matches = sorted(itertools.islice(files, MAX_FILES + 1))
             if not matches:
                 raise AttachmentError(
                     f"No file matches {one_line_name(word)}.",
@@ -100,7 +106,7 @@ def expand_paths(words: str | Sequence[str], cwd: Path | None = None) -> list[tu
                 out.append((path, shown))
     if len(out) > MAX_FILES:
         raise AttachmentError(
-            f"That names {len(out)} files; one message takes at most {MAX_FILES}.",
+            f"That names more than {MAX_FILES} files, the most one message takes.",
             "Name fewer files, or a narrower pattern.",
         )
     return out

@@ -42,6 +42,8 @@ def footer_for(
     cause: str | None = None,
     fix: str = "",
     *,
+        if stats.assisted:
+            speed += f" · {assisted_note(stats)}"
     interrupted: bool = False,
     confidence: str = "",
 ) -> tuple[str, FooterVariant]:

@@ -9,12 +9,15 @@ Public API (the TUI's chat and headless mode use only this):
   `ChatState.add_user`.
 - ``stream_reply(backend, run.request, sink)`` runs the generation (in a worker thread in
   the TUI) and tells `sink` (a `ReplySink`): ``started(dropped, prompt_tokens)`` before the
-  first chunk, ``chunk(text)`` for every chunk, then ``finished(stats, error)`` exactly once,
+  first chunk, ``chunk(text)`` for every piece of the answer and ``thought(text, tokens,
+  seconds)`` for every piece of thinking (split by `chat.thinking.ThoughtTracker`, the
+  markers never passed on), then ``finished(stats, error)`` exactly once,
   where ``error`` is a `ReplyError` (sanitised cause, fix, kind) or None. A failure of the
   backend becomes ``error``; an exception raised by the sink itself propagates.
-- Back on the owner's thread: ``run.add(text)`` per chunk (conversation + journal
-  checkpoint), then ``run.finish(stats, error) -> ReplyOutcome``: complete / stopped / error,
-  the stats and the cause written into the message and the journal.
+- Back on the owner's thread: ``run.add(text)`` per chunk and ``run.add_thinking(text)``
+  per piece of thought (conversation + journal checkpoint), then ``run.finish(stats,
+  error) -> ReplyOutcome``: complete / stopped / error, the stats and the cause written
+  into the message and the journal.
   ``run.stop()`` (Esc) sets the cancel event and finalises at once as "stopped" with the
   partial text; a later ``run.finish(stats)`` only adds the engine's stats.
 - ``run_reply(state, backend, prompt, on_chunk=...)`` does all of it on one thread
@@ -33,6 +36,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from llama_tui.chat.thinking import ThoughtTracker, resume_phase
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llama_tui import locations
@@ -47,6 +51,7 @@ from llama_tui.core.backend import (
 from llama_tui.core.errors import describe_error
 from llama_tui.core.params import GenerationParams
 from llama_tui.text import clean, redact
+from llama_tui.core.thinking import Piece, ThinkPhase
 
 if TYPE_CHECKING:
     from llama_tui.chat.state import ChatState
@@ -98,6 +103,9 @@ class ReplyRequest:
     params: GenerationParams
     cancel: threading.Event
     # The generation's per-token logprobs, left here by `stream_reply` (`chat.tokens`).
+    # Where a continued reply picks up (inside its thought, or in its answer); None: a new
+    # reply, which may open a thought.
+    phase: ThinkPhase | None = None
     tokens: TokenSlot = field(default_factory=TokenSlot, compare=False)
 
 
@@ -109,6 +117,10 @@ class ReplySink(Protocol):
     def chunk(self, text: str) -> None: ...
 
     def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None: ...
+    def thought(self, text: str, tokens: int, seconds: float | None) -> None:
+        """A piece of thinking; `tokens` and `seconds`: the thought so far."""
+        ...
+
 
 
 def describe_failure(exc: BaseException) -> ReplyError:
@@ -122,21 +134,24 @@ def describe_failure(exc: BaseException) -> ReplyError:
 class ReplyRun:
     """One reply from start to outcome; every method runs on the owner's thread."""
 
+        self.earlier: GenerationStats | None = None
     def __init__(self, state: ChatState, *, continuing: bool = False,
                  cancel: threading.Event | None = None) -> None:
         self.state = state
         state.sync_settings()
         conv = state.conversation
-        # The snapshot comes first: a continued reply is part of it, a new one is not.
-        self.request = ReplyRequest(conv.history(), state.params, cancel or threading.Event())
         last = conv.messages[-1] if conv.messages else None
         self.continuing = continuing and last is not None and last.role == "assistant"
         # A continued reply's footer counts all of it: the tokens it had before this part.
+        phase = resume_phase(last.thinking, last.content) if self.continuing and last else None
+        # The snapshot comes first: a continued reply is part of it, a new one is not.
+        self.request = ReplyRequest(conv.history(), state.params, cancel or threading.Event(),
+                                    phase)
         self.earlier_tokens = 0
         self.prefix_chars = 0  # the text it had before this part
         self.earlier_token_log: dict[str, Any] | None = None  # a continued reply's tokens
         if self.continuing and last is not None:
-            earlier = GenerationStats.from_dict(last.stats)
+            earlier = self.earlier = GenerationStats.from_dict(last.stats)
             self.earlier_tokens = earlier.generated_tokens if earlier is not None else 0
             last.status = "streaming"
             self.prefix_chars = len(last.content)
@@ -164,14 +179,24 @@ class ReplyRun:
         self.state.reply_progress(self.message)
 
     def finish(self, stats: GenerationStats | None, error: ReplyError | None = None
+    def add_thinking(self, text: str) -> None:
+        """A piece of the reply's thought arrived (ignored once the reply is finished)."""
+        if self.outcome is not None:
+            return
+        self.message.thinking += text
+        self.state.reply_progress(self.message)
+
                ) -> ReplyOutcome:
         """The generation ended: map it to complete / stopped / error and journal it.
 
         After `stop`, only the engine's late stats are kept (the outcome stays "stopped")."""
         if stats is not None and self.earlier_tokens:
             stats = dataclasses.replace(
+            before = self.earlier
                 stats, generated_tokens=self.earlier_tokens + stats.generated_tokens,
-                earlier_tokens=self.earlier_tokens)
+                earlier_tokens=self.earlier_tokens,
+                thinking_tokens=stats.thinking_tokens + (before.thinking_tokens if before else 0),
+                thinking_s=_sum(stats.thinking_s, before.thinking_s if before else None))
         if self.outcome is not None:
             if stats is not None and self.outcome.stats is None:
                 self.outcome = ReplyOutcome(self.outcome.status, self.message, stats,
@@ -222,6 +247,8 @@ def stream_reply(backend: Backend, request: ReplyRequest, sink: ReplySink) -> No
     try:
         generation = backend.stream(request.history, request.params, request.cancel)
         chunks = iter(generation)
+    info = backend.info
+    tracker = ThoughtTracker(info.thinking if info is not None else None, request.phase)
     except Exception as exc:
         error = _failed(exc)
     else:
@@ -237,9 +264,23 @@ def stream_reply(backend: Backend, request: ReplyRequest, sink: ReplySink) -> No
             if not started:
                 started = True
                 sink.started(generation.dropped_messages, generation.prompt_tokens)
-            sink.chunk(chunk)
+            _pass_on(tracker.feed(chunk, generation.tokens), tracker, sink)
+        _pass_on(tracker.flush(generation.tokens), tracker, sink)
+    stats = generation.stats if generation is not None else None
     request.tokens.log = generation.token_log if generation is not None else None
-    sink.finished(generation.stats if generation is not None else None, error)
+    sink.finished(tracker.stats(stats), error)
+
+
+def _pass_on(pieces: list[Piece], tracker: ThoughtTracker, sink: ReplySink) -> None:
+    for piece in pieces:
+        if piece.thinking:
+            sink.thought(piece.text, tracker.tokens, tracker.seconds)
+        else:
+            sink.chunk(piece.text)
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
 
 def _failed(exc: Exception) -> ReplyError:
@@ -268,6 +309,9 @@ class _Direct:
 
     def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None:
         self.result = (stats, error)
+
+    def thought(self, text: str, tokens: int, seconds: float | None) -> None:
+        self.run.add_thinking(text)  # journaled; headless mode prints only the answer
 
 
 def run_reply(

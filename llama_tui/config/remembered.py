@@ -19,9 +19,9 @@ it. A file that is not valid JSON is kept aside as ``remembered.json.bad``, neve
 
 Writes merge per field under an exclusive lock (``remembered.lock``): read the file, change
 only the fields this instance changed, write atomically. Two instances changing different
-fields both keep their change. Only generation settings and the system prompt are remembered;
-config.toml is never written by llama-tui. This module imports no torch, transformers or
-textual.
+fields both keep their change. Only generation settings, the system prompt and how thinking
+is shown (`/think`) are remembered; config.toml is never written by llama-tui. This module
+imports no torch, transformers or textual.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory lock, writes stil
 
 __all__ = [
     "REMEMBERED_KEYS",
+    "VIEW_KEYS",
     "Entry",
     "Remembered",
     "forget_remembered",
@@ -58,7 +59,10 @@ __all__ = [
 
 VERSION = 2
 REMEMBERED_KEYS: tuple[str, ...] = (*PARAM_KINDS, "system_prompt")
-_KINDS = {**PARAM_KINDS, "system_prompt": "str"}
+# Remembered as well, but not a generation setting (no panel field, no `/set forget`): how
+# replies' thinking is shown, chosen with `/think` or its key (`ui.thinking_view`).
+VIEW_KEYS: tuple[str, ...] = ("thinking",)
+_KINDS = {**PARAM_KINDS, "system_prompt": "str", "thinking": "str"}
 
 
 @dataclass(frozen=True)
@@ -166,7 +170,8 @@ def update_remembered(
             else:
                 entries[key] = entry
         payload = {"version": VERSION,
-                   "fields": {k: entries[k].to_json() for k in REMEMBERED_KEYS if k in entries}}
+                   "fields": {k: entries[k].to_json() for k in (*REMEMBERED_KEYS, *VIEW_KEYS)
+                              if k in entries}}
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
         atomic_write(target, text.encode(), overwrite=True)
     return target
@@ -295,7 +300,8 @@ def _legacy_entries(
             flat.update(value)
         elif key not in ("version", "generation"):
             flat[key] = value
-    defaults: dict[str, Any] = {**GenerationParams().to_dict(), "system_prompt": ""}
+    defaults: dict[str, Any] = {**GenerationParams().to_dict(), "system_prompt": "",
+                                "thinking": "fold"}
     out: dict[str, Entry] = {}
     for key, value in flat.items():
         entry = _entry(key, {"value": value}, where, warnings)

@@ -21,6 +21,7 @@ from typing import Any
 
 from llama_tui.core.backend import DEVICE_MAPS, DTYPE_ALIASES
 from llama_tui.core.params import ENV_PREFIX, PARAM_FIELDS, InvalidValue, parse_text
+from llama_tui.core.thinking import THINKING_VIEWS
 from llama_tui.text import clean, redact
 
 # --- keys and kinds ------------------------------------------------------------------------
@@ -47,6 +48,7 @@ SETTING_KINDS: dict[str, str] = {
     "raw": "bool",
     "attach_max_kb": "int",
 }
+    "thinking": "str",
 PARAM_KINDS: dict[str, str] = {f.name: f.kind for f in PARAM_FIELDS}
 ALL_KINDS: dict[str, str] = {**SETTING_KINDS, **PARAM_KINDS}
 
@@ -166,6 +168,12 @@ def check_setting(key: str, value: Any) -> Any:
         raise InvalidValue(f"must be between 1 and {MAX_ATTACH_KB} (KiB)")
     if key == "device_map" and value is not None and value not in DEVICE_MAPS:
         raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
+    if key == "thinking":
+        v = value.strip().lower()
+        if v not in THINKING_VIEWS:
+            raise InvalidValue("must be " + ", ".join(THINKING_VIEWS[:-1]) + " or "
+                               + THINKING_VIEWS[-1])
+        return v
     return value
 
 

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from llama_tui.core.params import GenerationParams
+from llama_tui.core.thinking import ThinkFormat
 from llama_tui.core.tokens import TokenLog
 
 Role = Literal["system", "user", "assistant"]
@@ -30,6 +31,9 @@ class ChatMessage:
 
     role: Role
     content: str
+    # A reply's thinking (without its markers), for the backend to hand to the model's chat
+    # template the way the template expects it (the template decides whether to keep it).
+    reasoning: str = ""
 
 
 class StopReason(str, Enum):
@@ -54,6 +58,10 @@ class GenerationStats:
     stop_reason: StopReason = StopReason.EOS
     dropped_messages: int = 0  # oldest history messages left out to fit the context
     reused_prompt_tokens: int = 0  # prompt tokens served from the KV cache
+    # Of `generated_tokens`, this many were thinking (the rest the answer), over
+    # `thinking_s` seconds; counted by the chat core (`chat.reply.stream_reply`).
+    thinking_tokens: int = 0
+    thinking_s: float | None = None
     error: str | None = None  # sanitised, classified message when stop_reason is ERROR
     # A continued reply: `generated_tokens` counts the whole reply, this many of them came
     # before the last part (the other figures are the last part's).
@@ -100,7 +108,7 @@ class GenerationStats:
         return cls(**kw)
 
 
-_FLOAT_STATS = frozenset({"ttft_s", "decode_tokens_per_s", "total_s"})
+_FLOAT_STATS = frozenset({"ttft_s", "decode_tokens_per_s", "total_s", "thinking_s"})
 
 
 class Generation:
@@ -139,6 +147,9 @@ class LoadStage(str, Enum):
 
 @dataclass(frozen=True)
 class LoadProgress:
+        # Generated tokens behind the chunks yielded so far (set by the backend before each
+        # chunk): how the chat core counts a thought's tokens while it streams.
+        self.tokens = 0
     """A progress report from `Backend.load`, safe to post to a UI from a thread."""
 
     stage: LoadStage
@@ -184,6 +195,7 @@ DTYPE_ALIASES: dict[str, str] = {
     "float": "float32",
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
+    thinking: ThinkFormat | None = None  # how the model marks its thinking; None: it does not
     "float16": "float16",
     "fp16": "float16",
     "half": "float16",

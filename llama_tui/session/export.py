@@ -31,6 +31,8 @@ from typing import Any
 
 from llama_tui import __version__, locations
 from llama_tui.atomic import atomic_write, make_private_dirs
+from llama_tui.core.backend import GenerationStats
+from llama_tui.core.thinking import thought_summary
 from llama_tui.session.attachments import markdown_files
 from llama_tui.session.journal import (
     SUFFIX,
@@ -47,6 +49,7 @@ from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_cont
 
 EXPORT_FORMAT = "llama-tui-conversation"
 EXPORT_VERSION = 1
+_CLOSE_DETAILS = re.compile("</details", re.IGNORECASE)
 JSON_SUFFIXES = (".json",)
 MAX_STEM = 100  # leaves room for "-NN" and the extension under every filesystem's limit
 
@@ -191,6 +194,7 @@ def _turns(
             out += ["", marker]
     return out, changed
 
+        out += _thinking(msg)
 
 def _settings_text(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{_line(k)}={_line(v)}" for k, v in settings.items())
@@ -198,6 +202,18 @@ def _settings_text(settings: Mapping[str, Any]) -> str:
 
 def _marker(msg: Message) -> str:
     if msg.interrupted:
+def _thinking(msg: Message) -> list[str]:
+    """A reply's thought as a folded `<details>` block (its summary line as the title)."""
+    if not msg.thinking.strip():
+        return []
+    stats = GenerationStats.from_dict(msg.stats)
+    title = thought_summary(stats.thinking_tokens if stats else None,
+                            stats.thinking_s if stats else None).capitalize()
+    # The thought's own text must not close the block early.
+    text = _CLOSE_DETAILS.sub("&lt;/details", _md(msg.thinking.strip()))
+    return ["<details>", f"<summary>{title}</summary>", "", text, "", "</details>", ""]
+
+
         return "*[interrupted: llama-tui stopped while this reply was being generated]*"
     if msg.status == "stopped":
         return "*[stopped]*"

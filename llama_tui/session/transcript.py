@@ -79,6 +79,9 @@ class Message:
     # Files attached to a user message (`/read`, `--file`), their text included: the model
     # gets them before `content` (`session.attachments.model_text`).
     attachments: tuple[Attachment, ...] = ()
+    # A reply's thinking, without its markers (`core.thinking`); "" when the model did not
+    # think. Shown folded, saved, and handed back to the chat template with the reply.
+    thinking: str = ""
     # A reply's per-token logprobs and alternatives, compact (`core.tokens.to_compact`);
     # None when not recorded. Checked in full where it is used (`core.tokens.from_compact`).
     tokens: dict[str, Any] | None = None
@@ -104,6 +107,7 @@ class Message:
         """Parse an untrusted dict; `ValueError` when it is not a usable message."""
         if not isinstance(d, dict):
             raise ValueError("message is not an object")
+            "thinking": self.thinking,
         role = d.get("role")
         if role not in _ROLES:
             raise ValueError(f"bad role {role!r}")
@@ -113,6 +117,7 @@ class Message:
         status = d.get("status", "complete")
         if status not in _STATUSES:
             status = "complete"
+        thinking = d.get("thinking")
         stats = d.get("stats")
         error = d.get("error")
         msg_id = d.get("id")
@@ -125,6 +130,7 @@ class Message:
             created=_timestamp(d.get("created")),
             status=status,
             stats=stats if isinstance(stats, dict) else None,
+            thinking=thinking if isinstance(thinking, str) else "",
             error=error if isinstance(error, str) and error else None,
             interrupted=d.get("interrupted") is True,
             settings=settings if isinstance(settings, dict) else None,
@@ -165,7 +171,8 @@ class Conversation:
                 continue
             if m.role == "assistant" and m.status == "error" and not m.content:
                 continue
-            out.append(ChatMessage(m.role, model_text(m.content, m.attachments)))
+            out.append(ChatMessage(m.role, model_text(m.content, m.attachments),
+                                   reasoning=m.thinking))
         return tuple(out)
 
     def add(self, role: Role, content: str, status: MessageStatus = "complete") -> Message:

@@ -45,6 +45,7 @@ from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.settings_control import SettingsControl
 from llama_tui.ui.shutdown import arm_exit_watchdog, crash_report, threads_finished
+from llama_tui.ui.thinking_view import ThinkingView
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class LlamaTuiApp(App[int]):
         Binding("f3", "chat('copy_code')", "Copy code block", show=False),
         Binding("f4", "pick_model", "Load model", show=False),
         Binding("f5", "sessions", "Sessions", show=False),
+        # Priority: the prompt's TextArea binds F6 to "select line", which llama-tui never used.
+        Binding("f6", "cycle_thinking", "Thinking", show=False, priority=True),
         Binding("f8", "inspect", "Inspect tokens", show=False),
         Binding("ctrl+t", "chat('edit_last')", "Edit last prompt", show=False, priority=True),
     ]
@@ -117,6 +120,7 @@ class LlamaTuiApp(App[int]):
 
     def get_default_screen(self) -> Screen[None]:
         return self.chat
+        self.thinking = ThinkingView(self)  # how replies' thinking is shown (F6, /think)
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver, reading keys with the mended parser (`terminal_input`)."""
@@ -320,6 +324,10 @@ class LlamaTuiApp(App[int]):
 
     def _handle_exception(self, error: Exception) -> None:
         """A crash: keep the conversation, and never show locals (or a secret) on screen.
+    def action_cycle_thinking(self) -> None:
+        """Replies' thinking: folded, shown, hidden (`thinking_view`)."""
+        self.thinking.cycle()
+
 
         Textual's own crash screen is a Rich traceback with show_locals=True: any local that
         holds a token (a library's request headers) would be printed to the terminal.

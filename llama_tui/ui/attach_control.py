@@ -57,8 +57,8 @@ class AttachControl:
         """Attach the files `arg` names; refuse the others with a notice each."""
         from llama_tui.chat.attachments import AttachmentError, expand_paths
 
-        try:
-            targets = expand_paths(arg, cwd)
+        try:  # a glob walks folders: off the UI thread
+            targets = await asyncio.to_thread(expand_paths, arg, cwd)
         except AttachmentError as e:
             await self._refused([e])
             return
@@ -68,6 +68,11 @@ class AttachControl:
         added = self._fitting(read, refused)
         self._set([*self.files, *added])
         await self._refused(refused)  # the attached ones show above the input, no toast
+
+    def restore(self, files: Sequence[Attachment]) -> None:
+        """A sent prompt comes back to the input (edit: Ctrl+T, /edit): its files wait for
+        it again, ahead of any attached since."""
+        self._set([*files, *(a for a in self.files if a not in files)])
 
     def take(self) -> tuple[Attachment, ...]:
         """The files for the message being sent; none wait any more."""

@@ -88,6 +88,14 @@ async def _settings(app: LlamaTuiApp, arg: str) -> None:
 
 
 async def _sessions(app: LlamaTuiApp, arg: str) -> None:
+async def _think(app: LlamaTuiApp, arg: str) -> None:
+    await app.thinking.command(arg)
+
+
+def _cycle_thinking(app: LlamaTuiApp) -> None:
+    app.thinking.cycle()
+
+
     app.chat.browse_sessions()
 
 
@@ -162,6 +170,9 @@ def parse_command(text: str) -> tuple[str, str] | None:
     """`/set top_p 0.9` -> ("set", "top_p 0.9"); None when `text` is a prompt."""
     stripped = text.strip()
     if not stripped.startswith("/") or stripped.startswith("//"):
+    SlashCommand("think", "/think show|hide|fold", "show replies' thinking in full, hide it, "
+                 "or fold it to one line (remembered); no word says which", _think, "F6",
+                 palette=_cycle_thinking),
         return None
     name, _, arg = stripped[1:].partition(" ")
     if "\n" in name:

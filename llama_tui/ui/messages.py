@@ -98,10 +98,14 @@ class ReplyStarted(Message):
 
 @dataclass
 class ReplyChunk(Message):
-    """Raw (unsanitised) text from the model; the UI thread cleans it before display."""
+    """Raw (unsanitised) text from the model; the UI thread cleans it before display.
+    `thinking`: a piece of the reply's thought, which has `tokens` over `seconds` so far."""
 
     gen_id: int
     text: str
+    thinking: bool = False
+    tokens: int = 0
+    seconds: float | None = None
 
 
 @dataclass

@@ -80,6 +80,9 @@ class _Poster:
         # generated); the widget batches the rendering instead.
         self.screen.post_message(ReplyChunk(self.gen_id, text))
 
+    def thought(self, text: str, tokens: int, seconds: float | None) -> None:
+        self.screen.post_message(ReplyChunk(self.gen_id, text, True, tokens, seconds))
+
     def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None:
         self.screen.post_message(ReplyFinished(self.gen_id, stats, error))
 
@@ -152,6 +155,11 @@ class ReplyRunner:
             return  # stopped already: the reply was finalised with what was shown
         turn.run.add(message.text)  # raw, exact text for the journal / JSON
         await turn.widget.write(message.text)  # cleaned for display
+        if message.thinking:
+            turn.run.add_thinking(message.text)
+            turn.widget.thinking.write(message.text, message.tokens, message.seconds)
+            return
+        turn.widget.thinking.answer_started()
 
     async def finished(self, message: ReplyFinished) -> None:
         turn = self.turn
@@ -182,6 +190,7 @@ class ReplyRunner:
                                      confidence=confidence_text(outcome.message.tokens))
         await turn.widget.finish(outcome.message.content, footer, variant)
         state = {"complete": "ready", "stopped": "stopped"}.get(outcome.status, "error")
+        turn.widget.thinking.finish(outcome.message.thinking, outcome.stats)
         facts: dict[str, object] = {"state": state, "detail": ""}
         if outcome.stats is not None:
             facts.update(ttft_s=outcome.stats.ttft_s,

@@ -108,6 +108,7 @@ class FakeBackend:
                     reason = StopReason.CANCELLED
                     break
                 n += 1
+                gen.tokens = n  # one token per chunk (what a thought's count reads)
                 yield chunk
             if self.stream_error is not None:
                 gen.stats = GenerationStats(generated_tokens=n, stop_reason=StopReason.ERROR)

@@ -71,6 +71,11 @@ async def test_read_shows_pending_then_chips_and_the_model_gets_the_blocks(files
         conv = load_conversation(app.chat_state.conversation.id)
         assert [a.content for a in conv.messages[0].attachments] == [NOTES, CODE]
 
+        # Editing that prompt again puts its files back above the input.
+        app.chat.attachments.restore(conv.messages[0].attachments)
+        await pilot.pause()
+        assert pending.display and app.status.facts.context_pending == cost
+
 
 @pytest.mark.asyncio
 async def test_refusals_are_notices_and_the_rest_is_attached(files: Path) -> None:

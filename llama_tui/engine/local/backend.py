@@ -18,6 +18,7 @@ cheap: the UI paints before they load (docs/architecture.md).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
@@ -199,6 +200,9 @@ class LocalBackend:
         fast = self._fast
         return fast is not None and fast.optimising
 
+        thinking = self._formatter.thinking
+        # Thinking markers come from the tokenizer and template (`engine.local.thinking`).
+        info = dataclasses.replace(info, thinking=thinking.fmt if thinking else None)
     @property
     def fast_path_active(self) -> bool:
         """Whether replies go through the `FastDecoder` (those it can serve)."""

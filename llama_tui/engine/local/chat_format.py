@@ -20,6 +20,7 @@ O(log n) times, not n.
 from __future__ import annotations
 
 import inspect
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any, Literal
 
 from llama_tui.core.backend import ChatMessage
 from llama_tui.core.errors import ContextOverflowError, GenerationError
+from llama_tui.engine.local.thinking import ThinkingHistory, detect_thinking
 
 Mode = Literal["chat", "plain", "raw"]
 WORD_JOINER = "\u2060"
@@ -57,6 +59,8 @@ class ChatFormatter:
         except (TypeError, ValueError, AttributeError):  # pragma: no cover - exotic tokenizers
             self.native_sanitize = False
         self._control_tokens = self._find_control_tokens()
+        # A thinking model: earlier thoughts go to the template the way it takes them.
+        self.thinking: ThinkingHistory | None = detect_thinking(tokenizer)
 
     @property
     def mode(self) -> Mode:
@@ -78,17 +82,22 @@ class ChatFormatter:
 
     def _encode_chat(self, history: Sequence[ChatMessage]) -> list[int]:
         continuing = history[-1].role == "assistant"
+        if continuing and self.thinking is not None and history[-1].reasoning:
+            # A thought being continued: the generation prompt, then what the model wrote.
+            return (self._encode_chat(history[:-1])
+                    + self._encode_written(self.thinking.written(history[-1])))
         kwargs: dict[str, Any] = {
             "add_generation_prompt": not continuing,
             "continue_final_message": continuing,
             "tokenize": True,
             "return_dict": False,
         }
+        msgs = [self._message(m) for m in history]
         if self.native_sanitize:
-            msgs = [{"role": m.role, "content": m.content} for m in history]
             kwargs["sanitize_control_tokens"] = True
         else:
-            msgs = [{"role": m.role, "content": self._escape(m.content)} for m in history]
+            msgs = [{k: self._escape(v) if k != "role" else v for k, v in msg.items()}
+                    for msg in msgs]
         try:
             out = self.tokenizer.apply_chat_template(msgs, **kwargs)
         except Exception as exc:  # jinja errors: "roles must alternate", raise_exception(...)
@@ -98,6 +107,27 @@ class ChatFormatter:
                 "alternate, or allow no system prompt), or use --raw.",
             ) from exc
         return _as_ids(out)
+
+    def _message(self, m: ChatMessage) -> dict[str, str]:
+        if self.thinking is None:
+            return {"role": m.role, "content": m.content}
+        return self.thinking.message(m)
+
+    def _encode_written(self, text: str) -> list[int]:
+        """Model output as ids: its think markers as their tokens, the rest as plain text
+        (control tokens inside it stay text)."""
+        assert self.thinking is not None
+        fmt = self.thinking.fmt
+        ids: list[int] = []
+        for part in re.split(f"({re.escape(fmt.open)}|{re.escape(fmt.close)})", text):
+            marker = part in (fmt.open, fmt.close)
+            token = self.tokenizer.convert_tokens_to_ids(part) if marker else None
+            if isinstance(token, int) and token != self.tokenizer.unk_token_id:
+                ids.append(token)
+            elif part:
+                out = self.tokenizer(part, add_special_tokens=False, split_special_tokens=True)
+                ids += _as_ids(out["input_ids"])
+        return ids
 
     def _encode_text(self, text: str) -> list[int]:
         # split_special_tokens: control tokens typed by the user stay text here too; BOS (if

@@ -177,6 +177,7 @@ def consume(
                 ids, sentinel = _drain(q, item)
                 if ids:
                     last_id = ids[-1]
+                    gen.tokens += len(ids)
                     if texts is not None:
                         texts.catch_up()
                     text = decoder.push(ids)

@@ -46,6 +46,7 @@ from llama_tui.core.errors import ModelError, RemoteError
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.remote.http import DEFAULT_API_KEY_ENV, ServerConnection
 from llama_tui.engine.remote.reply import ReplyRun
+from llama_tui.engine.remote.stream import REMOTE_THINKING
 from llama_tui.engine.remote.wire import estimate_tokens, listed_context_length, one_line
 
 
@@ -115,6 +116,8 @@ class RemoteBackend(ServerConnection):
             context_length=listed_context_length(entry),
             chat_template=True,  # the server applies the model's template
             backend="remote",
+            # Whether the model thinks shows in the stream; these are the markers it is split on.
+            thinking=REMOTE_THINKING,
         )
         if progress is not None:
             progress(LoadProgress(LoadStage.READY, f"Using {self.info.name} at {self.url}", 1.0))

@@ -131,6 +131,7 @@ class ReplyRun:
             if text:
                 st.count(text)
                 yield text
+                self.gen.tokens = st.chunks
             if self.stops.stopped:
                 # Enforced here too: some servers keep the stop string in the text
                 # (transformers serve) or ignore `stop`; the local backend drops it, and so
@@ -156,6 +157,7 @@ class ReplyRun:
         if held:
             self.st.count(held)
             yield held
+            self.gen.tokens = self.st.chunks
 
     # -- how it ends --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ import httpx2 as httpx
 
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.core.errors import GenerationError, RemoteError
+from llama_tui.core.thinking import ThinkFormat
 from llama_tui.core.tokens import TokenLogprob
 from llama_tui.engine.remote.logprobs import choice_tokens
 from llama_tui.engine.remote.wire import (
@@ -69,6 +70,15 @@ class _Failed:
 
 
 _Item = _Opened | _HttpStatus | _Event | _End | _Failed
+
+# How a server's separate reasoning fields are written into the reply's text: between the
+# common think markers, which the remote backend's `ModelInfo.thinking` names, so the chat
+# core's one splitter separates them again (and a server that streams ``<think>`` inline in
+# `content`, as llama.cpp does without a reasoning parser, is split the same way).
+REMOTE_THINKING = ThinkFormat()
+# The delta fields servers stream reasoning in: `reasoning_content` (llama.cpp, DeepSeek's
+# API, transformers serve, older vLLM), `reasoning` (newer vLLM, which renamed it; OpenRouter).
+REASONING_FIELDS = ("reasoning_content", "reasoning")
 
 # A chat-completion event is a few hundred bytes: a bigger one is a misbehaving server, and
 # failing beats buffering its output without bound.
@@ -204,6 +214,7 @@ class _RunState:
     # Per-token logprobs the server sent (remote.logprobs), and how many alternatives to keep.
     tokens: list[TokenLogprob] = field(default_factory=list)
     logprobs_k: int = 0
+    reasoning: bool = False  # inside the server's reasoning fields (the open marker written)
 
     def count(self, text: str) -> None:
         """Record a piece of reply text we hand to the caller."""
@@ -261,8 +272,29 @@ class _RunState:
             self.finish_reason = fr
             self.server_stop_reason = choice.get("stop_reason")
         delta = choice.get("delta")
-        text = delta.get("content") if isinstance(delta, dict) else None
-        return text if isinstance(text, str) else ""
+        if not isinstance(delta, dict):
+            return ""
+        return self._delta_text(delta)
+
+    def _delta_text(self, delta: dict[str, Any]) -> str:
+        """The delta's reasoning and content as reply text, the reasoning between
+        `REMOTE_THINKING`'s markers."""
+        out = ""
+        for name in REASONING_FIELDS:
+            reasoning = delta.get(name)
+            if isinstance(reasoning, str) and reasoning:
+                if not self.reasoning:
+                    self.reasoning = True
+                    out += REMOTE_THINKING.open
+                out += reasoning
+                break
+        text = delta.get("content")
+        if isinstance(text, str) and text:
+            if self.reasoning:
+                self.reasoning = False
+                out += REMOTE_THINKING.close
+            out += text
+        return out
 
     def final_reason(self, stop: Sequence[str]) -> StopReason:
         """Why the server stopped, from what it said (see `map_finish_reason`)."""

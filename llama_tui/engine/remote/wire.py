@@ -96,6 +96,10 @@ def build_request_body(
     sampling-only fields are left out. top_k / min_p / repetition_penalty are extra fields
     vLLM, TGI and llama.cpp accept; they are sent only when not "off" (0, 0.0, 1.0) so that a
     strict server still accepts a default request; when set, a rejection is reported.
+
+    A reply's thinking (`ChatMessage.reasoning`) is not sent back: servers apply the model's
+    template to `content`, vLLM's documented multi-turn example sends the answer alone, and
+    DeepSeek's API answers 400 to a `reasoning_content` in the input messages.
     """
     body: dict[str, Any] = {
         "model": model,

@@ -353,6 +353,7 @@ def _turn_for(m: Message) -> UserTurn | AssistantTurn:
 def _restore(turn: Widget, m: Message) -> None:
     """What a saved reply shows besides its text, once its turn is mounted."""
     if isinstance(turn, AssistantTurn):
+        turn.thinking.show_saved(m)
         footer, variant = message_footer(m)
         if footer:
             turn.set_footer(footer, variant)

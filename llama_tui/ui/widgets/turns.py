@@ -22,6 +22,7 @@ from textual.widgets import Static
 from llama_tui.session.attachments import Attachment
 from llama_tui.text import StreamCleaner, clean, redact, show_bidi
 from llama_tui.ui.widgets.attachments import with_chips
+from llama_tui.ui.widgets.thinking import ThinkingBlock
 
 if TYPE_CHECKING:
     # Imported when the first reply is shown: markdown_it adds ~60 ms to the first paint.
@@ -74,8 +75,13 @@ class AssistantTurn(Vertical):
     def compose(self) -> ComposeResult:
         from textual.widgets import Markdown
 
+        yield ThinkingBlock()  # the reply's thought, folded above it (`widgets/thinking.py`)
         yield Markdown(_display(self._initial), open_links=False)
         yield Static("", markup=False, classes="turn-footer")
+
+    @property
+    def thinking(self) -> ThinkingBlock:
+        return self.query_one(ThinkingBlock)
 
     @property
     def markdown(self) -> Markdown:
