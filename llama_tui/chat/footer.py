@@ -24,6 +24,9 @@ def _speed(stats: GenerationStats | None) -> str:
         return ""
     n = stats.generated_tokens
     speed = f"{n} token{'s' if n != 1 else ''}"
+    if stats.thinking_tokens:  # a thinking model: how much of it was thought
+        thought = min(stats.thinking_tokens, n)
+        speed += f" ({thought} thinking, {n - thought} answer)"
     if stats.decode_tokens_per_s:
         speed += f" · {stats.decode_tokens_per_s:.1f} tok/s"
         if stats.earlier_tokens:  # continued: the speed is the last part's only
@@ -42,8 +45,6 @@ def footer_for(
     cause: str | None = None,
     fix: str = "",
     *,
-        if stats.assisted:
-            speed += f" · {assisted_note(stats)}"
     interrupted: bool = False,
     confidence: str = "",
 ) -> tuple[str, FooterVariant]:

@@ -36,10 +36,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from llama_tui.chat.thinking import ThoughtTracker, resume_phase
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llama_tui import locations
+from llama_tui.chat.thinking import ThoughtTracker, resume_phase
 from llama_tui.chat.tokens import TokenSlot, reply_tokens
 from llama_tui.core.backend import (
     Backend,
@@ -50,8 +50,8 @@ from llama_tui.core.backend import (
 )
 from llama_tui.core.errors import describe_error
 from llama_tui.core.params import GenerationParams
-from llama_tui.text import clean, redact
 from llama_tui.core.thinking import Piece, ThinkPhase
+from llama_tui.text import clean, redact
 
 if TYPE_CHECKING:
     from llama_tui.chat.state import ChatState
@@ -102,10 +102,10 @@ class ReplyRequest:
     history: tuple[ChatMessage, ...]
     params: GenerationParams
     cancel: threading.Event
-    # The generation's per-token logprobs, left here by `stream_reply` (`chat.tokens`).
     # Where a continued reply picks up (inside its thought, or in its answer); None: a new
     # reply, which may open a thought.
     phase: ThinkPhase | None = None
+    # The generation's per-token logprobs, left here by `stream_reply` (`chat.tokens`).
     tokens: TokenSlot = field(default_factory=TokenSlot, compare=False)
 
 
@@ -116,11 +116,11 @@ class ReplySink(Protocol):
 
     def chunk(self, text: str) -> None: ...
 
-    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None: ...
     def thought(self, text: str, tokens: int, seconds: float | None) -> None:
         """A piece of thinking; `tokens` and `seconds`: the thought so far."""
         ...
 
+    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None: ...
 
 
 def describe_failure(exc: BaseException) -> ReplyError:
@@ -134,7 +134,6 @@ def describe_failure(exc: BaseException) -> ReplyError:
 class ReplyRun:
     """One reply from start to outcome; every method runs on the owner's thread."""
 
-        self.earlier: GenerationStats | None = None
     def __init__(self, state: ChatState, *, continuing: bool = False,
                  cancel: threading.Event | None = None) -> None:
         self.state = state
@@ -142,12 +141,13 @@ class ReplyRun:
         conv = state.conversation
         last = conv.messages[-1] if conv.messages else None
         self.continuing = continuing and last is not None and last.role == "assistant"
-        # A continued reply's footer counts all of it: the tokens it had before this part.
         phase = resume_phase(last.thinking, last.content) if self.continuing and last else None
         # The snapshot comes first: a continued reply is part of it, a new one is not.
         self.request = ReplyRequest(conv.history(), state.params, cancel or threading.Event(),
                                     phase)
+        # A continued reply's footer counts all of it: the tokens it had before this part.
         self.earlier_tokens = 0
+        self.earlier: GenerationStats | None = None
         self.prefix_chars = 0  # the text it had before this part
         self.earlier_token_log: dict[str, Any] | None = None  # a continued reply's tokens
         if self.continuing and last is not None:
@@ -178,7 +178,6 @@ class ReplyRun:
         self.message.content += text
         self.state.reply_progress(self.message)
 
-    def finish(self, stats: GenerationStats | None, error: ReplyError | None = None
     def add_thinking(self, text: str) -> None:
         """A piece of the reply's thought arrived (ignored once the reply is finished)."""
         if self.outcome is not None:
@@ -186,13 +185,14 @@ class ReplyRun:
         self.message.thinking += text
         self.state.reply_progress(self.message)
 
+    def finish(self, stats: GenerationStats | None, error: ReplyError | None = None
                ) -> ReplyOutcome:
         """The generation ended: map it to complete / stopped / error and journal it.
 
         After `stop`, only the engine's late stats are kept (the outcome stays "stopped")."""
         if stats is not None and self.earlier_tokens:
-            stats = dataclasses.replace(
             before = self.earlier
+            stats = dataclasses.replace(
                 stats, generated_tokens=self.earlier_tokens + stats.generated_tokens,
                 earlier_tokens=self.earlier_tokens,
                 thinking_tokens=stats.thinking_tokens + (before.thinking_tokens if before else 0),
@@ -244,11 +244,11 @@ def stream_reply(backend: Backend, request: ReplyRequest, sink: ReplySink) -> No
     sink's own exceptions, and BaseExceptions such as KeyboardInterrupt, propagate."""
     generation: Generation | None = None
     error: ReplyError | None = None
+    info = backend.info
+    tracker = ThoughtTracker(info.thinking if info is not None else None, request.phase)
     try:
         generation = backend.stream(request.history, request.params, request.cancel)
         chunks = iter(generation)
-    info = backend.info
-    tracker = ThoughtTracker(info.thinking if info is not None else None, request.phase)
     except Exception as exc:
         error = _failed(exc)
     else:

@@ -93,9 +93,9 @@ class Settings:
     system_prompt: str = ""
     params: GenerationParams = field(default_factory=GenerationParams)
     raw: bool = False  # no chat template: plain completion
+    thinking: str = "fold"  # how replies' thinking is shown: fold | show | hide (/think)
     attach_max_kb: int = 256  # the largest file /read and --file attach, in KiB
 
-    thinking: str = "fold"  # how replies' thinking is shown: fold | show | hide (/think)
     def load_options(self) -> LoadOptions:
         """The local-model loading options these settings describe."""
         return LoadOptions(

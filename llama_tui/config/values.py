@@ -46,9 +46,9 @@ SETTING_KINDS: dict[str, str] = {
     "load_in_8bit": "bool",
     "system_prompt": "str",
     "raw": "bool",
+    "thinking": "str",
     "attach_max_kb": "int",
 }
-    "thinking": "str",
 PARAM_KINDS: dict[str, str] = {f.name: f.kind for f in PARAM_FIELDS}
 ALL_KINDS: dict[str, str] = {**SETTING_KINDS, **PARAM_KINDS}
 
@@ -166,14 +166,14 @@ def check_setting(key: str, value: Any) -> Any:
         raise InvalidValue("must be >= 1")
     if key == "attach_max_kb" and not 1 <= value <= MAX_ATTACH_KB:
         raise InvalidValue(f"must be between 1 and {MAX_ATTACH_KB} (KiB)")
-    if key == "device_map" and value is not None and value not in DEVICE_MAPS:
-        raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
     if key == "thinking":
         v = value.strip().lower()
         if v not in THINKING_VIEWS:
             raise InvalidValue("must be " + ", ".join(THINKING_VIEWS[:-1]) + " or "
                                + THINKING_VIEWS[-1])
         return v
+    if key == "device_map" and value is not None and value not in DEVICE_MAPS:
+        raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
     return value
 
 

@@ -58,14 +58,14 @@ class GenerationStats:
     stop_reason: StopReason = StopReason.EOS
     dropped_messages: int = 0  # oldest history messages left out to fit the context
     reused_prompt_tokens: int = 0  # prompt tokens served from the KV cache
-    # Of `generated_tokens`, this many were thinking (the rest the answer), over
-    # `thinking_s` seconds; counted by the chat core (`chat.reply.stream_reply`).
-    thinking_tokens: int = 0
-    thinking_s: float | None = None
     error: str | None = None  # sanitised, classified message when stop_reason is ERROR
     # A continued reply: `generated_tokens` counts the whole reply, this many of them came
     # before the last part (the other figures are the last part's).
     earlier_tokens: int = 0
+    # Of `generated_tokens`, this many were thinking (the rest the answer), over
+    # `thinking_s` seconds; counted by the chat core (`chat.reply.stream_reply`).
+    thinking_tokens: int = 0
+    thinking_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -124,6 +124,9 @@ class Generation:
         # Set by the backend before the first chunk so a UI can show "dropped 3 old messages".
         self.dropped_messages = 0
         self.prompt_tokens = 0
+        # Generated tokens behind the chunks yielded so far (set by the backend before each
+        # chunk): how the chat core counts a thought's tokens while it streams.
+        self.tokens = 0
         # Per-token logprobs and alternatives (`core.tokens`), appended while it streams;
         # None when not recorded (the `logprobs` setting is 0, or a backend cannot).
         self.token_log: TokenLog | None = None
@@ -147,9 +150,6 @@ class LoadStage(str, Enum):
 
 @dataclass(frozen=True)
 class LoadProgress:
-        # Generated tokens behind the chunks yielded so far (set by the backend before each
-        # chunk): how the chat core counts a thought's tokens while it streams.
-        self.tokens = 0
     """A progress report from `Backend.load`, safe to post to a UI from a thread."""
 
     stage: LoadStage
@@ -175,6 +175,7 @@ class ModelInfo:
     chat_template: bool = True
     backend: Literal["local", "remote"] = "local"
     placement: dict[str, str] = field(default_factory=dict)  # module -> device for device_map
+    thinking: ThinkFormat | None = None  # how the model marks its thinking; None: it does not
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,6 @@ DTYPE_ALIASES: dict[str, str] = {
     "float": "float32",
     "bfloat16": "bfloat16",
     "bf16": "bfloat16",
-    thinking: ThinkFormat | None = None  # how the model marks its thinking; None: it does not
     "float16": "float16",
     "fp16": "float16",
     "half": "float16",

@@ -48,8 +48,8 @@ from llama_tui.session.transcript import Conversation, Message, new_id
 from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_controls
 
 EXPORT_FORMAT = "llama-tui-conversation"
-EXPORT_VERSION = 1
 _CLOSE_DETAILS = re.compile("</details", re.IGNORECASE)
+EXPORT_VERSION = 1
 JSON_SUFFIXES = (".json",)
 MAX_STEM = 100  # leaves room for "-NN" and the extension under every filesystem's limit
 
@@ -188,20 +188,14 @@ def _turns(
                 else:
                     out += ["*[no system prompt for this reply]*", ""]
         out += markdown_files(msg.attachments, _md)
+        out += _thinking(msg)
         out.append(_md(msg.content))
         marker = _marker(msg)
         if marker:
             out += ["", marker]
     return out, changed
 
-        out += _thinking(msg)
 
-def _settings_text(settings: Mapping[str, Any]) -> str:
-    return ", ".join(f"{_line(k)}={_line(v)}" for k, v in settings.items())
-
-
-def _marker(msg: Message) -> str:
-    if msg.interrupted:
 def _thinking(msg: Message) -> list[str]:
     """A reply's thought as a folded `<details>` block (its summary line as the title)."""
     if not msg.thinking.strip():
@@ -214,6 +208,12 @@ def _thinking(msg: Message) -> list[str]:
     return ["<details>", f"<summary>{title}</summary>", "", text, "", "</details>", ""]
 
 
+def _settings_text(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{_line(k)}={_line(v)}" for k, v in settings.items())
+
+
+def _marker(msg: Message) -> str:
+    if msg.interrupted:
         return "*[interrupted: llama-tui stopped while this reply was being generated]*"
     if msg.status == "stopped":
         return "*[stopped]*"

@@ -79,12 +79,12 @@ class Message:
     # Files attached to a user message (`/read`, `--file`), their text included: the model
     # gets them before `content` (`session.attachments.model_text`).
     attachments: tuple[Attachment, ...] = ()
-    # A reply's thinking, without its markers (`core.thinking`); "" when the model did not
-    # think. Shown folded, saved, and handed back to the chat template with the reply.
-    thinking: str = ""
     # A reply's per-token logprobs and alternatives, compact (`core.tokens.to_compact`);
     # None when not recorded. Checked in full where it is used (`core.tokens.from_compact`).
     tokens: dict[str, Any] | None = None
+    # A reply's thinking, without its markers (`core.thinking`); "" when the model did not
+    # think. Shown folded, saved, and handed back to the chat template with the reply.
+    thinking: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +99,7 @@ class Message:
             "settings": self.settings,
             "system_prompt": self.system_prompt,
             "attachments": [a.to_dict() for a in self.attachments],
+            "thinking": self.thinking,
             "tokens": self.tokens,
         }
 
@@ -107,7 +108,6 @@ class Message:
         """Parse an untrusted dict; `ValueError` when it is not a usable message."""
         if not isinstance(d, dict):
             raise ValueError("message is not an object")
-            "thinking": self.thinking,
         role = d.get("role")
         if role not in _ROLES:
             raise ValueError(f"bad role {role!r}")
@@ -117,11 +117,11 @@ class Message:
         status = d.get("status", "complete")
         if status not in _STATUSES:
             status = "complete"
-        thinking = d.get("thinking")
         stats = d.get("stats")
         error = d.get("error")
         msg_id = d.get("id")
         settings, system_prompt = d.get("settings"), d.get("system_prompt")
+        thinking = d.get("thinking")
         attachments = attachments_from(d.get("attachments"))  # ValueError when damaged
         return cls(
             role=role,
@@ -130,11 +130,11 @@ class Message:
             created=_timestamp(d.get("created")),
             status=status,
             stats=stats if isinstance(stats, dict) else None,
-            thinking=thinking if isinstance(thinking, str) else "",
             error=error if isinstance(error, str) and error else None,
             interrupted=d.get("interrupted") is True,
             settings=settings if isinstance(settings, dict) else None,
             system_prompt=system_prompt if isinstance(system_prompt, str) else None,
+            thinking=thinking if isinstance(thinking, str) else "",
             attachments=attachments,
             tokens=compact_or_none(d.get("tokens")),
         )

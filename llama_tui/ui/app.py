@@ -116,11 +116,11 @@ class LlamaTuiApp(App[int]):
         self.model = ModelHost(self, loaded.settings)
         self.prefs = SettingsControl(self)
         self.chat = ChatScreen(resumed=resumed)
+        self.thinking = ThinkingView(self)  # how replies' thinking is shown (F6, /think)
         self.clipboard_writes: list[str] = []  # raw sequences written (tests inspect them)
 
     def get_default_screen(self) -> Screen[None]:
         return self.chat
-        self.thinking = ThinkingView(self)  # how replies' thinking is shown (F6, /think)
 
     def get_driver_class(self) -> type[Driver]:
         """Textual's driver, reading keys with the mended parser (`terminal_input`)."""
@@ -320,14 +320,14 @@ class LlamaTuiApp(App[int]):
         """Browse saved sessions."""
         self.chat.browse_sessions()
 
-    # -- the end -------------------------------------------------------------------------
-
-    def _handle_exception(self, error: Exception) -> None:
-        """A crash: keep the conversation, and never show locals (or a secret) on screen.
     def action_cycle_thinking(self) -> None:
         """Replies' thinking: folded, shown, hidden (`thinking_view`)."""
         self.thinking.cycle()
 
+    # -- the end -------------------------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        """A crash: keep the conversation, and never show locals (or a secret) on screen.
 
         Textual's own crash screen is a Rich traceback with show_locals=True: any local that
         holds a token (a library's request headers) would be printed to the terminal.

@@ -83,11 +83,6 @@ async def _inspect(app: LlamaTuiApp, arg: str) -> None:
     await open_inspector(app, arg)
 
 
-async def _settings(app: LlamaTuiApp, arg: str) -> None:
-    app.chat.toggle_settings()
-
-
-async def _sessions(app: LlamaTuiApp, arg: str) -> None:
 async def _think(app: LlamaTuiApp, arg: str) -> None:
     await app.thinking.command(arg)
 
@@ -96,6 +91,11 @@ def _cycle_thinking(app: LlamaTuiApp) -> None:
     app.thinking.cycle()
 
 
+async def _settings(app: LlamaTuiApp, arg: str) -> None:
+    app.chat.toggle_settings()
+
+
+async def _sessions(app: LlamaTuiApp, arg: str) -> None:
     app.chat.browse_sessions()
 
 
@@ -156,6 +156,9 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("inspect", "/inspect [N]", "the token inspector: how sure the model was of "
                  "each token of reply N (default the last); Enter on an alternative "
                  "continues from it as a new branch", _inspect, "F8"),
+    SlashCommand("think", "/think show|hide|fold", "show replies' thinking in full, hide it, "
+                 "or fold it to one line (remembered); no word says which", _think, "F6",
+                 palette=_cycle_thinking),
     SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",
@@ -170,9 +173,6 @@ def parse_command(text: str) -> tuple[str, str] | None:
     """`/set top_p 0.9` -> ("set", "top_p 0.9"); None when `text` is a prompt."""
     stripped = text.strip()
     if not stripped.startswith("/") or stripped.startswith("//"):
-    SlashCommand("think", "/think show|hide|fold", "show replies' thinking in full, hide it, "
-                 "or fold it to one line (remembered); no word says which", _think, "F6",
-                 palette=_cycle_thinking),
         return None
     name, _, arg = stripped[1:].partition(" ")
     if "\n" in name:

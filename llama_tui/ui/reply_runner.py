@@ -153,13 +153,13 @@ class ReplyRunner:
         turn = self.turn
         if turn is None or message.gen_id != turn.gen_id:
             return  # stopped already: the reply was finalised with what was shown
-        turn.run.add(message.text)  # raw, exact text for the journal / JSON
-        await turn.widget.write(message.text)  # cleaned for display
         if message.thinking:
             turn.run.add_thinking(message.text)
             turn.widget.thinking.write(message.text, message.tokens, message.seconds)
             return
         turn.widget.thinking.answer_started()
+        turn.run.add(message.text)  # raw, exact text for the journal / JSON
+        await turn.widget.write(message.text)  # cleaned for display
 
     async def finished(self, message: ReplyFinished) -> None:
         turn = self.turn
@@ -188,9 +188,9 @@ class ReplyRunner:
         footer, variant = footer_for(outcome.status, outcome.stats,
                                      error.cause if error else None, error.fix if error else "",
                                      confidence=confidence_text(outcome.message.tokens))
+        turn.widget.thinking.finish(outcome.message.thinking, outcome.stats)
         await turn.widget.finish(outcome.message.content, footer, variant)
         state = {"complete": "ready", "stopped": "stopped"}.get(outcome.status, "error")
-        turn.widget.thinking.finish(outcome.message.thinking, outcome.stats)
         facts: dict[str, object] = {"state": state, "detail": ""}
         if outcome.stats is not None:
             facts.update(ttft_s=outcome.stats.ttft_s,

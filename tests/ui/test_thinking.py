@@ -20,7 +20,7 @@ from llama_tui.config.settings import LoadedSettings, Settings, load_settings
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.core.params import GenerationParams
 from llama_tui.core.thinking import ThinkFormat
-from llama_tui.session.journal import load_journal, journal_path
+from llama_tui.session.journal import journal_path, load_journal
 from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.transcript import Conversation
 from llama_tui.ui.app import LlamaTuiApp, create_app

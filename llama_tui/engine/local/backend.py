@@ -184,6 +184,9 @@ class LocalBackend:
                 context_length=int(getattr(model.config, "max_position_embeddings", None) or 2048),
                 chat_template=self._formatter.has_template,
             )
+        thinking = self._formatter.thinking
+        # Thinking markers come from the tokenizer and template (`engine.local.thinking`).
+        info = dataclasses.replace(info, thinking=thinking.fmt if thinking else None)
         self.info = info
         self._fast = FastPath.create(
             model,
@@ -200,9 +203,6 @@ class LocalBackend:
         fast = self._fast
         return fast is not None and fast.optimising
 
-        thinking = self._formatter.thinking
-        # Thinking markers come from the tokenizer and template (`engine.local.thinking`).
-        info = dataclasses.replace(info, thinking=thinking.fmt if thinking else None)
     @property
     def fast_path_active(self) -> bool:
         """Whether replies go through the `FastDecoder` (those it can serve)."""

@@ -130,8 +130,8 @@ class ReplyRun:
             text = self.stops.push(st.apply_event(item.data, self.conn.url, self.conn.server_text))
             if text:
                 st.count(text)
-                yield text
                 self.gen.tokens = st.chunks
+                yield text
             if self.stops.stopped:
                 # Enforced here too: some servers keep the stop string in the text
                 # (transformers serve) or ignore `stop`; the local backend drops it, and so
@@ -156,8 +156,8 @@ class ReplyRun:
         held = self.stops.flush()
         if held:
             self.st.count(held)
-            yield held
             self.gen.tokens = self.st.chunks
+            yield held
 
     # -- how it ends --------------------------------------------------------------------
 
