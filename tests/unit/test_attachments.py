@@ -288,3 +288,33 @@ def read_attachment_error(path: Path) -> AttachmentError:
     with pytest.raises(AttachmentError) as info:
         read_attachment(path, str(path), 64 * KB)
     return info.value
+
+
+def test_tokens_on_a_server_exact_with_tokenize_else_estimated() -> None:
+    """A remote backend counts through the server's /tokenize when it has one; without it
+    the count is an estimate and says so (~)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from llama_tui.engine.remote.backend import RemoteBackend
+    from tests.engine.remote_server import Received, ScriptedServer, send_json
+
+    def handler(srv: ScriptedServer, h: BaseHTTPRequestHandler, req: Received) -> None:
+        if req.path == "/v1/models":
+            send_json(h, 200, {"data": [{"id": "m", "max_model_len": 8192}]})
+        elif req.path == "/tokenize" and tokenize:
+            content = req.json()["messages"][0]["content"]
+            send_json(h, 200, {"count": 5 + len(content.split()), "tokens": []})
+        else:
+            send_json(h, 404, {"detail": "Not Found"})
+
+    a = Attachment("n.txt", "one two three", 13)
+    for tokenize in (True, False):
+        with ScriptedServer(handler) as srv:
+            backend = RemoteBackend(srv.url)
+            backend.load()
+            [counted] = count_tokens(backend, [a])
+            backend.close()
+        if tokenize:  # the block "File n.txt:\n```\none two three\n```" is 7 words
+            assert (counted.tokens, counted.estimated) == (7, False)
+        else:
+            assert counted.estimated and counted.tokens and counted.tokens > 0
