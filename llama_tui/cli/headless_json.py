@@ -7,6 +7,9 @@ For scripts and benchmarks. On success (exit 0)::
                "decode_tokens_per_s": R, "total_s": S, "stop_reason": "eos"},
      "session": {"id": "...", "journal": "PATH", "saved_to": "PATH"}}
 
+A thinking model's reply adds ``"thinking"`` (its thought; ``reply`` is the answer alone) and
+``"thinking_tokens"`` in ``stats``.
+
 On failure (non-zero exit, the same codes as plain headless mode) the object has
 ``"error": {"kind", "cause", "fix"}``, plus whatever was known before it happened (a partial
 ``reply`` is kept). ``kind`` is the error's class (``ModelNotCachedError``,
@@ -107,6 +110,7 @@ def _stats(stats: dict[str, Any] | None) -> dict[str, Any] | None:
         "decode_tokens_per_s": stats.get("decode_tokens_per_s"),
         "total_s": stats.get("total_s"),
         "stop_reason": stats.get("stop_reason"),
+        **({"thinking_tokens": stats["thinking_tokens"]} if stats.get("thinking_tokens") else {}),
     }
 
 
@@ -142,6 +146,8 @@ def build_result(code: int, report: JsonReport, stdout: str, stderr: str,
     conv = report.conversation
     if conv is not None and conv.messages and conv.messages[-1].role == "assistant":
         result["reply"] = stdout.removesuffix("\n")
+        if conv.messages[-1].thinking:  # a thinking model's thought (stdout has the answer)
+            result["thinking"] = _safe(conv.messages[-1].thinking)
         model = conv.model if isinstance(conv.model, dict) else {}
         for key, name in (("model", "name"), ("model_spec", "spec"), ("device", "device"),
                           ("dtype", "dtype")):

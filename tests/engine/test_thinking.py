@@ -227,3 +227,21 @@ def test_remote_cancel_during_the_thought_keeps_it(tmp_path: Path) -> None:
 
         outcome = run_reply(state, backend, "Go", cancel=cancel, on_chunk=stop_after_thought)
     assert outcome.message.thinking == "one two"
+
+
+def test_headless_prints_the_answer_and_json_adds_the_thought(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from llama_tui.cli import main as cli
+
+    script = reasoning_script(["Paris is", " the capital."], ["Paris"])
+    with ScriptedServer(script) as srv:
+        assert cli.main(["--prompt", "Capital?", "--server", srv.url]) == 0
+        out, _ = capsys.readouterr()
+        assert out == "Paris\n"  # stdout is the answer alone, as without a thought
+        assert cli.main(["--prompt", "Capital?", "--server", srv.url, "--json"]) == 0
+        obj = json.loads(capsys.readouterr().out)
+    assert obj["reply"] == "Paris" and obj["thinking"] == "Paris is the capital."
+    assert obj["stats"]["thinking_tokens"] == 2 and obj["stats"]["new_tokens"] == 3
