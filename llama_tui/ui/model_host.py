@@ -20,8 +20,15 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from llama_tui.chat.state import asking_for, model_label, requested_model, server_models
-from llama_tui.core.backend import Backend, LoadProgress, LoadStage, ReportsOptimising
+from llama_tui.core.backend import (
+    Backend,
+    ChatMessage,
+    LoadProgress,
+    LoadStage,
+    ReportsOptimising,
+)
 from llama_tui.text import clean, redact
+from llama_tui.ui.context_meter import used_tokens
 from llama_tui.ui.messages import (
     ContextCounted,
     LoadProgressed,
@@ -220,7 +227,8 @@ class ModelHost:
         self._read_memory(self.backend)
         if not self.app.chat.generating:
             history = self.app.chat_state.conversation.history()
-            self.app.run_worker(partial(self._count, self.backend, history), thread=True,
+            count = partial(self._count, self.backend, history, self.context_length)
+            self.app.run_worker(count, thread=True,
                                 exclusive=True, exit_on_error=False, group="count")
 
     def _read_memory(self, backend: Backend) -> None:
@@ -233,7 +241,8 @@ class ModelHost:
         except Exception:
             log.debug("memory reading failed", exc_info=True)
 
-    def _count(self, backend: Backend, history: tuple[object, ...]) -> None:
+    def _count(self, backend: Backend, history: tuple[ChatMessage, ...],
+               context_max: int | None) -> None:
         if not history:
             self.app.post_message(ContextCounted(0))  # some templates refuse an empty chat
             return
@@ -242,7 +251,8 @@ class ModelHost:
         if not self.lock.acquire(timeout=5):
             return
         try:
-            used = backend.count_tokens(history)  # type: ignore[arg-type]
+            # Bounded: a long history's oldest part is estimated (`context_meter`).
+            used = used_tokens(backend, history, context_max)
         except Exception:
             log.debug("token count failed", exc_info=True)
             return

@@ -44,6 +44,9 @@ WELCOME = (
 )
 
 SCREENS_MOUNTED = 2  # a batch fills about this many screens (estimated before layout)
+# ... but the first one only one screen: the first frame waits for it. The next batch
+# comes right after that frame (the view is near the top of what is mounted).
+FIRST_SCREENS = 1
 MIN_BATCH = 4  # messages: even long ones come a few at a time
 TURN_CHROME = 3  # lines a turn adds to its text: border top and bottom, margin
 
@@ -103,7 +106,7 @@ class Transcript(VerticalScroll):
             self._older, self._newer = Gap(markup=False), Gap(markup=False)
             await self.mount_all([self._older, self._newer])
             self._lo = self._hi = n
-            await self._mount_range(self._fill(n, backwards=True), n)
+            await self._mount_range(self._fill(n, backwards=True, screens=FIRST_SCREENS), n)
             self._show_gaps()
             self._follow()
         self.call_after_refresh(self._maybe_extend)
@@ -302,11 +305,11 @@ class Transcript(VerticalScroll):
                 if self._hi < n:
                     await self._remount(self._fill(n, backwards=True), n)
 
-    def _fill(self, edge: int, *, backwards: bool) -> int:
-        """The other end of a batch from `edge` that fills about SCREENS_MOUNTED screens."""
+    def _fill(self, edge: int, *, backwards: bool, screens: int = SCREENS_MOUNTED) -> int:
+        """The other end of a batch from `edge` that fills about `screens` screens."""
         size = self.size if self.size.area else self.app.size
         width = max(size.width - 8, 20)  # padding, borders and the scrollbar
-        want = SCREENS_MOUNTED * max(size.height, 10)
+        want = screens * max(size.height, 10)
         lines, i, count = 0, edge, 0
         n = len(self._messages)
         while (i > 0 if backwards else i < n) and (lines < want or count < MIN_BATCH):
