@@ -30,8 +30,12 @@ def resume_phase(thinking: str, content: str) -> ThinkPhase:
 class ThoughtTracker:
     """Splits one generation's chunks into thinking and answer and measures the thought."""
 
-    def __init__(self, fmt: ThinkFormat | None, phase: ThinkPhase | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fmt: ThinkFormat | None,
+        phase: ThinkPhase | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         start: ThinkPhase = phase or ("thinking" if fmt and fmt.opens_in_prompt else "start")
         self._splitter = ThinkSplitter(fmt, start) if fmt is not None else None
         self._clock = clock
@@ -71,8 +75,9 @@ class ThoughtTracker:
             self._counted = tokens
             return
         thinking_now = self._splitter.phase == "thinking"
-        if (thinking_before or thinking_now or any(p.thinking for p in pieces)) \
-                and self._began is None:
+        if (
+            thinking_before or thinking_now or any(p.thinking for p in pieces)
+        ) and self._began is None:
             self._began = self._clock()
         if thinking_now:
             self.tokens = tokens
@@ -89,6 +94,9 @@ class ThoughtTracker:
         if stats is None or self._began is None:
             return stats
         return dataclasses.replace(
-            stats, thinking_s=self.seconds,
-            thinking_tokens=(min(self.tokens, stats.generated_tokens)
-                             if stats.generated_tokens else self.tokens))
+            stats,
+            thinking_s=self.seconds,
+            thinking_tokens=(
+                min(self.tokens, stats.generated_tokens) if stats.generated_tokens else self.tokens
+            ),
+        )

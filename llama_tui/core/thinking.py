@@ -90,7 +90,7 @@ class ThinkSplitter:
                 stripped = buf.lstrip()
                 if stripped.startswith(self.fmt.open):
                     self.phase, self.opened = "thinking", True
-                    buf = stripped[len(self.fmt.open):]
+                    buf = stripped[len(self.fmt.open) :]
                     continue
                 if not stripped or self.fmt.open.startswith(stripped):
                     self._held = buf  # whitespace, or maybe the open marker: wait
@@ -103,12 +103,12 @@ class ThinkSplitter:
                 if at:
                     out.append(Piece(buf[:at], True))
                 self.phase = "answer"
-                buf = buf[at + len(self.fmt.close):]
+                buf = buf[at + len(self.fmt.close) :]
                 continue
             keep = _partial_suffix(buf, self.fmt.close)
             if len(buf) > keep:
                 out.append(Piece(buf[: len(buf) - keep], True))
-            self._held = buf[len(buf) - keep:]
+            self._held = buf[len(buf) - keep :]
             break
         return out
 

@@ -48,8 +48,9 @@ class ThinkingView:
             self.app.say(f"Thinking is {_WHAT[self.view]}. {_USAGE} or {THINK_KEY} changes it.")
             return
         if word not in THINKING_VIEWS:
-            await self.app.chat.note(f"/think: unknown view {word!r}; use {_USAGE}.",
-                                     variant="warning")
+            await self.app.chat.note(
+                f"/think: unknown view {word!r}; use {_USAGE}.", variant="warning"
+            )
             return
         self.choose(word)
 

@@ -31,8 +31,17 @@ def thinker_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @contextlib.contextmanager
 def launch(home: Path, model: Path) -> Iterator[TerminalRig]:
-    args = ("--model", str(model), "--device", "cpu", "--dtype", "float32", "--greedy",
-            "--max-new-tokens", "8")
+    args = (
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--greedy",
+        "--max-new-tokens",
+        "8",
+    )
     rig = TerminalRig(app_command(home, *args), width=80, height=24)
     try:
         rig.start()

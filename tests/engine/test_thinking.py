@@ -42,8 +42,7 @@ GREEDY = GenerationParams(do_sample=False, top_k=0, max_new_tokens=6)
 
 @pytest.fixture(scope="module")
 def qwen_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_thinking_model(tiny_model_dir, tmp_path_factory.mktemp("qwen3ish"),
-                                QWEN3_TEMPLATE)
+    return build_thinking_model(tiny_model_dir, tmp_path_factory.mktemp("qwen3ish"), QWEN3_TEMPLATE)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +65,9 @@ def _state(tmp_path: Path) -> ChatState:
 # -- detection ------------------------------------------------------------------------------
 
 
-def test_detected_from_template_and_tokenizer(qwen_dir: Path, r1_dir: Path,
-                                              tiny_model_dir: Path) -> None:
+def test_detected_from_template_and_tokenizer(
+    qwen_dir: Path, r1_dir: Path, tiny_model_dir: Path
+) -> None:
     qwen = detect_thinking(_tokenizer(qwen_dir))
     assert qwen is not None and qwen.key == "reasoning_content"
     assert qwen.fmt == ThinkFormat("<think>", "</think>", opens_in_prompt=False)
@@ -103,17 +103,21 @@ def test_qwen3_template_leaves_earlier_thoughts_out(qwen_dir: Path) -> None:
 
 def test_qwen3_template_keeps_the_thought_of_the_current_turn(qwen_dir: Path) -> None:
     # After the last user message (tool calls, say), Qwen3's template keeps it.
-    history = (ChatMessage("user", "Q"),
-               ChatMessage("assistant", "partial answer", reasoning="\nmy thought\n"),
-               ChatMessage("assistant", "more"))
+    history = (
+        ChatMessage("user", "Q"),
+        ChatMessage("assistant", "partial answer", reasoning="\nmy thought\n"),
+        ChatMessage("assistant", "more"),
+    )
     prompt = _rendered(qwen_dir, history)
     assert "<think>\nmy thought\n</think>\n\npartial answer" in prompt
 
 
 def test_r1_template_cuts_earlier_thoughts_itself(r1_dir: Path) -> None:
-    history = (ChatMessage("user", "Q1"),
-               ChatMessage("assistant", "\n\nA1", reasoning="\nsecret plan\n"),
-               ChatMessage("user", "Q2"))
+    history = (
+        ChatMessage("user", "Q1"),
+        ChatMessage("assistant", "\n\nA1", reasoning="\nsecret plan\n"),
+        ChatMessage("user", "Q2"),
+    )
     prompt = _rendered(r1_dir, history)
     assert "A1" in prompt and "secret plan" not in prompt
     assert prompt.endswith("<|im_start|>assistant\n<think>\n")
@@ -124,9 +128,11 @@ def test_a_template_that_keeps_thoughts_gets_them_inline(qwen_dir: Path, tmp_pat
     from tests.tiny_model import CHAT_TEMPLATE
 
     keeper = build_thinking_model(qwen_dir, tmp_path / "keeper", CHAT_TEMPLATE)
-    history = (ChatMessage("user", "Q1"),
-               ChatMessage("assistant", "A1", reasoning="kept thought"),
-               ChatMessage("user", "Q2"))
+    history = (
+        ChatMessage("user", "Q1"),
+        ChatMessage("assistant", "A1", reasoning="kept thought"),
+        ChatMessage("user", "Q2"),
+    )
     assert "<think>kept thought</think>A1" in _rendered(keeper, history)
 
 
@@ -157,8 +163,7 @@ def test_the_split_on_the_real_token_stream(qwen_dir: Path) -> None:
 
 
 def test_local_reply_opened_by_the_template_is_a_thought(r1_dir: Path, tmp_path: Path) -> None:
-    backend = LocalBackend(str(r1_dir), LoadOptions(device="cpu", dtype="float32",
-                                                    compile=False))
+    backend = LocalBackend(str(r1_dir), LoadOptions(device="cpu", dtype="float32", compile=False))
     backend.load()
     try:
         assert backend.info is not None and backend.info.thinking is not None

@@ -77,8 +77,9 @@ def build_thinking_model(src: Path, dst: Path, template: str) -> Path:
     return dst
 
 
-def reasoning_script(reasoning: list[str], content: list[str], *,
-                     field: str = "reasoning_content") -> Any:
+def reasoning_script(
+    reasoning: list[str], content: list[str], *, field: str = "reasoning_content"
+) -> Any:
     """A `ScriptedServer` handler: the model list, and every chat request answered with
     `reasoning` deltas in `field`, then `content` deltas, then a finish and [DONE]."""
 
@@ -109,6 +110,8 @@ def _role() -> dict[str, Any]:
 
 
 def _delta(delta: dict[str, Any]) -> bytes:
-    obj = {"object": "chat.completion.chunk",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    obj = {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+    }
     return b"data: " + json.dumps(obj).encode() + b"\n\n"

@@ -125,12 +125,17 @@ def _thought_session() -> Conversation:
     rec.user_message(conv.add("user", "What is 6 times 7?"))
     reply = conv.add("assistant", "\n\n6 times 7 is **42**.", status="streaming")
     rec.assistant_started(reply)
-    reply.thinking = ("\nSix sevens: 7 + 7 = 14, three of those is 42.\n"
-                      "Check: 42 / 6 = 7. Good.\n")
+    reply.thinking = "\nSix sevens: 7 + 7 = 14, three of those is 42.\nCheck: 42 / 6 = 7. Good.\n"
     reply.status = "complete"
     reply.stats = GenerationStats(
-        prompt_tokens=20, generated_tokens=57, ttft_s=0.12, decode_tokens_per_s=31.0,
-        total_s=1.9, stop_reason=StopReason.EOS, thinking_tokens=45, thinking_s=1.5,
+        prompt_tokens=20,
+        generated_tokens=57,
+        ttft_s=0.12,
+        decode_tokens_per_s=31.0,
+        total_s=1.9,
+        stop_reason=StopReason.EOS,
+        thinking_tokens=45,
+        thinking_s=1.5,
     ).to_dict()
     rec.assistant_finished(reply)
     rec.close()

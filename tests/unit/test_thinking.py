@@ -27,7 +27,7 @@ def _split(chunks: list[str], fmt: ThinkFormat = FMT, phase: str = "start") -> t
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 100])
 def test_markers_split_at_any_chunk_boundary(size: int) -> None:
     text = "<think>\nLet me see: 2+2.\n</think>\n\nIt is 4."
-    chunks = [text[i:i + size] for i in range(0, len(text), size)]
+    chunks = [text[i : i + size] for i in range(0, len(text), size)]
     assert _split(chunks) == ("\nLet me see: 2+2.\n", "\n\nIt is 4.")
 
 
@@ -120,8 +120,7 @@ def _thought_conversation() -> Conversation:
     conv.add("user", "2+2?")
     reply = conv.add("assistant", "\n\nIt is 4.")
     reply.thinking = "\nTwo and two. </details><b>x</b>\n"
-    reply.stats = GenerationStats(generated_tokens=12, thinking_tokens=9,
-                                  thinking_s=0.8).to_dict()
+    reply.stats = GenerationStats(generated_tokens=12, thinking_tokens=9, thinking_s=0.8).to_dict()
     return conv
 
 
@@ -139,7 +138,7 @@ def test_json_export_keeps_and_markdown_folds_the_thought() -> None:
     conv = _thought_conversation()
     assert from_json(to_json(conv)).messages[-1].thinking == conv.messages[-1].thinking
     md = to_markdown(conv)
-    block = md[md.index("<details>"):md.index("It is 4.")]
+    block = md[md.index("<details>") : md.index("It is 4.")]
     assert "<summary>Thought for 9 tokens, 0.8 s</summary>" in block
     assert "Two and two." in block
     # The thought's own text cannot close the block early.

@@ -54,14 +54,15 @@ class ThinkingHistory:
             return {"role": m.role, "content": m.content, self.key: m.reasoning}
         return {"role": m.role, "content": self.fmt.inline(m.reasoning, m.content)}
 
-
     def written(self, m: ChatMessage) -> str:
         """What the model wrote of reply `m` after the generation prompt: the open marker
         (unless the prompt holds it), the thought, and the close marker with the answer
         once there is one."""
         opened = "" if self.fmt.opens_in_prompt else self.fmt.open
-        return opened + self.fmt.inline(m.reasoning, m.content,
-                                        closed=bool(m.content))[len(self.fmt.open):]
+        return (
+            opened
+            + self.fmt.inline(m.reasoning, m.content, closed=bool(m.content))[len(self.fmt.open) :]
+        )
 
 
 def detect_thinking(tokenizer: Any) -> ThinkingHistory | None:
@@ -74,9 +75,13 @@ def detect_thinking(tokenizer: Any) -> ThinkingHistory | None:
         in_vocab = open_marker in added and close_marker in added
         if not in_vocab and close_marker not in template_text:
             continue
-        fmt = ThinkFormat(open_marker, close_marker,
-                          opens_in_prompt=_opens_in_prompt(tokenizer, fmt_open=open_marker,
-                                                           fmt_close=close_marker))
+        fmt = ThinkFormat(
+            open_marker,
+            close_marker,
+            opens_in_prompt=_opens_in_prompt(
+                tokenizer, fmt_open=open_marker, fmt_close=close_marker
+            ),
+        )
         key = REASONING_KEY if REASONING_KEY in template_text else None
         return ThinkingHistory(fmt, key)
     return None
@@ -93,14 +98,15 @@ def _opens_in_prompt(tokenizer: Any, *, fmt_open: str, fmt_close: str) -> bool:
         return False
     probe = [{"role": "user", "content": "Hi"}]
     try:
-        without = str(tokenizer.apply_chat_template(probe, tokenize=False,
-                                                    add_generation_prompt=False))
-        with_prompt = str(tokenizer.apply_chat_template(probe, tokenize=False,
-                                                        add_generation_prompt=True))
+        without = str(
+            tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
+        )
+        with_prompt = str(
+            tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        )
     except Exception:  # a template that refuses the probe: the model opens its own
-        log.info("could not render the chat template to look for an open thought",
-                 exc_info=True)
+        log.info("could not render the chat template to look for an open thought", exc_info=True)
         return False
-    tail = with_prompt[len(without):] if with_prompt.startswith(without) else with_prompt
+    tail = with_prompt[len(without) :] if with_prompt.startswith(without) else with_prompt
     at = tail.rfind(fmt_open)
     return at >= 0 and fmt_close not in tail[at:]
