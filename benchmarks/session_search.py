@@ -16,13 +16,19 @@ screenful of results (20 sessions) for:
 
 for a rare word (in 3 sessions, so a scan reads them all) and a common one (in every
 session); then the latency of each keystroke of typing a word into the search (each prefix
-searched on the warm index, as the F5 field does after its debounce). Medians of `--runs`.
+searched on the warm index, as the F5 field does after its debounce); and, in the real F5
+browser (`SessionsScreen` in a headless Textual app over the same 1,000 journals), typing a
+word key by key: the longest the UI thread was ever late (a 5 ms ticker on it: a stutter
+would show here), how long each key took to show in the field, and the time from opening
+the browser to the first rows and from the last key to its results. Medians of `--runs`.
 Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import os
 import random
 import statistics
@@ -42,73 +48,48 @@ from llama_tui.session.transcript import Conversation, Message
 FIRST_PAGE = 20
 RARE = "quetzalcoatl"
 COMMON = "question"
-WORDS = [
-    "model",
-    "token",
-    "layer",
-    "cache",
-    "prompt",
-    "reply",
-    "answer",
-    "python",
-    "function",
-    "value",
-    "error",
-    "list",
-    "number",
-    "train",
-    "data",
-    "batch",
-    "tensor",
-    "memory",
-    "device",
-    "speed",
-    "loss",
-    "weight",
-    "vector",
-    "matrix",
-    "query",
-    "search",
-    "file",
-    "line",
-    "code",
-    "test",
-    "result",
-    "output",
-    "input",
-    "system",
-    "user",
-    "message",
-    "context",
-    "window",
-]
+VOCABULARY = 20_000  # distinct words; drawn with Zipf's law, like natural text
 
 
-def paragraph(rng: random.Random, chars: int) -> str:
+def vocabulary(rng: random.Random) -> tuple[list[str], list[float]]:
+    """Made-up words of 2 to 11 letters, and Zipf weights (the rank-th word ~ 1/rank)."""
+    words = sorted(
+        {
+            "".join(rng.choices("etaoinshrdlucmfwypvbgkqjxz"[:20], k=rng.randint(2, 11)))
+            for _ in range(VOCABULARY * 2)
+        }
+    )[:VOCABULARY]
+    rng.shuffle(words)
+    return words, [1 / rank for rank in range(1, len(words) + 1)]
+
+
+def paragraph(rng: random.Random, vocab: tuple[list[str], list[float]], chars: int) -> str:
     out: list[str] = []
     n = 0
     while n < chars:
-        w = rng.choice(WORDS)
-        out.append(w)
-        n += len(w) + 1
+        batch = rng.choices(vocab[0], cum_weights=vocab[1], k=16)
+        out.extend(batch)
+        n += sum(len(w) + 1 for w in batch)
     return " ".join(out)
 
 
 def write_journals(directory: Path, sessions: int, turns: int) -> None:
     rng = random.Random(15)
+    words, weights = vocabulary(rng)
+    vocab = (words, list(itertools.accumulate(weights)))
     rare = set(rng.sample(range(sessions), 3))
     start = time.time() - sessions * 3600
     for i in range(sessions):
-        conv = Conversation(title=f"Session {i} {rng.choice(WORDS)}", created=start + i * 3600)
+        conv = Conversation(title=f"Session {i} {rng.choice(words)}", created=start + i * 3600)
         conv.model = {"name": rng.choice(["SmolLM2-135M-Instruct", "Llama-3.1-8B-Instruct"])}
         sid = conv.id = f"bench-{i:04d}"
         lines = [records.encode_record(sid, records.snapshot_rec(conv))]
         for t in range(turns):
-            text = f"{COMMON} {t}: " + paragraph(rng, rng.randint(300, 900))
+            text = f"{COMMON} {t}: " + paragraph(rng, vocab, rng.randint(300, 900))
             if i in rare and t == turns // 2:
                 text += f" and then {RARE.capitalize()} appeared"
             user = conv.add("user", text)
-            reply = conv.add("assistant", paragraph(rng, rng.randint(300, 900)))
+            reply = conv.add("assistant", paragraph(rng, vocab, rng.randint(300, 900)))
             lines.append(records.encode_record(sid, records.message_rec(user)))
             lines.append(records.encode_record(sid, records.reply_started_rec(reply)))
             lines.append(
@@ -165,17 +146,18 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp) / "sessions"
-        directory.mkdir()
+        os.environ["LLAMA_TUI_HOME"] = tmp  # the F5 browser reads the default folders
+        directory = Path(tmp) / "data" / "sessions"
+        directory.mkdir(parents=True)
         gen_s, _ = timed(lambda: write_journals(directory, args.sessions, args.turns))
         size = sum(p.stat().st_size for p in directory.iterdir())
-        index_path = Path(tmp) / "search-index.sqlite3"
+        index_path = directory.parent / "search-index.sqlite3"  # where the app keeps it
         print(
             f"{args.sessions} journals x {args.turns} turns: {size / 1e6:.0f} MB "
             f"(written in {gen_s:.1f} s); median of {args.runs} runs\n"
         )
 
-        rows: dict[str, dict[str, tuple[float, int]]] = {}
+        rows: dict[str, dict[str, tuple[float, int]]] = {}  # query -> label -> (ms, hits)
         for query in (RARE, COMMON):
             cold, warm, changed, scan = [], [], [], []
             found: dict[str, int] = {}
@@ -214,7 +196,7 @@ def main() -> None:
         index = SearchIndex(directory, index_path)
         index.refresh()
         per_key: dict[str, list[float]] = {}
-        for word in (RARE, "tensor memory"):
+        for word in (RARE, f"{COMMON} 7"):
             lat = per_key.setdefault(word, [])
             for _ in range(args.runs):
                 for n in range(1, len(word) + 1):
@@ -229,6 +211,51 @@ def main() -> None:
                 f"  typing {word!r:16} median {median(lat):6.1f} ms  p95 {p95:6.1f} ms  "
                 f"max {lat[-1] * 1000:6.1f} ms"
             )
+
+        ui = asyncio.run(ui_typing(RARE))
+        print(f"\nin the F5 browser (Textual, headless), typing {RARE!r} 30 ms apart:")
+        print(f"  open to first rows (warm index):   {ui['open'] * 1000:6.1f} ms")
+        print(f"  key to the field, max:             {ui['key_max'] * 1000:6.1f} ms")
+        print(f"  UI thread late (5 ms ticker), max: {ui['lag_max'] * 1000:6.1f} ms")
+        print(
+            f"  last key to its results:           {ui['results'] * 1000:6.1f} ms "
+            "(80 ms of it the debounce)"
+        )
+
+
+async def ui_typing(word: str) -> dict[str, float]:
+    """The real browser in a headless app: how late the UI thread gets while typing."""
+    from textual import events
+    from textual.app import App
+    from textual.widgets import Input
+
+    from llama_tui.ui.screens.sessions import SessionsScreen
+
+    app: App[None] = App()
+    async with app.run_test(size=(100, 30)):
+        ticks: list[float] = []
+        t0 = time.perf_counter()
+        screen = SessionsScreen()
+        app.push_screen(screen)
+        while screen.shown_query is None:
+            await asyncio.sleep(0.001)
+        opened = time.perf_counter() - t0
+        app.set_interval(0.005, lambda: ticks.append(time.perf_counter()))
+        field = screen.query_one("#search", Input)
+        keys: list[float] = []
+        last_key = 0.0
+        for n, ch in enumerate(word, 1):
+            last_key = time.perf_counter()
+            app.post_message(events.Key(ch, ch))  # as the terminal driver posts it
+            while field.value != word[:n]:
+                await asyncio.sleep(0.0005)
+            keys.append(time.perf_counter() - last_key)
+            await asyncio.sleep(0.03)
+        while screen.shown_query != word:
+            await asyncio.sleep(0.001)
+        results = time.perf_counter() - last_key
+        gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    return {"open": opened, "key_max": max(keys), "lag_max": max(gaps) - 0.005, "results": results}
 
 
 if __name__ == "__main__":

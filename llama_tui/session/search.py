@@ -109,6 +109,13 @@ def best_match(texts: Iterable[tuple[str | None, str]], terms: Sequence[str]) ->
     return Match(best[2], matching_line(best[3], terms))
 
 
+def word_set(texts: Iterable[str]) -> str:
+    """Every distinct word of `texts`, case-folded, one per line. A term never holds
+    whitespace, so it occurs in the texts exactly when it occurs in one of these words:
+    the same answer as the whole text, from a fraction of it to scan."""
+    return "\n".join(dict.fromkeys(w for t in texts for w in t.casefold().split()))
+
+
 def session_matches(texts: Iterable[str], terms: Sequence[str]) -> bool:
     """Every term occurs in at least one of `texts`."""
     missing = set(terms)

@@ -9,17 +9,20 @@ the conversations' text) and is only a cache of the journals:
   from scratch, one from another format version (``PRAGMA user_version``) or one SQLite
   cannot read (damaged, not a database) is deleted and built again. Nothing is read from
   the index without a refresh first.
-- Each session is one row holding its case-folded text (messages, title, model, dates),
-  loaded into memory once per refresh; a search is a substring test per session (about
-  25 MB for 1,000 sessions of 20 turns: milliseconds, see benchmarks/session_search.py),
-  then `search.best_match` picks the matching message from the stored texts. Opening a hit
+- Each session is one row holding its distinct words, case-folded (`search.word_set`, from
+  its messages, title, model and dates);
+  a search is SQLite's `instr` over those rows, newest first, stopping once it has enough
+  (about 25 MB for 1,000 sessions of 20 turns: tens of milliseconds at worst, see
+  benchmarks/session_search.py), then `search.best_match` picks the matching message from
+  the session's stored texts. Opening a hit
   checks it again against the journal (`search.locate`): the index is never trusted over
   the journals.
 - When the file cannot be opened or written (read-only disk, locked by another instance for
   longer than `BUSY_TIMEOUT_S`), the index lives in memory for this run instead.
 
 One `SearchIndex` is used by one thread at a time. A search looks at its `cancelled`
-callback between sessions and raises `SearchInterrupted` once a newer search replaces it.
+callback as SQLite works (a progress handler) and raises `SearchInterrupted` once a newer
+search replaces it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from llama_tui import locations
@@ -44,13 +46,14 @@ from llama_tui.session.search import (
     model_name,
     session_matches,
     terms_of,
+    word_set,
 )
 from llama_tui.session.transcript import is_safe_id
 
 INDEX_NAME = "search-index.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 5.0
-CHECK_EVERY = 64  # sessions searched between two looks at `cancelled`
+PROGRESS_STEPS = 20_000  # SQLite steps between two looks at `cancelled`
 
 _SCHEMA = """
 CREATE TABLE sessions(
@@ -60,23 +63,10 @@ CREATE TABLE sessions(
 CREATE TABLE texts(
     id TEXT NOT NULL, seq INTEGER NOT NULL, message TEXT, body TEXT NOT NULL);
 CREATE INDEX texts_by_session ON texts(id, seq);
+CREATE INDEX sessions_by_time ON sessions(mtime_ns DESC, id DESC);
 """
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One session as a search scans it (kept in memory while a browser is open)."""
-
-    id: str
-    modified: float
-    created: float | None
-    title: str
-    model: str
-    first_prompt: str
-    error: str | None
-    folded: str  # every text of the session, case-folded, one per line
 
 
 class SearchInterrupted(Exception):
@@ -97,7 +87,6 @@ class SearchIndex:
         self.in_memory = False
         self.rebuilt_because: str | None = None  # why the file was thrown away, if it was
         self._db: sqlite3.Connection | None = None
-        self._rows: list[_Row] | None = None  # loaded after each refresh
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -181,7 +170,6 @@ class SearchIndex:
             return self._refresh(progress)
 
     def _refresh(self, progress: Progress | None) -> int:
-        self._rows = None
         db = self.db
         known = {sid: (m, s) for sid, m, s in db.execute("SELECT id, mtime_ns, size FROM sessions")}
         on_disk = journals_newest_first(self.directory)
@@ -217,7 +205,7 @@ class SearchIndex:
             self.db.execute("INSERT INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?)", row)
             return
         texts = conversation_texts(conv, sid, st.st_mtime)
-        folded = "\n".join(body.casefold() for _, body in texts)
+        folded = word_set(body for _, body in texts)
         row = (
             sid,
             st.st_mtime_ns,
@@ -248,41 +236,50 @@ class SearchIndex:
         most `limit`. Call `refresh` first. Raises `SearchInterrupted` when `cancelled()`
         turns true meanwhile."""
         terms = terms_of(query)
+        # SQLite tests each session's folded text (newest first, stopping at `limit`), so
+        # the text never has to be copied into Python.
+        where = " AND ".join("instr(folded, ?) > 0" for _ in terms) or "1"
+        rows = self.db.execute(
+            "SELECT id, modified, created, title, model, first_prompt, error FROM sessions "
+            f"WHERE {where} ORDER BY mtime_ns DESC, id DESC",
+            terms,
+        )
+        if cancelled is not None:
+            self.db.set_progress_handler(lambda: int(cancelled()), PROGRESS_STEPS)
         hits: list[Hit] = []
-        for n, row in enumerate(self._loaded()):
-            if limit is not None and len(hits) >= limit:
-                break
-            if cancelled is not None and n % CHECK_EVERY == 0 and cancelled():
-                raise SearchInterrupted
-            if terms and not all(t in row.folded for t in terms):
-                continue
-            match = self._match(row.id, terms) if terms else None
-            if terms and match is None:
-                continue
-            hits.append(
-                Hit(
-                    id=row.id,
-                    modified=row.modified,
-                    created=row.created,
-                    title=row.title,
-                    model=row.model,
-                    first_prompt=row.first_prompt,
-                    message_id=match.message_id if match else None,
-                    line=match.line if match else "",
-                    error=row.error,
+        try:
+            for sid, modified, created, title, model, first, error in rows:
+                if limit is not None and len(hits) >= limit:
+                    break
+                if not is_safe_id(sid):
+                    continue  # a forged or damaged row never becomes a file name
+                match = self._match(sid, terms) if terms else None
+                if terms and match is None:
+                    continue
+                hits.append(
+                    Hit(
+                        id=sid,
+                        modified=modified,
+                        created=created,
+                        title=title,
+                        model=model,
+                        first_prompt=first,
+                        message_id=match.message_id if match else None,
+                        line=match.line if match else "",
+                        error=error,
+                    )
                 )
-            )
+        except sqlite3.OperationalError:
+            if cancelled is not None and cancelled():
+                raise SearchInterrupted from None
+            raise
+        finally:
+            rows.close()
+            if cancelled is not None:
+                self.db.set_progress_handler(None, 0)
+        if cancelled is not None and cancelled():
+            raise SearchInterrupted
         return hits
-
-    def _loaded(self) -> list[_Row]:
-        if self._rows is None:
-            rows = self.db.execute(
-                "SELECT id, modified, created, title, model, first_prompt, error, folded "
-                "FROM sessions ORDER BY mtime_ns DESC, id DESC"
-            )
-            # A forged or damaged row never becomes a file name.
-            self._rows = [_Row(*r) for r in rows if is_safe_id(r[0])]
-        return self._rows
 
     def _match(self, sid: str, terms: tuple[str, ...]) -> Match | None:
         texts = self.db.execute(

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from llama_tui import locations
 from llama_tui.session.journal import load_journal
@@ -19,7 +21,9 @@ from llama_tui.session.search import (
     locate,
     matching_line,
     scan_sessions,
+    session_matches,
     terms_of,
+    word_set,
 )
 from llama_tui.session.search_index import (
     SCHEMA_VERSION,
@@ -67,6 +71,15 @@ def test_terms_are_case_folded_and_words_inside_longer_ones_dropped() -> None:
     assert terms_of("  Owl  owls OWL  ") == ("owls",)
     assert terms_of("Straße night") == ("strasse", "night")
     assert terms_of("") == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(), max_size=4), st.text(max_size=12))
+def test_the_indexed_word_set_answers_as_the_texts_would(texts: list[str], query: str) -> None:
+    terms = terms_of(query)
+    assume(terms)
+    folded = word_set(texts)
+    assert all(t in folded for t in terms) == session_matches(texts, terms)
 
 
 def test_best_match_prefers_the_message_with_every_term() -> None:

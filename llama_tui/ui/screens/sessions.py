@@ -6,8 +6,8 @@ than 70 columns the model is left out, for the title); all of it is untrusted,
 cleaned, plain text. The search field on top (focused when the browser opens) filters as
 you type by title, model, date and the text of every message (`session.search`: the rules;
 `session.search_index`: the index in the data directory); a hit shows its matching line
-under the row, and Enter opens the session scrolled to that message (`reveal_match`, after
-checking the hit against the journal just read). Searches run in a thread worker, a short
+under the row, and Enter opens the session scrolled to that message (`session_hits`: the
+rows, and `reveal_match`, which checks the hit against the journal just read). Searches run in a thread worker, a short
 debounce after the last key; a newer one cancels the one running, whose results are never
 shown. Up / Down / PgUp / PgDn move through the list from the search field; Tab moves into
 the list, where `r` renames and `d` deletes.
@@ -22,12 +22,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -44,29 +41,23 @@ from llama_tui.session.search import Hit, terms_of
 from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
 from llama_tui.ui.screens.confirm import ConfirmScreen
+from llama_tui.ui.screens.session_hits import (
+    MODEL_COLUMN_MIN_WIDTH,
+    Opened,
+    hit_rows,
+    reveal_match,
+)
 from llama_tui.ui.widgets.ordered_input import OrderedInput
 from llama_tui.ui.widgets.status_bar import crop_cells
 
 if TYPE_CHECKING:
     from llama_tui.session.search_index import SearchIndex
-    from llama_tui.ui.chat_screen import ChatScreen
 
-MODEL_COLUMN = 18  # cells for the model name in a row; longer names end in "…"
-# Below this many terminal columns the model column is left out: the title needs the room.
-MODEL_COLUMN_MIN_WIDTH = 70
+__all__ = ["Opened", "RenameScreen", "SessionsScreen", "reveal_match"]
+
 DEBOUNCE_S = 0.08  # a search starts this long after the last key (fast typing: one search)
-HIT_LIMIT = 200  # rows shown for a query (an empty one lists every session)
+HIT_LIMIT = 50  # rows shown for a query (more is for refining it; an empty one lists all)
 HINT = "Enter: open · Tab: list (r rename, d delete) · Esc"
-
-
-@dataclass(frozen=True)
-class Opened:
-    """What the browser was closed with: a session to open, and the search that found it
-    (`query`, and the message the index matched, to scroll to)."""
-
-    session_id: str
-    query: str = ""
-    message_id: str | None = None
 
 
 class RenameScreen(ModalScreen[str | None]):
@@ -130,7 +121,8 @@ class SessionsScreen(ModalScreen[Opened | None]):
         self.rename_current = rename_current
         self.titles: dict[str, str] = {}  # id -> title, for readable sessions
         self.hits: dict[str, Hit] = {}  # id -> what the search shown found
-        self.query_text = ""  # the search the list shows, or is being searched
+        self.query_text = ""  # the search typed (being searched, or shown)
+        self.shown_query: str | None = None  # the search whose results the list shows
         self._keep: str | None = None  # the row to highlight again after a reload
         self._shown_with_model = True  # whether the rows were laid out with the model column
         self._index = index  # made in the first worker (opening it touches the disk)
@@ -221,7 +213,8 @@ class SessionsScreen(ModalScreen[Opened | None]):
                 self.app.call_from_thread(self._status, f"Search failed: {clean(str(e))}")
                 return
         if not worker.is_cancelled:
-            rows = self._rows(hits)
+            with_model = self._shown_with_model = self._with_model()
+            rows = hit_rows(hits, query, self.current_id, with_model, self.app.size.width)
             self.app.call_from_thread(self._show, query, rows, hits)  # once per search
 
     def _progress(self, done: int, total: int) -> None:
@@ -232,33 +225,6 @@ class SessionsScreen(ModalScreen[Opened | None]):
         with contextlib.suppress(NoMatches):
             self.query_one("#sessions-status", Static).update(text)
 
-    def _rows(self, hits: list[Hit]) -> list[tuple[str, Text]]:
-        with_model = self._shown_with_model = self._with_model()
-        model_width = min(
-            MODEL_COLUMN,
-            max((cell_len(clean(h.model or "?")) for h in hits if not h.error), default=1),
-        )
-        terms = terms_of(self.query_text)
-        line_width = max(20, min(self.app.size.width, 100) - 16)
-        rows = []
-        for h in hits:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(h.modified))
-            # A fixed-width mark column keeps the open session's row aligned with the others.
-            mark = "* " if h.id == self.current_id else "  "
-            if h.error:
-                text = f"{mark}{when}  (unreadable: {clean(h.error)})"
-            else:
-                model = set_cell_size(crop_cells(clean(h.model or "?"), model_width), model_width)
-                title = clean(h.title or h.first_prompt or "(empty)")
-                text = f"{mark}{when}  {model}  {title}" if with_model else f"{mark}{when}  {title}"
-            row = Text(text[:200])
-            if h.line:
-                line = Text("\n    " + crop_cells(clean(h.line), line_width), style="dim")
-                line.highlight_words(terms, style="bold not dim", case_sensitive=False)
-                row.append_text(line)
-            rows.append((h.id, row))
-        return rows
-
     def _show(self, query: str, rows: list[tuple[str, Text]], hits: list[Hit]) -> None:
         if query != self.query_text:
             return  # typed on meanwhile: a newer search is coming
@@ -267,6 +233,7 @@ class SessionsScreen(ModalScreen[Opened | None]):
         except NoMatches:  # closed meanwhile
             return
         self.hits = {h.id: h for h in hits}
+        self.shown_query = query
         self.titles = {h.id: h.title or h.first_prompt for h in hits if not h.error}
         options.clear_options()
         if not rows:
@@ -381,23 +348,3 @@ class SessionsScreen(ModalScreen[Opened | None]):
         else:
             question = f"Delete the unreadable session {sid}? This cannot be undone."
         self.app.push_screen(ConfirmScreen(question, yes="Delete", no="Keep"), answer)
-
-
-async def reveal_match(chat: ChatScreen, opened: Opened) -> None:
-    """Once `opened` is the conversation shown: scroll to the message matching its search,
-    as the conversation just read from its journal has it (`search.locate`), not as the
-    index said."""
-    from llama_tui.session.search import locate
-
-    conv = chat.conversation
-    if not opened.query or conv.id != opened.session_id:
-        return  # nothing was searched, or the session did not open (that was said)
-    match = locate(conv, opened.query, opened.message_id)
-    if match is None:
-        chat.host.say(f"This session no longer contains “{clean(opened.query)}”.", timeout=8)
-        return
-    if match.message_id is None:
-        return  # its title, model or date matched: the session as it opens
-    # A long session's older turns are mounted lazily: `reveal` mounts the match's turn.
-    if await chat.transcript.reveal(match.message_id) is None:
-        chat.host.say("The match is in another branch of this conversation.", timeout=8)
