@@ -25,7 +25,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +74,10 @@ VERSIONED = ("transformers", "torch", "textual")
 
 def library_versions() -> dict[str, str]:
     """llama-tui's version and those of `VERSIONED` that are installed."""
+    # Imported here: importlib.metadata takes ~12 ms to import, and this module is imported
+    # before the TUI's first paint (chat.replay), which needs no versions.
+    from importlib import metadata
+
     versions = {"llama-tui": __version__}
     for dist in VERSIONED:
         with contextlib.suppress(metadata.PackageNotFoundError):
