@@ -12,11 +12,22 @@ from llama_tui.chat.tokens import confidence_text
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.session.transcript import Message, MessageStatus
 
-__all__ = ["CONTINUE_HINT", "FooterVariant", "footer_for", "message_footer"]
+__all__ = ["CONTINUE_HINT", "FooterVariant", "assisted_note", "footer_for", "message_footer"]
 
 CONTINUE_HINT = "Ctrl+G or /continue to go on"
 
 FooterVariant = Literal["ok", "stopped", "length", "error"]
+
+
+def assisted_note(stats: GenerationStats | None) -> str:
+    """"prompt lookup 2.4 tok/step": how a reply was assisted (engine/local/assisted.py) and
+    the tokens its main model accepted per step (1.0: no guess was right); "" when not."""
+    if stats is None or not stats.assisted:
+        return ""
+    if not stats.assisted_steps:
+        return stats.assisted
+    part = stats.generated_tokens - stats.earlier_tokens  # the steps are the last part's
+    return f"{stats.assisted} {part / stats.assisted_steps:.1f} tok/step"
 
 
 def _speed(stats: GenerationStats | None) -> str:
@@ -31,6 +42,8 @@ def _speed(stats: GenerationStats | None) -> str:
         speed += f" · {stats.decode_tokens_per_s:.1f} tok/s"
         if stats.earlier_tokens:  # continued: the speed is the last part's only
             speed += f" for the last {n - stats.earlier_tokens}"
+        if stats.assisted:
+            speed += f" · {assisted_note(stats)}"
     if stats.ttft_s is not None and stats.prompt_tokens:
         # Prefill apart from decode: with KV reuse only the new part of the prompt runs.
         fresh = max(0, stats.prompt_tokens - stats.reused_prompt_tokens)

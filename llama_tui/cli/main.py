@@ -117,6 +117,18 @@ def _add_model_flags(m: argparse._ArgumentGroup) -> None:
         help="re-encode the whole history every turn",
     )
     m.add_argument("--device-map", metavar="MAP", help="e.g. auto: spread over all GPUs")
+    m.add_argument(
+        "--draft-model",
+        metavar="SPEC",
+        help="assisted decoding: a small model with the same tokenizer guesses tokens that "
+        "the main model checks (same output, faster when it guesses well)",
+    )
+    m.add_argument(
+        "--prompt-lookup",
+        metavar="MODE",
+        help="assisted decoding by guessing from the prompt: auto (greedy replies on the "
+        "generate path), on or off (default: auto)",
+    )
     m.add_argument("--load-in-4bit", action="store_true", help="4-bit weights (bitsandbytes)")
     m.add_argument("--load-in-8bit", action="store_true", help="8-bit weights (bitsandbytes)")
 

@@ -88,6 +88,8 @@ class Settings:
     compile: bool = True
     kv_reuse: bool = True
     device_map: str | None = None
+    draft_model: str | None = None  # assisted decoding: a small model, same tokenizer
+    prompt_lookup: str = "auto"  # auto | on | off (engine/local/assisted.py)
     load_in_4bit: bool = False
     load_in_8bit: bool = False
     system_prompt: str = ""
@@ -109,6 +111,8 @@ class Settings:
             load_in_8bit=self.load_in_8bit,
             compile=self.compile,
             kv_reuse=self.kv_reuse,
+            draft_model=self.draft_model,
+            prompt_lookup=self.prompt_lookup,
         )
 
 

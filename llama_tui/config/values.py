@@ -42,6 +42,8 @@ SETTING_KINDS: dict[str, str] = {
     "compile": "bool",
     "kv_reuse": "bool",
     "device_map": "optstr",
+    "draft_model": "optstr",
+    "prompt_lookup": "str",
     "load_in_4bit": "bool",
     "load_in_8bit": "bool",
     "system_prompt": "str",
@@ -174,6 +176,11 @@ def check_setting(key: str, value: Any) -> Any:
         return v
     if key == "device_map" and value is not None and value not in DEVICE_MAPS:
         raise InvalidValue("must be one of " + ", ".join(DEVICE_MAPS))
+    if key == "prompt_lookup":
+        v = value.strip().lower()
+        if v not in ("auto", "on", "off"):
+            raise InvalidValue("must be auto, on or off")
+        return v
     return value
 
 

@@ -66,6 +66,11 @@ class GenerationStats:
     # `thinking_s` seconds; counted by the chat core (`chat.reply.stream_reply`).
     thinking_tokens: int = 0
     thinking_s: float | None = None
+    # Assisted decoding (engine/local/assisted.py): "prompt lookup" or "draft model", and the
+    # main model's decode steps; generated_tokens / assisted_steps is the tokens it accepted
+    # per step (1.0: every guess was rejected).
+    assisted: str = ""
+    assisted_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -91,7 +96,7 @@ class GenerationStats:
                     kw[f.name] = StopReason(value)
                 except ValueError:
                     return None
-            elif f.name == "error":
+            elif f.name in ("error", "assisted"):
                 if not isinstance(value, str):
                     return None
                 kw[f.name] = value
@@ -218,6 +223,11 @@ class LoadOptions:
     load_in_8bit: bool = False
     compile: bool = True  # background-compiled fast decode path where supported
     kv_reuse: bool = True  # reuse the KV cache of the common prefix across turns
+    # Assisted decoding on the generate path (engine/local/assisted.py): a draft model with
+    # the same tokenizer, loaded beside the main one, and prompt lookup (auto | on | off).
+    # Load options rather than generation settings: they change the speed, never the text.
+    draft_model: str | None = None
+    prompt_lookup: str = "auto"
 
 
 class BackendSettings(Protocol):

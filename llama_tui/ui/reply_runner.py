@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
-from llama_tui.chat.footer import footer_for
+from llama_tui.chat.footer import assisted_note, footer_for
 from llama_tui.chat.reply import (
     ReplyError,
     ReplyOutcome,
@@ -119,7 +119,8 @@ class ReplyRunner:
         self.gen_counter += 1
         self.turn = Turn(self.gen_counter, run, widget, time.monotonic())
         screen.set_class(True, "-generating")
-        host.status.update_facts(state="generating", detail="", ttft_s=None, tokens_per_s=None)
+        host.status.update_facts(state="generating", detail="", ttft_s=None, tokens_per_s=None,
+                                 assisted="")
         work = partial(self._generate, self.gen_counter, backend, host.model.lock, run.request)
         screen.run_worker(work, thread=True, exclusive=True, exit_on_error=False,
                           group="generate")
@@ -194,7 +195,8 @@ class ReplyRunner:
         facts: dict[str, object] = {"state": state, "detail": ""}
         if outcome.stats is not None:
             facts.update(ttft_s=outcome.stats.ttft_s,
-                         tokens_per_s=outcome.stats.decode_tokens_per_s)
+                         tokens_per_s=outcome.stats.decode_tokens_per_s,
+                         assisted=assisted_note(outcome.stats))
         host = self.screen.host
         host.status.update_facts(**facts)
         host.model.refresh_meters()

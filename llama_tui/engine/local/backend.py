@@ -41,6 +41,7 @@ from llama_tui.core.errors import GenerationError, OutOfMemoryError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS, GenerationParams
 from llama_tui.engine.fast.glue import FastPath, FastPathMode
 from llama_tui.engine.host_memory import release_host_memory
+from llama_tui.engine.local import assisted
 from llama_tui.engine.local.chat_format import ChatFormatter
 from llama_tui.engine.local.failures import classify_error, free_device_memory
 from llama_tui.engine.local.generate_job import (
@@ -94,6 +95,7 @@ class LocalBackend:
         self._raw = raw
         self._fast_mode: FastPathMode = fast_path
         self._fast: FastPath | None = None
+        self._draft: Any = None  # the draft model of assisted decoding (--draft-model)
         self._model: Any = None
         self._tokenizer: Any = None
         self._formatter: ChatFormatter | None = None
@@ -124,6 +126,19 @@ class LocalBackend:
             loaded.generation_defaults,
             device=loaded.device,
         )
+        if self.options.draft_model:
+            try:
+                self._draft = assisted.load_draft(
+                    self.options.draft_model,
+                    self.options,
+                    loaded.model,
+                    loaded.tokenizer,
+                    info.name,
+                    progress,
+                )
+            except BaseException:
+                self.close()  # a refused draft fails the load: the user asked for it
+                raise
         if progress is not None:
             progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
         self._warmup()
@@ -251,7 +266,7 @@ class LocalBackend:
         if self._fast is not None:
             self._fast.close()
             self._fast = None
-        self._model = self._tokenizer = self._formatter = None
+        self._model = self._tokenizer = self._formatter = self._draft = None
         self._cache, self._cache_ids = None, []
         self.info = None
         if had_model:
@@ -316,19 +331,32 @@ class LocalBackend:
         cancel: threading.Event,
         t0: float,
     ) -> GenerationJob:
-        """The reply's job: the fast decoder's where it can serve it, else generate's kwargs
-        with the KV cache cropped for reuse."""
+        """The reply's job: the fast decoder's where it can serve it and the reply is not
+        assisted (`assisted.choose` has the routing rule), else generate's kwargs with the
+        KV cache cropped for reuse."""
+        why = self._fast.refuse(ids, params) if self._fast is not None else "not in use"
+        assist = assisted.choose(
+            self.options.prompt_lookup,
+            params,
+            draft=self._draft,
+            fast_serves=why is None,
+            unsupported=assisted.unsupported_reason(model),
+        )
         if self._fast is not None:
-            why = self._fast.refuse(ids, params)
-            if why is None:
+            if why is None and assist is None:
                 # One KV cache in memory: the decoder keeps its own.
                 self._cache, self._cache_ids = None, []
                 return self._fast.job(ids, params, cancel, t0, self.options.kv_reuse)
-            log.info("fast decode path cannot serve this reply (%s): using generate", why)
+            if assist is not None:
+                why = f"assisted by {assist.kind}, which runs on generate only"
+            log.info("fast decode path not used for this reply (%s): using generate", why)
         reused = 0
         cache = None
         if self.options.kv_reuse:
-            cache, reused = reuse_cache(model, self._cache, self._cache_ids, ids)
+            # An assisted reply starts from an empty cache: transformers 5.24's assisted loop
+            # feeds the whole prompt on its first step, wrong over a reused prefix.
+            previous = (self._cache, self._cache_ids) if assist is None else (None, [])
+            cache, reused = reuse_cache(model, previous[0], previous[1], ids)
             # Invalid until the generation settles: the thread writes the covered ids back.
             self._cache, self._cache_ids = cache, []
         else:
@@ -341,6 +369,7 @@ class LocalBackend:
             GenerateSetup(self._input_device, self._pad_id, self._cache_kw),
             cache,
             reused,
+            assist,
         )
 
     def _run(self, job: GenerationJob) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.fast.cache import common_prefix_length
+from llama_tui.engine.local.assisted import Assist
 from llama_tui.engine.local.logprobs import GenerateCapture, sampling_differs
 from llama_tui.engine.local.sampling import generate_sampling_kwargs
 from llama_tui.engine.local.streaming import GenerationJob, IdStreamer, QueueItem, StopFlags
@@ -64,6 +65,7 @@ def generate_job(
     setup: GenerateSetup,
     cache: Any,
     reused: int,
+    assist: Assist | None = None,
 ) -> GenerationJob:
     """The job for one reply through `model.generate`, streaming ids onto its queue."""
     import torch
@@ -107,6 +109,9 @@ def generate_job(
         reused=reused,
     )
     job.token_log = capture.log if capture is not None else None
+    if assist is not None:  # prompt lookup or a draft model (engine.local.assisted)
+        kwargs.update(assist.kwargs)
+        job.assisted = assist.kind
     return job
 
 

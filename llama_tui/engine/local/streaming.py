@@ -57,6 +57,7 @@ class IdStreamer:
         self.count = 0
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.pushes = 0  # batches of ids: decode steps (assisted decoding accepts several)
         # Token logprob capture (engine.local.logprobs) records each id before it is queued.
         self.on_push: Callable[[list[int]], None] | None = None
 
@@ -73,6 +74,7 @@ class IdStreamer:
             self.first_at = now
         self.last_at = now
         self.count += len(ids)
+        self.pushes += 1
         if self.on_push is not None:
             self.on_push(ids)
         self._q.put(ids)
@@ -142,6 +144,7 @@ class GenerationJob:
     done: threading.Event = field(default_factory=threading.Event)
     # Per-token logprobs, appended by the generating thread (None: capture off).
     token_log: RawLog | None = None
+    assisted: str = ""  # "prompt lookup" / "draft model" when assisted (engine.local.assisted)
 
 
 def consume(
@@ -260,4 +263,6 @@ def _stats(
         dropped_messages=job.dropped,
         reused_prompt_tokens=job.reused,
         error=str(error) if error is not None else None,
+        assisted=job.assisted,
+        assisted_steps=streamer.pushes if job.assisted else 0,
     )

@@ -59,6 +59,7 @@ class StatusFacts:
     context_pending: int = 0  # tokens of files attached to the next message (`/read`)
     ttft_s: float | None = None
     tokens_per_s: float | None = None
+    assisted: str = ""  # "prompt lookup 2.4 tok/step": the last reply's assisted decoding
     optimising: bool = False  # the engine compiles a faster decode path in the background
 
 
@@ -124,6 +125,8 @@ class StatusBar(Horizontal):
             speed.append(f"ttft {f.ttft_s:.2f}s")
         if f.tokens_per_s is not None:
             speed.append(f"{f.tokens_per_s:.1f} tok/s")
+        if f.assisted:
+            speed.append(f.assisted)
         # Kept apart so that a narrow terminal shortens the name, not the device and dtype.
         self._where = f" · {clean(where)}" if where else ""
         self._texts = {
