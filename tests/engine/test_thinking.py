@@ -9,7 +9,9 @@ streams ``reasoning_content`` / ``reasoning``, through the real HTTP client.
 
 from __future__ import annotations
 
+import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +30,19 @@ from llama_tui.engine.remote.backend import RemoteBackend
 from llama_tui.session.journal import load_journal
 from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.transcript import Conversation
-from tests.engine.remote_server import ScriptedServer
+from tests.engine.remote_server import (
+    ScriptedServer,
+    TransformersServer,
+    serving_missing,
+    transformers_server,
+)
 from tests.engine.thinking_models import (
     QWEN3_TEMPLATE,
     R1_TEMPLATE,
     build_thinking_model,
     reasoning_script,
     sent_messages,
+    with_response_template,
 )
 
 GREEDY = GenerationParams(do_sample=False, top_k=0, max_new_tokens=6)
@@ -250,3 +258,37 @@ def test_headless_prints_the_answer_and_json_adds_the_thought(
         obj = json.loads(capsys.readouterr().out)
     assert obj["reply"] == "Paris" and obj["thinking"] == "Paris is the capital."
     assert obj["stats"]["thinking_tokens"] == 2 and obj["stats"]["new_tokens"] == 3
+
+
+@pytest.fixture(scope="module")
+def thinking_tserve(
+    r1_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TransformersServer]:
+    """`transformers serve` on the R1-style tiny model, streaming `reasoning_content`."""
+    reason = serving_missing()
+    if reason:
+        pytest.skip(reason)
+    model = tmp_path_factory.mktemp("served") / "r1"
+    shutil.copytree(r1_dir, model)
+    with transformers_server(
+        with_response_template(model), tmp_path_factory.mktemp("tserve") / "log.txt"
+    ) as server:
+        yield server
+
+
+def test_transformers_serve_reasoning_content_is_the_thought(
+    thinking_tserve: TransformersServer, tmp_path: Path
+) -> None:
+    """A real OpenAI-compatible server: its `reasoning_content` deltas become the thought."""
+    backend = RemoteBackend(thinking_tserve.url)
+    backend.load()
+    state = _state(tmp_path)
+    shown: list[str] = []
+    first = run_reply(state, backend, "Hi", on_chunk=shown.append)
+    run_reply(state, backend, "Again")
+    msg, stats = first.message, first.stats
+    # The template opened the thought and the random model never closes it.
+    assert msg.thinking and msg.content == "" and shown == []
+    assert "<think>" not in msg.thinking and "</think>" not in msg.thinking
+    assert stats is not None and 0 < stats.thinking_tokens <= stats.generated_tokens
+    assert state.conversation.messages[-1].thinking  # the second reply thought as well

@@ -7,6 +7,8 @@
   thoughts of replies before the last user message out, as Qwen3's template does;
   `R1_TEMPLATE` opens ``<think>\\n`` in the generation prompt and cuts everything up to
   ``</think>`` out of earlier replies, as DeepSeek-R1's does.
+- `with_response_template`: the same model set up for `transformers serve` to stream its
+  thought as ``reasoning_content``, as it does for Qwen models.
 - `reasoning_script`: a scripted OpenAI-compatible endpoint (`ScriptedServer`) streaming a
   reply as ``reasoning_content`` (or vLLM's newer ``reasoning``) deltas, then ``content``.
 """
@@ -75,6 +77,28 @@ def build_thinking_model(src: Path, dst: Path, template: str) -> Path:
     tok.save_pretrained(dst)
     model.save_pretrained(dst)
     return dst
+
+
+# What `transformers serve` parses a reply with (its declarative response template): the
+# thought between the markers goes out as `reasoning_content` deltas, the rest as `content`.
+RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "reasoning_content": {"open": "<think>", "close": "</think>", "content": "text"},
+        "content": {"close_pattern": r"\s*<\|im_end\|>", "content": "text"},
+    },
+}
+
+
+def with_response_template(path: Path) -> Path:
+    """The model at `path`, its tokenizer told how `transformers serve` splits replies."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.response_template = RESPONSE_TEMPLATE
+    tok.save_pretrained(path)
+    return path
 
 
 def reasoning_script(
