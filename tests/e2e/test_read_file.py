@@ -58,3 +58,5 @@ def test_read_ask_save_json(tmp_path: Path) -> None:
         [attached] = user["attachments"]
         assert attached["content"] == NOTES and attached["name"].endswith("notes.txt")
         assert attached["tokens"] > 0 and attached["estimated"] is False
+        # The model read the file: its prompt is longer than the file's block alone.
+        assert conv["messages"][1]["stats"]["prompt_tokens"] > attached["tokens"]

@@ -56,6 +56,8 @@ def test_file_is_sent_journaled_and_saved(tiny_model_dir: Path, tmp_path: Path) 
     ]
     tokens = user["attachments"][0]["tokens"]
     assert tokens > 0 and user["attachments"][0]["estimated"] is False  # the model's tokenizer
+    # The model got the files: the prompt it read is longer than the first file alone.
+    assert conv["messages"][1]["stats"]["prompt_tokens"] > tokens
 
     from llama_tui.session.store import latest_session_id, load_conversation
 
