@@ -100,13 +100,17 @@ class SearchIndex:
         try:
             return self._open_file()
         except (sqlite3.Error, OSError) as e:
-            # Unwritable or locked: a private index in memory still answers, built each run.
-            self.in_memory = True
-            self.rebuilt_because = self.rebuilt_because or f"kept in memory: {e}"
-            db = sqlite3.connect(":memory:", check_same_thread=False)
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            return db
+            return self._in_memory(e)
+
+    def _in_memory(self, why: Exception) -> sqlite3.Connection:
+        """Unwritable, locked or full: a private index in memory still answers (built
+        again each run)."""
+        self.in_memory = True
+        self.rebuilt_because = f"kept in memory: {why}"
+        db = sqlite3.connect(":memory:", check_same_thread=False)
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return db
 
     def _open_file(self) -> sqlite3.Connection:
         make_private_dirs(self.path.parent)
@@ -157,13 +161,19 @@ class SearchIndex:
     def refresh(self, progress: Progress | None = None) -> int:
         """Bring the index in line with the journals on disk; the number re-read.
 
-        A damaged index found here is thrown away and built again.
+        A damaged index found here is thrown away and built again; one that cannot be
+        written now (locked by another instance for too long, disk full) is replaced by one
+        in memory.
         """
         try:
             return self._refresh(progress)
-        except sqlite3.DatabaseError as e:
-            if isinstance(e, sqlite3.OperationalError):
+        except sqlite3.OperationalError as e:
+            if self.in_memory:
                 raise
+            self.close()
+            self._db = self._in_memory(e)
+            return self._refresh(progress)
+        except sqlite3.DatabaseError as e:
             self.close()
             self.rebuilt_because = f"unreadable ({e})"
             self._delete_file()

@@ -300,3 +300,24 @@ def test_locate_checks_the_journal_not_the_index() -> None:
     match = locate(loaded, "lynx", "no-such-message")
     assert match is not None and match.message_id == conv.messages[0].id
     assert locate(loaded, "puma") is None
+
+
+def test_index_locked_by_another_instance_falls_back_to_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import llama_tui.session.search_index as search_index
+
+    first = record(("quokka", "smiles"))
+    fresh_index().close()
+    second = record(("quokka again", "still"))
+    monkeypatch.setattr(search_index, "BUSY_TIMEOUT_S", 0.1)
+    other = sqlite3.connect(default_index_path())
+    other.execute("BEGIN EXCLUSIVE")  # another llama-tui writing it, for too long
+    try:
+        index = SearchIndex()
+        index.refresh()
+        assert index.in_memory and "memory" in (index.rebuilt_because or "")
+        assert set(ids(index, "quokka")) == {first.id, second.id}
+    finally:
+        other.rollback()
+        other.close()

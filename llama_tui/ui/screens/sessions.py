@@ -2,15 +2,15 @@
 delete.
 
 Rows show date, model and title (by default the first prompt; in a terminal narrower
-than 70 columns the model is left out, for the title); all of it is untrusted,
-cleaned, plain text. The search field on top (focused when the browser opens) filters as
-you type by title, model, date and the text of every message (`session.search`: the rules;
+than 70 columns the model is left out, for the title); all of it is untrusted, cleaned,
+plain text. The search field on top (focused when the browser opens) filters as you type
+by title, model, date and the text of every message (`session.search`: the rules;
 `session.search_index`: the index in the data directory); a hit shows its matching line
 under the row, and Enter opens the session scrolled to that message (`session_hits`: the
-rows, and `reveal_match`, which checks the hit against the journal just read). Searches run in a thread worker, a short
-debounce after the last key; a newer one cancels the one running, whose results are never
-shown. Up / Down / PgUp / PgDn move through the list from the search field; Tab moves into
-the list, where `r` renames and `d` deletes.
+rows, and `reveal_match`, which checks the hit against the journal just read). Searches
+run in a thread worker, a short debounce after the last key; a newer one cancels the one
+running, whose results are never shown. Up / Down / PgUp / PgDn move through the list from
+the search field; Tab moves into the list, where `r` renames and `d` deletes.
 
 Renaming asks for the new title in a small dialog (prefilled with the current one) and
 records it in the session's journal: through the app's recorder for the open session, else
@@ -129,6 +129,7 @@ class SessionsScreen(ModalScreen[Opened | None]):
         self._index_lock = threading.Lock()  # one worker at a time uses the index
         self._fresh = False  # the index was refreshed since the browser opened
         self._debounce: Timer | None = None
+        self._closed = False  # unmounted: the last worker closes the index
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog picker") as box:
@@ -148,7 +149,18 @@ class SessionsScreen(ModalScreen[Opened | None]):
     def on_unmount(self) -> None:
         if self._debounce is not None:
             self._debounce.stop()
+        self._closed = True
         self.workers.cancel_group(self, "session-search")
+        if self._index_lock.acquire(blocking=False):  # else the worker running closes it
+            try:
+                self._close_index()
+            finally:
+                self._index_lock.release()
+
+    def _close_index(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
     def on_resize(self) -> None:
         if self._with_model() != self._shown_with_model:  # the rows are laid out for a width
@@ -212,6 +224,9 @@ class SessionsScreen(ModalScreen[Opened | None]):
             except (sqlite3.Error, OSError) as e:
                 self.app.call_from_thread(self._status, f"Search failed: {clean(str(e))}")
                 return
+            finally:
+                if self._closed:
+                    self._close_index()
         if not worker.is_cancelled:
             with_model = self._shown_with_model = self._with_model()
             rows = hit_rows(hits, query, self.current_id, with_model, self.app.size.width)
