@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from llama_tui import locations
+from llama_tui.chat.replay import replay_record
 from llama_tui.chat.thinking import ThoughtTracker, resume_phase
 from llama_tui.chat.tokens import TokenSlot, reply_tokens
 from llama_tui.core.backend import (
@@ -147,16 +148,16 @@ class ReplyRun:
                                     phase)
         # A continued reply's footer counts all of it: the tokens it had before this part.
         self.earlier_tokens = 0
+        self.prefix_chars = 0  # the text it had before this part (exact replay)
         self.earlier: GenerationStats | None = None
-        self.prefix_chars = 0  # the text it had before this part
         self.earlier_token_log: dict[str, Any] | None = None  # a continued reply's tokens
         if self.continuing and last is not None:
             earlier = self.earlier = GenerationStats.from_dict(last.stats)
             self.earlier_tokens = earlier.generated_tokens if earlier is not None else 0
             last.status = "streaming"
+            self.message = last
             self.prefix_chars = len(last.content)
             self.earlier_token_log = last.tokens
-            self.message = last
         else:
             self.message = conv.add("assistant", "", status="streaming")
         self.outcome: ReplyOutcome | None = None
@@ -232,6 +233,8 @@ class ReplyRun:
     def _record(self, stats: GenerationStats | None) -> None:
         if stats is not None:
             self.message.stats = stats.to_dict()
+            self.message.replay = replay_record(stats, self.request.params, self.state.model,
+                                                self.prefix_chars)
         self.message.tokens = reply_tokens(self.earlier_token_log, self.request.tokens.log,
                                            self.message, self.prefix_chars)
         self.state.reply_finished(self.message)
@@ -307,11 +310,11 @@ class _Direct:
         if self.on_chunk is not None:
             self.on_chunk(text)
 
-    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None:
-        self.result = (stats, error)
-
     def thought(self, text: str, tokens: int, seconds: float | None) -> None:
         self.run.add_thinking(text)  # journaled; headless mode prints only the answer
+
+    def finished(self, stats: GenerationStats | None, error: ReplyError | None) -> None:
+        self.result = (stats, error)
 
 
 def run_reply(

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, ParamSpec
 
 from llama_tui.core.backend import Backend, ModelInfo
 from llama_tui.core.params import PARAM_BY_NAME, GenerationParams
+from llama_tui.session import tree
 from llama_tui.session.attachments import Attachment
-from llama_tui.session.transcript import Conversation, Message
+from llama_tui.session.transcript import Conversation, Message, MessageStatus
 
 if TYPE_CHECKING:
     from llama_tui.config.settings import Settings
@@ -171,12 +172,61 @@ class ChatState:
             self.conversation.title = title
 
     def remove_from(self, index: int) -> list[Message]:
-        """Drop messages[index:] (retry / edit) from the conversation and the journal."""
-        removed = self.conversation.messages[index:]
-        del self.conversation.messages[index:]
+        """Delete messages[index:] from the conversation and the journal (a reply stopped
+        before its first word, generated again: nothing worth keeping as a branch)."""
+        ids = {m.id for m in self.conversation.messages[index:]}
+        removed = tree.remove(self.conversation, ids) if ids else []
         if removed and self.recorder is not None:
             self._journal(self.recorder.messages_removed, [m.id for m in removed])
         return removed
+
+    def branch_from(self, index: int) -> list[Message]:
+        """Retry / edit: the path ends before messages[index]; those messages stay in the
+        tree as a branch, and what is added next becomes their sibling."""
+        moved = tree.branch_off(self.conversation, index)
+        if moved:
+            self._path_changed()
+        return moved
+
+    def select(self, tip: str) -> bool:
+        """Make the branch through message `tip` active (and the newest path below it)."""
+        if not tree.select(self.conversation, tip):
+            return False
+        self._path_changed()
+        return True
+
+    def step_branch(self, delta: int, message: Message | None = None) -> Message | None:
+        """Switch the newest fork on the path (or `message`) to its sibling `delta` away.
+        The sibling now active, or None when there is none that way."""
+        at = message or tree.last_fork(self.conversation)
+        if at is None:
+            return None
+        sibling = tree.step(self.conversation, at, delta)
+        if sibling is not None:
+            self._path_changed()
+        return sibling
+
+    def fork_reply(self, message_id: str, text: str, *, status: MessageStatus = "stopped"
+                   ) -> Message | None:
+        """A new version of reply `message_id` holding `text` (an edited reply, or a reply cut
+        at a token with another one forced): its sibling, on the active path, journaled.
+        None when there is no such reply."""
+        conv = self.conversation
+        target = next((m for m in tree.nodes(conv) if m.id == message_id), None)
+        if target is None or target.role != "assistant":
+            return None
+        if target not in conv.messages:
+            tree.select(conv, target.id, descend=False)
+        self.branch_from(conv.messages.index(target))
+        msg = conv.add("assistant", text, status=status)
+        msg.settings, msg.system_prompt = target.settings, target.system_prompt
+        if self.recorder is not None:
+            self._journal(self.recorder.assistant_finished, msg)
+        return msg
+
+    def _path_changed(self) -> None:
+        if self.recorder is not None:
+            self._journal(self.recorder.path_changed)
 
     def switch(self, conversation: Conversation, recorder: SessionRecorder | None) -> None:
         """Another conversation (a new one, or a session opened): the old journal is closed

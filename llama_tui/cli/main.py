@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 # Flags that are not settings: they steer this run only.
 _RUN_KEYS = ("prompt", "config", "resume", "save", "list_models", "show_config", "json",
+             "replay", "turn",
              "file", "sessions")
 
 
@@ -159,6 +160,13 @@ def _add_run_flags(r: argparse._ArgumentGroup) -> None:
         help="continue a saved session (the last one without an argument)",
     )
     r.add_argument("--save", metavar="PATH", help="headless: save the conversation (.md/.json)")
+    r.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="regenerate the recorded replies of a session (journal, .json or id) and say "
+        "for each whether it is identical; exit 0 only if all are",
+    )
+    r.add_argument("--turn", type=int, metavar="N", help="--replay: only the Nth reply")
     r.add_argument(
         "--file",
         action="append",
@@ -296,6 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup_logging()
     except OSError as e:
         _err(f"llama-tui: warning: cannot write the log file: {e}")
+    if "replay" in args:
+        from llama_tui.cli.replay import run_replay
+
+        for w in loaded.warnings + notes:
+            _err(f"llama-tui: warning: {w}")
+        return run_replay(loaded, args)
     if "prompt" in args:
         return _run_headless(loaded, args, notes)
     return _run_tui(loaded, notes)
@@ -313,7 +327,9 @@ def _show_config(loaded: LoadedSettings) -> int:
 
 def _mode_problem(args: dict[str, Any]) -> str | None:
     """A flag that needs --prompt, given without it."""
-    if "prompt" in args:
+    if "turn" in args and "replay" not in args:
+        return "--turn needs --replay FILE"
+    if "prompt" in args or "replay" in args:
         return None
     if "save" in args:
         return "--save needs --prompt (in the TUI, use /save)"

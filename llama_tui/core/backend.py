@@ -47,6 +47,18 @@ class StopReason(str, Enum):
 
 
 @dataclass(frozen=True)
+class ReplayFacts:
+    """What a backend knows about how it made one reply, to regenerate it exactly: the seed
+    it used (drawn when none was set), the decode path, the prompt's token ids (as a sha256)
+    and the ids it generated. A remote server gives only some of it (`token_ids` empty)."""
+
+    seed: int | None
+    decode_path: Literal["generate", "fast", "remote"]
+    prompt_sha256: str | None = None
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationStats:
     """What one generation did; filled in when it ends."""
 
@@ -62,6 +74,9 @@ class GenerationStats:
     # A continued reply: `generated_tokens` counts the whole reply, this many of them came
     # before the last part (the other figures are the last part's).
     earlier_tokens: int = 0
+    # How the reply was made (not part of `to_dict`: the chat core files it as the
+    # message's replay record, `llama_tui.chat.replay`).
+    replay: ReplayFacts | None = field(default=None, compare=False)
     # Of `generated_tokens`, this many were thinking (the rest the answer), over
     # `thinking_s` seconds; counted by the chat core (`chat.reply.stream_reply`).
     thinking_tokens: int = 0
@@ -73,7 +88,7 @@ class GenerationStats:
     assisted_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "replay"}
         d["stop_reason"] = self.stop_reason.value
         return d
 
@@ -89,7 +104,7 @@ class GenerationStats:
         kw: dict[str, Any] = {}
         for f in fields(cls):
             value = record.get(f.name)
-            if value is None:
+            if value is None or f.name == "replay":
                 continue
             if f.name == "stop_reason":
                 try:
@@ -129,12 +144,12 @@ class Generation:
         # Set by the backend before the first chunk so a UI can show "dropped 3 old messages".
         self.dropped_messages = 0
         self.prompt_tokens = 0
-        # Generated tokens behind the chunks yielded so far (set by the backend before each
-        # chunk): how the chat core counts a thought's tokens while it streams.
-        self.tokens = 0
         # Per-token logprobs and alternatives (`core.tokens`), appended while it streams;
         # None when not recorded (the `logprobs` setting is 0, or a backend cannot).
         self.token_log: TokenLog | None = None
+        # Generated tokens behind the chunks yielded so far (set by the backend before each
+        # chunk): how the chat core counts a thought's tokens while it streams.
+        self.tokens = 0
 
     def __iter__(self) -> Iterator[str]:
         return self._chunks
@@ -282,6 +297,20 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Free the model (GPU memory included). Safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """Optional for a `Backend`: what `--replay` needs to regenerate replies exactly.
+    `LocalBackend` has it; a server does not (it cannot be told which path to take)."""
+
+    def use_decode_path(self, path: str) -> str | None:
+        """Serve replies through "fast" or "generate" from now on; why not, or None."""
+        ...
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """The text of each token id on its own."""
         ...
 
 

@@ -44,6 +44,7 @@ from llama_tui.session.journal import (
 )
 from llama_tui.session.records import redact_tree, state_record
 from llama_tui.session.transcript import Conversation, Message, new_id
+from llama_tui.session.tree import other_branches
 from llama_tui.text import clean, redact, safe_filename, show_bidi, visible_controls
 
 EXPORT_FORMAT = "llama-tui-conversation"
@@ -151,6 +152,11 @@ def to_markdown(conv: Conversation, meta: Mapping[str, Any] | None = None) -> st
         out.append(f"- **Settings:** {_settings_text(settings)}{note}")
     versions = ", ".join(f"{_line(k)} {_line(v)}" for k, v in m["versions"].items() if v)
     out.append(f"- **Versions:** {versions}")
+    others = other_branches(conv)
+    if others:
+        out.append(f"- **Branches:** this is the active branch; {others} other "
+                   f"branch{'es' if others != 1 else ''} (earlier retries and edits) "
+                   "are in the JSON export")
     for key, value in m.items():
         if key not in ("versions", "exported") and value not in (None, "", {}, []):
             out.append(f"- **{_line(key)}:** {_line(value)}")

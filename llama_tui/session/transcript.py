@@ -79,15 +79,23 @@ class Message:
     # Files attached to a user message (`/read`, `--file`), their text included: the model
     # gets them before `content` (`session.attachments.model_text`).
     attachments: tuple[Attachment, ...] = ()
-    # A reply's per-token logprobs and alternatives, compact (`core.tokens.to_compact`);
-    # None when not recorded. Checked in full where it is used (`core.tokens.from_compact`).
-    tokens: dict[str, Any] | None = None
+    # The message this one follows (None: the first of the conversation). Siblings share
+    # a parent: retry and edit add one instead of replacing (`session.tree`).
+    parent: str | None = None
+    # What regenerating this reply exactly needs (`llama_tui.chat.replay`); None for
+    # prompts, older files and replies that never reached the model.
+    replay: dict[str, Any] | None = None
     # A reply's thinking, without its markers (`core.thinking`); "" when the model did not
     # think. Shown folded, saved, and handed back to the chat template with the reply.
     thinking: str = ""
+    # A reply's per-token logprobs and alternatives, compact (`core.tokens.to_compact`);
+    # None when not recorded. Checked in full where it is used (`core.tokens.from_compact`).
+    tokens: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "parent": self.parent,
+            "replay": self.replay,
             "id": self.id,
             "role": self.role,
             "content": self.content,
@@ -121,6 +129,7 @@ class Message:
         error = d.get("error")
         msg_id = d.get("id")
         settings, system_prompt = d.get("settings"), d.get("system_prompt")
+        parent, replay = d.get("parent"), d.get("replay")
         thinking = d.get("thinking")
         attachments = attachments_from(d.get("attachments"))  # ValueError when damaged
         return cls(
@@ -134,8 +143,10 @@ class Message:
             interrupted=d.get("interrupted") is True,
             settings=settings if isinstance(settings, dict) else None,
             system_prompt=system_prompt if isinstance(system_prompt, str) else None,
-            thinking=thinking if isinstance(thinking, str) else "",
             attachments=attachments,
+            parent=parent if isinstance(parent, str) and parent else None,
+            replay=replay if isinstance(replay, dict) else None,
+            thinking=thinking if isinstance(thinking, str) else "",
             tokens=compact_or_none(d.get("tokens")),
         )
 
@@ -154,7 +165,12 @@ class Conversation:
     system_prompt: str = ""
     model: dict[str, Any] = field(default_factory=dict)  # ModelInfo fields, as recorded
     settings: dict[str, Any] = field(default_factory=dict)  # GenerationParams.to_dict()
+    # The active path, oldest first: what the model sees and the transcript shows. Each
+    # message's `parent` is the one before it (the first's is None).
     messages: list[Message] = field(default_factory=list)
+    # Every other message of the tree (earlier retries and edits, with what followed them),
+    # in the order they were made. `session.tree` moves messages between the two lists.
+    branches: list[Message] = field(default_factory=list)
     load_warnings: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def history(self) -> tuple[ChatMessage, ...]:
@@ -178,7 +194,8 @@ class Conversation:
     def add(self, role: Role, content: str, status: MessageStatus = "complete") -> Message:
         """Append a message; a reply is stamped with the settings and system prompt in
         effect now (the caller updates `settings` before asking for a reply)."""
-        msg = Message(role=role, content=content, status=status)
+        parent = self.messages[-1].id if self.messages else None
+        msg = Message(role=role, content=content, status=status, parent=parent)
         if role == "assistant":
             msg.settings = dict(self.settings) if self.settings else None
             msg.system_prompt = self.system_prompt
@@ -209,6 +226,7 @@ class Conversation:
             "model": self.model,
             "settings": self.settings,
             "messages": [m.to_dict() for m in self.messages],
+            "branches": [m.to_dict() for m in self.branches],
         }
 
     @classmethod
@@ -223,13 +241,11 @@ class Conversation:
         raw_messages = d.get("messages", [])
         if not isinstance(raw_messages, list):
             raise ValueError("messages is not a list")
-        messages: list[Message] = []
-        dropped = 0
-        for raw in raw_messages:
-            try:
-                messages.append(Message.from_dict(raw))
-            except ValueError:
-                dropped += 1
+        raw_branches = d.get("branches", [])
+        if not isinstance(raw_branches, list):
+            raw_branches = []
+        messages, dropped = _parse_messages(raw_messages)
+        branches, dropped_branches = _parse_messages(raw_branches)
         model = d.get("model")
         settings = d.get("settings")
         conv = cls(
@@ -241,6 +257,51 @@ class Conversation:
             settings=settings if isinstance(settings, dict) else {},
             messages=messages,
         )
+        # The active path is what the file says it is: each message follows the one before
+        # (older files have no parents at all). Branches must hang off the tree.
+        for before, msg in zip([None, *messages], messages, strict=False):
+            msg.parent = before.id if before is not None else None
+        conv.branches, orphans = _attached(messages, branches)
+        dropped += dropped_branches + orphans
         if dropped:
             conv.load_warnings.append(f"{dropped} unreadable message(s) left out")
         return conv
+
+
+def _parse_messages(raw: list[Any]) -> tuple[list[Message], int]:
+    """The usable messages of an untrusted list (ids made unique), and how many were not."""
+    out: list[Message] = []
+    seen: set[str] = set()
+    dropped = 0
+    for item in raw:
+        try:
+            msg = Message.from_dict(item)
+        except ValueError:
+            dropped += 1
+            continue
+        if msg.id in seen:
+            msg.id = uuid.uuid4().hex[:12]
+        seen.add(msg.id)
+        out.append(msg)
+    return out, dropped
+
+
+def _attached(path: list[Message], branches: list[Message]) -> tuple[list[Message], int]:
+    """The branch messages whose parents lead back to the tree (no cycles, no ids shared with
+    the path), and how many were left out."""
+    known = {m.id for m in path}
+    pending = [m for m in branches if m.id not in known]
+    kept: list[Message] = []
+    # A parent may come after its child in a hand-edited file: settle in passes.
+    progress = True
+    while pending and progress:
+        progress = False
+        for msg in list(pending):
+            if msg.parent is None or msg.parent in known:
+                known.add(msg.id)
+                kept.append(msg)
+                pending.remove(msg)
+                progress = True
+    order = {id(m): i for i, m in enumerate(branches)}
+    kept.sort(key=lambda m: order[id(m)])
+    return kept, len(branches) - len(kept)

@@ -96,6 +96,10 @@ class LlamaTuiApp(App[int]):
         Binding("f6", "cycle_thinking", "Thinking", show=False, priority=True),
         Binding("f8", "inspect", "Inspect tokens", show=False),
         Binding("ctrl+t", "chat('edit_last')", "Edit last prompt", show=False, priority=True),
+        # Alt+arrows reach the app through tmux and SSH (ESC [1;3D / ESC [1;3C).
+        Binding("alt+left", "chat('branch_prev')", "Previous version", show=False,
+                priority=True),
+        Binding("alt+right", "chat('branch_next')", "Next version", show=False, priority=True),
     ]
 
     def __init__(

@@ -30,9 +30,10 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from llama_tui.session.transcript import Conversation
+from llama_tui.session.transcript import Conversation, Message
 from llama_tui.text import clean, redact
 from llama_tui.ui.attach_control import AttachControl
+from llama_tui.ui.branch_control import BranchControl
 from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
 from llama_tui.ui.reply_runner import ReplyRunner
@@ -54,8 +55,8 @@ NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of 
 W = TypeVar("W", bound=Widget)
 
 EDIT_QUESTION = (
-    "Edit the last prompt? It goes back into the input, and the last exchange "
-    "(that prompt and its reply) is removed from the conversation."
+    "Edit the last prompt? It goes back into the input; the last exchange stays as a "
+    "branch (Alt+Left / Alt+Right or /branches switch back to it)."
 )
 
 
@@ -82,6 +83,7 @@ class ChatScreen(Screen[None]):
         super().__init__()
         self.resumed = resumed
         self.replies = ReplyRunner(self)
+        self.branches = BranchControl(self)  # versions of messages: keys, picker, markers
         self.attachments = AttachControl(self)  # files /read attached to the next message
         self._widgets: dict[str, Widget] = {}
 
@@ -172,6 +174,8 @@ class ChatScreen(Screen[None]):
         if command is not None:
             await run_command(self.host, *command)
             return
+        if await self.branches.submit_edit(event.text, continuing=False):
+            return  # an edited reply, kept as a new version of it
         await self.send_prompt(unescape_prompt(event.text))
 
     async def send_prompt(self, text: str) -> None:
@@ -188,6 +192,7 @@ class ChatScreen(Screen[None]):
         msg = self.host.chat_state.add_user(text, files)  # journaled (fsynced) before any reply
         self.transcript.show_welcome(False)
         await self.transcript.add_user(text, msg.id, files)
+        self.branches.mark()  # an edited prompt is a new version: 2/2
         if model.backend is None:
             await self.replies.wait_for_model()
             return
@@ -217,6 +222,7 @@ class ChatScreen(Screen[None]):
         self.transcript.show_welcome(not conv.messages)
         # The last screenful now, older turns as the user scrolls up (`Transcript`).
         await self.transcript.show_messages(conv.messages)
+        self.branches.mark()
         await self.note(f"Resumed session {clean(conv.title) or conv.id} "
                         f"({len(conv.messages)} messages).")
         for warning in conv.load_warnings:
@@ -230,6 +236,23 @@ class ChatScreen(Screen[None]):
         if spec and spec != self.host.model.settings.model:
             await self.note(f"This session used {clean(str(spec))}; "
                             f"/model {clean(str(spec))} loads it.")
+
+    async def render_message(self, m: Message) -> None:
+        """Show one saved message at the end of the transcript (resume, branch switch)."""
+        await self.transcript.add_message(m)
+
+    def on_transcript_turns_mounted(self, _event: Transcript.TurnsMounted) -> None:
+        """Older turns mounted as the user scrolls: their headers get their `2/3` too."""
+        self.branches.mark()
+
+    async def fork_and_continue(self, message_id: str, prefix: str) -> None:
+        """A new version of reply `message_id` that starts with `prefix`, generated on from
+        there with the current settings (the token inspector's alternatives). The original
+        stays as the other version."""
+        if self.replies.cannot_start():
+            return
+        if await self.branches.fork(message_id, prefix) is not None:
+            await self.replies.start(continuing=True)
 
     async def new_conversation(self) -> None:
         """/clear: a new conversation; the old one stays in its journal (resumable)."""
@@ -293,8 +316,19 @@ class ChatScreen(Screen[None]):
         await self.replies.retry()
 
     async def action_continue_reply(self) -> None:
-        """Continue a stopped or cut-off reply."""
+        """Continue a stopped or cut-off reply (or the reply being edited in the input)."""
+        if self.branches.editing is not None:
+            await self.branches.submit_edit(self.prompt.text, continuing=True)
+            return
         await self.replies.continue_reply()
+
+    async def action_branch_prev(self) -> None:
+        """Alt+Left: the previous version of the newest fork."""
+        await self.branches.step(-1)
+
+    async def action_branch_next(self) -> None:
+        """Alt+Right: the next version of the newest fork."""
+        await self.branches.step(+1)
 
     async def action_copy_reply(self) -> None:
         """Copy the last reply to the local clipboard (OSC 52)."""

@@ -57,8 +57,19 @@ async def _continue(app: LlamaTuiApp, arg: str) -> None:
 
 
 async def _edit(app: LlamaTuiApp, arg: str) -> None:
-    # Like Ctrl+T: asks first, since it removes the last exchange.
+    if arg.strip().lower() == "reply":
+        await app.chat.branches.edit_reply()
+        return
+    # Like Ctrl+T: asks first (the exchange leaves the active path).
     await app.chat.ask_edit_last()
+
+
+async def _branch(app: LlamaTuiApp, arg: str) -> None:
+    await app.chat.branches.command(arg)
+
+
+async def _branches(app: LlamaTuiApp, arg: str) -> None:
+    app.chat.branches.open_picker()
 
 
 async def _save(app: LlamaTuiApp, arg: str) -> None:
@@ -77,18 +88,18 @@ async def _read(app: LlamaTuiApp, arg: str) -> None:
     await app.chat.attachments.command(arg)
 
 
-async def _inspect(app: LlamaTuiApp, arg: str) -> None:
-    from llama_tui.ui.inspect_control import open_inspector
-
-    await open_inspector(app, arg)
-
-
 async def _think(app: LlamaTuiApp, arg: str) -> None:
     await app.thinking.command(arg)
 
 
 def _cycle_thinking(app: LlamaTuiApp) -> None:
     app.thinking.cycle()
+
+
+async def _inspect(app: LlamaTuiApp, arg: str) -> None:
+    from llama_tui.ui.inspect_control import open_inspector
+
+    await open_inspector(app, arg)
 
 
 async def _settings(app: LlamaTuiApp, arg: str) -> None:
@@ -142,23 +153,29 @@ COMMANDS: tuple[SlashCommand, ...] = (
                  "session's settings", _set, palette=_open_settings),
     SlashCommand("model", "/model SPEC", "load another model (repo id, folder, .gguf, demo)",
                  _model, "F4"),
-    SlashCommand("retry", "/retry", "generate the last reply again", _retry, "Ctrl+R"),
+    SlashCommand("retry", "/retry", "generate the last reply again (the old one stays as "
+                 "another version)", _retry, "Ctrl+R"),
     SlashCommand("continue", "/continue", "continue a stopped or cut-off reply", _continue,
                  "Ctrl+G"),
-    SlashCommand("edit", "/edit", "put the last prompt back in the input to edit", _edit,
-                 "Ctrl+T"),
+    SlashCommand("edit", "/edit [reply]", "put the last prompt back in the input to edit; "
+                 "/edit reply: edit the model's last reply (Enter keeps it, Ctrl+G continues "
+                 "from it)", _edit, "Ctrl+T"),
+    SlashCommand("branch", "/branch prev|next", "switch the newest fork to its previous / "
+                 "next version", _branch, "Alt+Left / Alt+Right"),
+    SlashCommand("branches", "/branches", "the conversation's tree: pick a branch to make "
+                 "active", _branches),
     SlashCommand("save", "/save [PATH]", "save as Markdown (.md) or JSON (.json); no PATH "
                  "asks where", _save, "Ctrl+S"),
     SlashCommand("copy", "/copy [N] [file]", "copy the last reply, or its code block N; "
                  "file: write it to a file instead", _copy, "Ctrl+Y"),
     SlashCommand("read", "/read PATH...", "attach text files (several paths or a glob) to "
                  "your next message; no PATH lists them; /read --clear drops them", _read),
-    SlashCommand("inspect", "/inspect [N]", "the token inspector: how sure the model was of "
-                 "each token of reply N (default the last); Enter on an alternative "
-                 "continues from it as a new branch", _inspect, "F8"),
     SlashCommand("think", "/think show|hide|fold", "show replies' thinking in full, hide it, "
                  "or fold it to one line (remembered); no word says which", _think, "F6",
                  palette=_cycle_thinking),
+    SlashCommand("inspect", "/inspect [N]", "the token inspector: how sure the model was of "
+                 "each token of reply N (default the last); Enter on an alternative "
+                 "continues from it as a new branch", _inspect, "F8"),
     SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
     SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",

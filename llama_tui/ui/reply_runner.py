@@ -115,6 +115,7 @@ class ReplyRunner:
             widget = await screen.transcript.add_assistant(msg.content, msg.id)
         if run.continuing:
             widget.set_footer("")
+        screen.branches.mark()  # a retry's new version shows its place: 2/2
         widget.start_stream()
         self.gen_counter += 1
         self.turn = Turn(self.gen_counter, run, widget, time.monotonic())
@@ -221,7 +222,7 @@ class ReplyRunner:
 
     # -- retry / edit / continue -------------------------------------------------------------
 
-    def _cannot_start(self) -> bool:
+    def cannot_start(self) -> bool:
         model = self.screen.host.model
         if self.screen.host.refuse_while_generating():
             return True
@@ -231,19 +232,20 @@ class ReplyRunner:
         return False
 
     async def retry(self) -> None:
-        """Generate the last reply again (the old one is discarded)."""
-        if self._cannot_start():
+        """Generate the last reply again; the old one stays as another version (a branch)."""
+        if self.cannot_start():
             return
         msgs = self.screen.host.chat_state.conversation.messages
         if msgs and msgs[-1].role == "assistant":
-            await self.remove_messages_from(len(msgs) - 1)
+            await self.branch_from(len(msgs) - 1)
         if not msgs or msgs[-1].role != "user":
             self.screen.host.say("Nothing to retry: send a message first.")
             return
         await self.start()
 
     async def edit_last(self) -> None:
-        """Put the last prompt back in the input and remove the last exchange."""
+        """Put the last prompt back in the input; the last exchange becomes a branch, and
+        the edited prompt, once sent, its sibling."""
         screen = self.screen
         if screen.host.refuse_while_generating():
             return
@@ -253,13 +255,13 @@ class ReplyRunner:
             screen.host.say("No prompt to edit yet.")
             return
         text = msgs[index].content
-        await self.remove_messages_from(index)
+        await self.branch_from(index)
         screen.prompt.set_text(text)
         screen.prompt.focus()
 
     async def continue_reply(self) -> None:
         """Extend the last reply (stopped, or cut off at the length limit)."""
-        if self._cannot_start():
+        if self.cannot_start():
             return
         msgs = self.screen.host.chat_state.conversation.messages
         last = msgs[-1] if msgs else None
@@ -269,13 +271,20 @@ class ReplyRunner:
         if _ended_on_its_own(last):
             self.screen.host.say(ENDED_ON_ITS_OWN, severity="warning")
             return
-        if not last.content:
+        if not last.content and not last.thinking:
             # Stopped before its first word: nothing to extend, so generate it afresh (the
-            # footer offered Ctrl+G, and that offer must hold).
+            # footer offered Ctrl+G, and that offer must hold). A stopped thought goes on.
             await self.remove_messages_from(len(msgs) - 1)
             await self.start()
             return
         await self.start(continuing=True)
+
+    async def branch_from(self, index: int) -> None:
+        """End the active path before messages[index] (kept in the tree) and in the view."""
+        screen = self.screen
+        for m in screen.host.chat_state.branch_from(index):
+            await screen.transcript.remove_message(m.id)
+        screen.host.model.refresh_meters()
 
     async def remove_messages_from(self, index: int) -> None:
         """Drop messages[index:] from the conversation, the view and the journal."""

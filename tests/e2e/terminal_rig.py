@@ -50,6 +50,7 @@ KEYS: dict[str, bytes] = {
     "pgup": b"\x1b[5~", "pgdn": b"\x1b[6~", "shift+pgup": b"\x1b[5;2~",
     "shift+pgdn": b"\x1b[6;2~", "ctrl+pgup": b"\x1b[5;5~", "ctrl+pgdn": b"\x1b[6;5~",
     "shift+up": b"\x1b[1;2A", "shift+down": b"\x1b[1;2B",
+    "alt+left": b"\x1b[1;3D", "alt+right": b"\x1b[1;3C",
     "f1": b"\x1bOP", "f2": b"\x1bOQ", "f3": b"\x1bOR", "f4": b"\x1bOS", "f5": b"\x1b[15~",
     "f6": b"\x1b[17~", "f7": b"\x1b[18~", "f8": b"\x1b[19~", "f9": b"\x1b[20~",
     "f10": b"\x1b[21~", "f11": b"\x1b[23~", "f12": b"\x1b[24~",

@@ -9,6 +9,12 @@ loaded in float32 and `calibrate` converts it in place to each candidate, decode
 greedily and times the steps. A candidate whose tokens differ from float32's is rejected. The
 pick is remembered (`dtype_cache`), so later loads go straight to it; `--dtype X` skips all this.
 
+When the weights come from a Q4_0 / Q4_1 GGUF (the bundled demo is Q4_1), one more candidate
+is measured: `int4`, the GGUF's own 4-bit codes run by torch's int4 kernel with bfloat16
+activations and an int8 output head (`engine.quant`). Its reference is the same float32 model,
+which holds exactly those weights dequantized, so a pick of int4 means its greedy tokens equal
+those of the quantized weights computed in float32.
+
 Not measured here: whether the eager fast decoder (`engine.fast`) beats `generate` in each
 dtype; replies choose that path by their own policy.
 """
@@ -28,10 +34,13 @@ from llama_tui.core.backend import LoadStage, ProgressCallback
 from llama_tui.engine.loading import dtype_cache
 from llama_tui.engine.loading.specs import emit_progress
 from llama_tui.engine.local.generate_job import cache_kwarg
+from llama_tui.engine.quant.apply import Swap
 
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("float32", "bfloat16", "float16")  # float32 first: it is the reference
+INT4 = "int4"  # the extra candidate for a Q4 GGUF; runs with bfloat16 activations
+INT4_ACTIVATIONS = "bfloat16"
 PROMPT_TOKENS = 8
 WARMUP_STEPS = 2  # decode steps run untimed first: the first steps of a dtype pay for setup
 TIMED_STEPS = 12
@@ -58,6 +67,7 @@ class Plan:
     rule: str  # the dtype `device.dtype_name` chose (preferred within MIN_GAIN)
     key: str | None = None  # the cache key when measuring
     reason: str = ""  # why not measured (logged)
+    int4_gguf: Path | None = None  # a Q4 GGUF whose codes the int4 candidate (or pick) runs
 
     @property
     def measure(self) -> bool:
@@ -80,9 +90,11 @@ def plan_auto(
     config: dict[str, Any],
     quantized: bool,
     device_map: str | None,
+    gguf: Path | None = None,
 ) -> Plan:
     """Decide, before loading, how `requested` resolves: the rule's dtype, a remembered pick
-    (loaded directly), or float32 to measure from."""
+    (loaded directly), or float32 to measure from. `gguf`: the file the folder was converted
+    from, if any (a Q4 one adds the int4 candidate)."""
     if (requested or "auto").strip().lower() != "auto":
         return Plan(rule, rule, reason="an explicit --dtype")
     if device != "cpu" or device_map is not None:
@@ -97,11 +109,22 @@ def plan_auto(
     if n * 4 > MAX_FLOAT32_BYTES:
         gib = n * 4 / 1024**3
         return Plan(rule, rule, reason=f"{gib:.1f} GiB in float32 is too large to convert")
-    key = dtype_cache.cache_key(config)
+    int4_gguf = gguf if gguf is not None and int4_source(gguf) else None
+    key = dtype_cache.cache_key(config, "gguf-q4" if int4_gguf is not None else "")
     remembered = dtype_cache.lookup(key)
     if remembered is not None:
-        return Plan(remembered, rule, reason=f"{remembered} measured before on this CPU")
-    return Plan("float32", rule, key=key)
+        reason = f"{remembered} measured before on this CPU"
+        return Plan(remembered, rule, reason=reason, int4_gguf=int4_gguf)
+    return Plan("float32", rule, key=key, int4_gguf=int4_gguf)
+
+
+def int4_source(gguf: Path) -> bool:
+    """Whether `gguf` holds Q4_0 / Q4_1 layers we can run as they are, with kernels for them."""
+    from llama_tui.engine.quant.gguf_source import summarize
+    from llama_tui.engine.quant.linear import int4_supported, int8_supported
+
+    summary = summarize(gguf)
+    return summary is not None and summary.int4 and int4_supported() and int8_supported()
 
 
 def safetensors_parameters(folder: Path) -> int | None:
@@ -191,21 +214,33 @@ def calibrate(model: Any, tokenizer: Any, plan: Plan, progress: ProgressCallback
     originals = _tensors(model)
     results: list[Measurement] = []
     failed: list[str] = []
+    swap: Swap | None = None
+    candidates = CANDIDATES + ((INT4,) if plan.int4_gguf is not None else ())
     try:
-        for dtype in CANDIDATES:
+        for dtype in candidates:
             _restore(model, originals)
             try:
-                model.to(getattr(torch, dtype))
+                if dtype == INT4:
+                    _cast(model, getattr(torch, INT4_ACTIVATIONS))
+                    swap = _int4_swap(model, plan.int4_gguf)
+                    swap.redo()
+                else:
+                    _cast(model, getattr(torch, dtype))
                 results.append(measure_decode(model, ids, dtype))
             except Exception as exc:  # a kernel this CPU lacks, no RAM for the copy: not a pick
                 if dtype == "float32":
                     raise
                 log.info("dtype auto: %s failed on this CPU: %r", dtype, exc)
                 failed.append(dtype)
+            finally:
+                if swap is not None:
+                    swap.undo()
         pick, rejected = choose(tuple(results), plan.rule)
     finally:
         _restore(model, originals)  # float32 again, whatever happened
-    model.to(getattr(torch, pick))
+    _cast(model, getattr(torch, INT4_ACTIVATIONS if pick == INT4 else pick))
+    if pick == INT4 and swap is not None:
+        swap.redo()
     del originals
     seconds = time.perf_counter() - started
     rates = {m.dtype: m.tokens_per_s for m in results}
@@ -217,6 +252,22 @@ def calibrate(model: Any, tokenizer: Any, plan: Plan, progress: ProgressCallback
     if plan.key is not None:
         dtype_cache.remember(plan.key, pick, rates)
     return pick
+
+
+def _int4_swap(model: Any, gguf: Path | None) -> Swap:
+    from llama_tui.engine.quant.apply import build_swap
+
+    if gguf is None:
+        raise ValueError("no Q4 GGUF to take int4 weights from")
+    return build_swap(model, 4, gguf)
+
+
+def _cast(model: Any, dtype: Any) -> None:
+    """The weights in `dtype`, the buffers as loaded: what loading in `dtype` gives. (A
+    `model.to(dtype)` would also cast RoPE's float32 `inv_freq`, and the picked model would
+    then decode differently from the same model loaded with `--dtype`: `--replay` found it.)"""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
 
 
 def _tensors(model: Any) -> dict[str, Any]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import random
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llama_tui.core.backend import (
@@ -62,6 +63,7 @@ from llama_tui.engine.local.streaming import (
     QueueItem,
     consume,
 )
+from llama_tui.engine.local.thinking import marker_decoder
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,8 @@ class LocalBackend:
         self._model: Any = None
         self._tokenizer: Any = None
         self._formatter: ChatFormatter | None = None
+        # Decodes replies keeping think markers the tokenizer counts special (None: not needed).
+        self._marker_decode: Callable[[list[int]], str] | None = None
         self._generation_defaults: dict[str, Any] = {}
         self._eos_ids: frozenset[int] = frozenset()
         self._pad_id: int | None = None
@@ -200,6 +204,7 @@ class LocalBackend:
                 chat_template=self._formatter.has_template,
             )
         thinking = self._formatter.thinking
+        self._marker_decode = marker_decoder(tokenizer, thinking)
         # Thinking markers come from the tokenizer and template (`engine.local.thinking`).
         info = dataclasses.replace(info, thinking=thinking.fmt if thinking else None)
         self.info = info
@@ -222,6 +227,28 @@ class LocalBackend:
     def fast_path_active(self) -> bool:
         """Whether replies go through the `FastDecoder` (those it can serve)."""
         return self._fast is not None
+
+    def use_decode_path(self, path: str) -> str | None:
+        """Serve the next replies through `path` ("fast" or "generate"), as `--replay` needs
+        (`core.backend.Replayable`). Why it cannot, or None."""
+        model, _formatter, info = self._require()
+        mode: FastPathMode = "eager" if path == "fast" else "off"
+        if self._fast is not None:
+            if path == "fast":
+                return None
+            self._fast.close()
+        self._fast_mode = mode
+        self._fast = FastPath.create(model, compile=True, mode=mode,
+                                     device_type=self._device_type(),
+                                     context_length=info.context_length)
+        if path == "fast" and self._fast is None:
+            return "the fast decoder cannot run this model here (see the log file)"
+        return None
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """Each id's own text (special tokens included), for `--replay`'s reports."""
+        with self._tok_lock:
+            return [str(self._tokenizer.decode([int(i)])) for i in ids]
 
     @property
     def raw(self) -> bool:
@@ -291,6 +318,10 @@ class LocalBackend:
             raise GenerationError(
                 f"Invalid generation settings: {listed}.", "Fix them in the settings and retry."
             )
+        if params.seed is None:
+            # Draw the seed here rather than leave the RNG as it is: the reply records it,
+            # and `--replay` regenerates it exactly (`llama_tui.chat.replay`).
+            params = dataclasses.replace(params, seed=random.getrandbits(31))
         if not self._busy.acquire(timeout=WAIT_PREVIOUS_S):
             raise GenerationError(
                 "The previous reply is still being generated.", "Wait a moment and try again."
@@ -312,10 +343,12 @@ class LocalBackend:
         gen = Generation(iter(()))
         gen.dropped_messages = fitted.dropped
         gen.prompt_tokens = len(fitted.ids)
-        tok, lock = self._tokenizer, self._tok_lock
+        tok, lock, keep_markers = self._tokenizer, self._tok_lock, self._marker_decode
 
         def decode(ids: list[int]) -> str:
             with lock:  # see ChatFormatter: the Rust tokenizer is not safe to share unlocked
+                if keep_markers is not None:
+                    return keep_markers(ids)
                 return str(tok.decode(ids, skip_special_tokens=True))
 
         texts = token_texts(job, params, tok, lock, decode)

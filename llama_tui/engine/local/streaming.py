@@ -8,6 +8,7 @@ and two tiny decodes of a sliding window of ids. torch is only touched through t
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_tui.core.backend import Generation, GenerationStats, StopReason
+from llama_tui.core.backend import Generation, GenerationStats, ReplayFacts, StopReason
 from llama_tui.core.errors import GenerationError
 from llama_tui.core.params import GenerationParams
 from llama_tui.engine.local.decoding import IncrementalDecoder
@@ -144,6 +145,7 @@ class GenerationJob:
     done: threading.Event = field(default_factory=threading.Event)
     # Per-token logprobs, appended by the generating thread (None: capture off).
     token_log: RawLog | None = None
+    generated: list[int] = field(default_factory=list)  # every id the consumer read
     assisted: str = ""  # "prompt lookup" / "draft model" when assisted (engine.local.assisted)
 
 
@@ -180,6 +182,7 @@ def consume(
                 ids, sentinel = _drain(q, item)
                 if ids:
                     last_id = ids[-1]
+                    job.generated.extend(ids)
                     gen.tokens += len(ids)
                     if texts is not None:
                         texts.catch_up()
@@ -265,4 +268,15 @@ def _stats(
         error=str(error) if error is not None else None,
         assisted=job.assisted,
         assisted_steps=streamer.pushes if job.assisted else 0,
+        replay=ReplayFacts(
+            seed=job.seed,
+            decode_path="fast" if job.fast is not None else "generate",
+            prompt_sha256=prompt_digest(job.prompt_ids),
+            token_ids=tuple(job.generated),
+        ),
     )
+
+
+def prompt_digest(ids: list[int]) -> str:
+    """sha256 of a prompt's token ids: two replies saw the same prompt exactly when equal."""
+    return hashlib.sha256(",".join(map(str, ids)).encode("ascii")).hexdigest()

@@ -9,12 +9,13 @@ what tells the server to stop generating.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
 from collections.abc import Iterator
 
-from llama_tui.core.backend import ChatMessage, Generation, StopReason
+from llama_tui.core.backend import ChatMessage, Generation, ReplayFacts, StopReason
 from llama_tui.core.errors import GenerationError, RemoteError
 from llama_tui.core.params import GenerationParams
 from llama_tui.core.tokens import TokenLog
@@ -212,4 +213,7 @@ class ReplyRun:
         log = self.gen.token_log
         if log is not None and not log.tokens and log.unavailable is None and self.st.chunks:
             log.unavailable = NO_LOGPROBS  # never numbers made up
-        self.gen.stats = self.st.stats(reason, self.gen.prompt_tokens, error)
+        stats = self.st.stats(reason, self.gen.prompt_tokens, error)
+        # A server does not tell which tokens it drew, nor whether it honoured the seed.
+        self.gen.stats = dataclasses.replace(
+            stats, replay=ReplayFacts(seed=self.params.seed, decode_path="remote"))

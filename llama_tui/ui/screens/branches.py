@@ -1,0 +1,80 @@
+"""`/branches`: the conversation's tree, one line per version of each fork.
+
+Each line: indentation by depth, the version (`2/3`), a dot for the active path, the first
+words, the date, the model that wrote it and the tokens generated down that branch. Enter
+makes the branch active (the newest path below it); Esc closes. Message text is untrusted
+and shown cleaned, as plain text.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from llama_tui.session.tree import BranchRow
+from llama_tui.text import clean
+
+WORDS = 40  # characters of a message's start shown per line
+
+
+def row_text(row: BranchRow, default_model: dict[str, Any]) -> str:
+    """One picker line (plain text)."""
+    msg = row.message
+    first = " ".join(clean(msg.content).split())
+    if len(first) > WORDS:
+        first = first[: WORDS - 1] + "…"
+    who = "you" if msg.role == "user" else "bot"
+    when = time.strftime("%b %d %H:%M", time.localtime(msg.created))
+    model = _model_name(msg.replay, default_model)
+    mark = "●" if row.active else " "
+    tokens = f", {row.tokens} tok" if row.tokens else ""
+    return (f"{'  ' * row.depth}{mark} {row.index}/{row.count} {who}: {first or '(empty)'}"
+            f"  · {when} · {model}{tokens} · {row.length} msg")
+
+
+def _model_name(replay: dict[str, Any] | None, default_model: dict[str, Any]) -> str:
+    model = replay.get("model") if isinstance(replay, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    if not isinstance(name, str) or not name:
+        name = default_model.get("name") or "?"
+    return clean(str(name))[:24]
+
+
+class BranchesScreen(ModalScreen[str | None]):
+    """Dismisses with the id of the message whose branch to make active, or None."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
+
+    def __init__(self, rows: list[BranchRow], default_model: dict[str, Any]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.rows = rows
+        self.default_model = default_model
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog picker") as box:
+            box.border_title = "Branches"
+            yield Static("Enter: make a branch active · Esc: close · ● the active path",
+                         markup=False)
+            yield OptionList(
+                *(Option(row_text(r, self.default_model), id=r.message.id) for r in self.rows),
+                id="branches", markup=False)
+
+    def on_mount(self) -> None:
+        options = self.query_one("#branches", OptionList)
+        options.focus()
+        # Start on the deepest active version: the one most likely to be switched from.
+        active = [i for i, r in enumerate(self.rows) if r.active and r.count > 1]
+        if active:
+            options.highlighted = active[-1]
+
+    @on(OptionList.OptionSelected, "#branches")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
