@@ -344,12 +344,6 @@ def test_custom_code_error_text_is_classified() -> None:
     assert "--trust-remote-code" in err.fix
 
 
-def test_quantization_needs_cuda(tiny_model_dir: Path) -> None:
-    with pytest.raises(DependencyMissingError, match="NVIDIA GPU") as info:
-        load_model(str(tiny_model_dir), LoadOptions(device="cpu", load_in_4bit=True))
-    assert "--load-in-4bit" in info.value.fix
-
-
 def test_device_map_auto_needs_accelerate(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -152,10 +152,9 @@ def requested_device_map(options: LoadOptions) -> str | None:
 def check_options(options: LoadOptions, device: str) -> None:
     """Refuse option combinations that cannot work, before anything is downloaded.
 
-    `device` is the resolved device (`choose_device`). 4-bit / 8-bit loading is bitsandbytes,
-    which llama-tui supports on NVIDIA GPUs only: bitsandbytes has a CPU backend in recent
-    versions, but on a CPU bf16 weights decode faster than dequantizing 4-bit ones on the fly
-    and we do not test it, so we say so rather than load slowly (or fail deep in a kernel).
+    `device` is the resolved device (`choose_device`). 4-bit / 8-bit loading is bitsandbytes
+    on NVIDIA GPUs, and torch's own int4 / int8 weight-only kernels on the CPU (`engine.quant`,
+    no extra package); other devices (MPS) are refused.
     """
     device_map = requested_device_map(options)
     if options.load_in_4bit and options.load_in_8bit:
@@ -185,12 +184,13 @@ def check_options(options: LoadOptions, device: str) -> None:
             )
     if options.load_in_4bit or options.load_in_8bit:
         bits = "4" if options.load_in_4bit else "8"
+        if device == "cpu":
+            return  # torch's kernels (engine.quant.cpu_load), nothing to install
         if not device.startswith("cuda"):
             raise DependencyMissingError(
-                f"{bits}-bit loading (bitsandbytes) needs an NVIDIA GPU with CUDA; the device "
-                f"here is {device}. llama-tui does not use bitsandbytes' CPU backend: on a CPU, "
-                "bf16 weights are faster.",
-                f"Drop --load-in-{bits}bit; use --dtype bfloat16, a smaller model, or a GPU.",
+                f"{bits}-bit loading works on an NVIDIA GPU (bitsandbytes) or the CPU (torch's "
+                f"own kernels); the device here is {device}.",
+                f"Drop --load-in-{bits}bit, or add --device cpu.",
             )
         for package in ("bitsandbytes", "accelerate"):
             if importlib.util.find_spec(package) is None:

@@ -2,8 +2,9 @@
 
 Measuring the fastest dtype (`calibration`) takes a few seconds, so the answer is kept in
 `<cache dir>/dtype_auto.json` and reused while the key matches: the CPU's model name, the torch
-version, the torch thread count and the model's shape (hidden size, layers, heads, kv heads,
-vocabulary, intermediate size). A new CPU, a torch upgrade or another model measures again. A
+version, the torch thread count, the model's shape (hidden size, layers, heads, kv heads,
+vocabulary, intermediate size) and its source ("gguf-q4" when the weights come from a Q4 GGUF,
+which adds the `int4` candidate). A new CPU, a torch upgrade or another model measures again. A
 damaged file is never a crash: it reads as empty and the next write replaces it.
 """
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "dtype_auto.json"
 FORMAT_VERSION = 1
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int4")
 # config.json fields that decide how fast a decode step is in each dtype.
 SHAPE_FIELDS = (
     "model_type",
@@ -68,13 +69,14 @@ def model_shape(config: dict[str, Any]) -> dict[str, Any]:
     return {name: source.get(name) for name in SHAPE_FIELDS}
 
 
-def cache_key(config: dict[str, Any]) -> str:
-    """One string naming this CPU, torch, thread count and model shape."""
+def cache_key(config: dict[str, Any], source: str = "") -> str:
+    """One string naming this CPU, torch, thread count, model shape and weights' source."""
     key = {
         "cpu": cpu_name(),
         "torch": torch_version(),
         "threads": torch_threads(),
         "shape": model_shape(config),
+        "source": source,
     }
     return json.dumps(key, sort_keys=True, ensure_ascii=True)
 

@@ -49,6 +49,7 @@ from llama_tui.engine.loading.specs import (
     parse_spec,
     user_text,
 )
+from llama_tui.engine.quant import cpu_load
 from llama_tui.text import redact
 
 log = logging.getLogger(__name__)
@@ -163,18 +164,28 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     folder, revision, name = _resolve(ms, options, progress)
     config = check_folder(folder, ms.raw, options)
     prequantized = quant_method(config)
+    gguf = _gguf_file(ms)
     plan = calibration.plan_auto(
         device=device,
         requested=options.dtype,
         rule=dtype_name,
         folder=folder,
         config=config,
-        quantized=prequantized is not None,
+        quantized=prequantized is not None or options.load_in_4bit or options.load_in_8bit,
         device_map=device_map,
+        gguf=gguf,
     )
     if not plan.measure:
         log.info("dtype %s, not measured: %s", plan.load_dtype, plan.reason)
     dtype_name = plan.load_dtype
+    # int4 / int8 on the CPU: torch's kernels, loaded in bf16 then swapped (engine.quant).
+    cpu_quant = None
+    if prequantized is None:
+        q4 = plan.int4_gguf is not None or (gguf is not None and calibration.int4_source(gguf))
+        cpu_quant = cpu_load.requested(options, device, dtype_name, gguf, q4)
+    if cpu_quant is not None:
+        dtype_name = cpu_quant.activations
+        options = cpu_quant.without_flags(options)
     if device_map is not None:
         gpus = f" over {caps.cuda_count} GPUs" if caps.cuda_count > 1 else f" ({device})"
         where = f"device_map={device_map}{gpus}"
@@ -195,8 +206,11 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     if move_to is not None:
         model.to(move_to)
     model.eval()
-    if plan.measure:
-        calibration.calibrate(model, tokenizer, plan, progress)
+    dtype_label = None
+    if cpu_quant is not None:
+        dtype_label = cpu_quant.apply(model)
+    if plan.measure and calibration.calibrate(model, tokenizer, plan, progress) == "int4":
+        dtype_label = "int4"
     # hf_device_map is only set when accelerate dispatched the model (not for one device);
     # a map over a single device is no placement worth showing.
     placement = placements.normalize_placement(getattr(model, "hf_device_map", None))
@@ -212,7 +226,7 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         source=str(ms.path) if ms.kind == "gguf" else str(folder),
         revision=revision,
         device=placements.device_label(device, placement or None, caps),
-        dtype=str(getattr(model, "dtype", dtype)).removeprefix("torch."),
+        dtype=dtype_label or str(getattr(model, "dtype", dtype)).removeprefix("torch."),
         parameters=int(sum(p.numel() for p in model.parameters())),
         context_length=_context_length(model, tokenizer),
         chat_template=getattr(tokenizer, "chat_template", None) is not None,
@@ -227,6 +241,13 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
         folder=folder,
         device=placements.input_device(model, placement, str(getattr(model, "device", device))),
     )
+
+
+def _gguf_file(ms: ModelSpec) -> Path | None:
+    """The GGUF a demo / GGUF spec's folder was converted from (its Q4 codes load as int4)."""
+    if ms.kind == "demo":
+        return demo_gguf_path()
+    return ms.path if ms.kind == "gguf" else None
 
 
 def _pretrained_kwargs(
