@@ -25,7 +25,7 @@ from llama_tui.core.thinking import ThinkFormat
 from llama_tui.engine.local.backend import LocalBackend
 from llama_tui.engine.local.chat_format import ChatFormatter
 from llama_tui.engine.local.decoding import IncrementalDecoder
-from llama_tui.engine.local.thinking import detect_thinking
+from llama_tui.engine.local.thinking import detect_thinking, marker_decoder
 from llama_tui.engine.remote.backend import RemoteBackend
 from llama_tui.session.journal import load_journal
 from llama_tui.session.recorder import SessionRecorder
@@ -292,3 +292,30 @@ def test_transformers_serve_reasoning_content_is_the_thought(
     assert "<think>" not in msg.thinking and "</think>" not in msg.thinking
     assert stats is not None and 0 < stats.thinking_tokens <= stats.generated_tokens
     assert state.conversation.messages[-1].thinking  # the second reply thought as well
+
+
+def test_special_think_tokens_are_kept_when_decoding(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Where the tokenizer counts the markers special, the reply's decode keeps them (and
+    only them): otherwise the thought would run into the answer."""
+    special = build_thinking_model(
+        tiny_model_dir, tmp_path / "special", QWEN3_TEMPLATE, special=True
+    )
+    tok = _tokenizer(special)
+    history = detect_thinking(tok)
+    assert history is not None
+    decode = marker_decoder(tok, history)
+    assert decode is not None
+    assert marker_decoder(_tokenizer(tmp_path / "special"), None) is None
+    ids = tok("<think>hm</think>ok<|im_end|>", add_special_tokens=False)["input_ids"]  # type: ignore[operator]
+    plain = str(tok.decode(ids, skip_special_tokens=True))  # type: ignore[attr-defined]
+    assert "<think>" not in plain  # what the usual decode would show: no way to split
+    assert decode(ids) == "<think>hm</think>ok"
+    tracker = ThoughtTracker(history.fmt)
+    pieces = [p for n, i in enumerate(ids, 1) for p in tracker.feed(decode([i]), n)]
+    assert "".join(p.text for p in pieces if p.thinking) == "hm"
+    assert "".join(p.text for p in pieces if not p.thinking) == "ok"
+
+
+def test_plain_added_think_tokens_need_no_special_decode(qwen_dir: Path) -> None:
+    tok = _tokenizer(qwen_dir)
+    assert marker_decoder(tok, detect_thinking(tok)) is None

@@ -65,12 +65,14 @@ R1_TEMPLATE = (
 )
 
 
-def build_thinking_model(src: Path, dst: Path, template: str) -> Path:
-    """A copy of the tiny model at `src` that knows the think tokens and uses `template`."""
+def build_thinking_model(src: Path, dst: Path, template: str, *, special: bool = False) -> Path:
+    """A copy of the tiny model at `src` that knows the think tokens and uses `template`.
+    `special`: the think tokens are special tokens (decoding with skip_special_tokens drops
+    them), as some tokenizers have them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(src)
-    tok.add_tokens(["<think>", "</think>"], special_tokens=False)
+    tok.add_tokens(["<think>", "</think>"], special_tokens=special)
     tok.chat_template = template
     model = AutoModelForCausalLM.from_pretrained(src)
     model.resize_token_embeddings(len(tok), mean_resizing=False)

@@ -197,3 +197,28 @@ async def test_remote_server_reasoning_through_the_tui(tmp_path: Path) -> None:
             await reply_done(pilot)
         sent = sent_messages(srv)
     assert sent[1][1] == {"role": "assistant", "content": "Two and two is four."}
+
+
+@pytest.mark.asyncio
+async def test_ctrl_g_goes_on_with_a_stopped_thought() -> None:
+    first = ["<think>", "first", " second", "never"]
+    backend = FakeBackend(
+        replies=[first, [" third", "</think>", "Done."]], info_template=THINKER, hold_after=3
+    )
+    app = make_app(backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Think")
+        await until(pilot, backend.held.is_set)
+        await pilot.press("escape")
+        await until(pilot, lambda: not app.generating)
+        msg = app.chat_state.conversation.messages[-1]
+        assert msg.thinking == "first second" and msg.content == ""
+        backend.hold_after = None
+        await pilot.press("ctrl+g")
+        await reply_done(pilot)
+        # The same reply went on inside its thought, which the model got back unfinished.
+        assert app.chat_state.conversation.messages[-1] is msg
+        assert msg.thinking == "first second third" and msg.content == "Done."
+        assert backend.calls[-1].history[-1].reasoning == "first second"
+        assert _blocks(app)[0].summary.startswith("thought for ")

@@ -20,6 +20,7 @@ its markers, so an unfinished thought stays open and the model sees its own toke
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,32 @@ def detect_thinking(tokenizer: Any) -> ThinkingHistory | None:
         key = REASONING_KEY if REASONING_KEY in template_text else None
         return ThinkingHistory(fmt, key)
     return None
+
+
+def marker_decoder(
+    tokenizer: Any, history: ThinkingHistory | None
+) -> Callable[[list[int]], str] | None:
+    """A reply decode that keeps the think markers where the tokenizer counts them special
+    (decoding with `skip_special_tokens` would drop them, and the thought would run into the
+    answer), still dropping every other special token; None where the markers are plain
+    added tokens (Qwen3's, DeepSeek-R1's) and the usual decode keeps them. Call it under the
+    tokenizer's lock."""
+    if history is None:
+        return None
+    specials = set(getattr(tokenizer, "all_special_ids", ()) or ())
+    for token_id, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+        if getattr(added, "special", False):
+            specials.add(int(token_id))
+    markers = {tokenizer.convert_tokens_to_ids(m) for m in (history.fmt.open, history.fmt.close)}
+    if not specials & markers:
+        return None
+    drop = frozenset(specials - markers)
+
+    def decode(ids: list[int]) -> str:
+        kept = [i for i in ids if i not in drop]
+        return str(tokenizer.decode(kept, skip_special_tokens=False))
+
+    return decode
 
 
 def _added_tokens(tokenizer: Any) -> set[str]:
