@@ -254,8 +254,9 @@ class ReplyRunner:
         if index is None:
             screen.host.say("No prompt to edit yet.")
             return
-        text = msgs[index].content
+        text, files = msgs[index].content, msgs[index].attachments
         await self.branch_from(index)
+        screen.attachments.restore(files)  # the edited prompt keeps its files
         screen.prompt.set_text(text)
         screen.prompt.focus()
 
