@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from llama_tui.core.thinking import THINKING_VIEWS
-from llama_tui.ui.widgets.thinking import set_view
+from llama_tui.ui.widgets.thinking import ThinkingBlock, set_view
 
 if TYPE_CHECKING:
     from llama_tui.ui.app import LlamaTuiApp
@@ -58,6 +58,8 @@ class ThinkingView:
         """Use `view` now and remember it for the next launch."""
         self.view = view
         set_view(self.app.chat, view)
+        for block in self.app.chat.query(ThinkingBlock):
+            block.show_text()  # a thought streaming while folded was not rendered
         self.app.say(f"Thinking {_WHAT[view]} ({THINK_KEY} or {_USAGE}).")
         self._remember(view)
 

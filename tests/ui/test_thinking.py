@@ -106,13 +106,15 @@ async def test_live_count_then_esc_keeps_what_was_thought() -> None:
         block = _blocks(app)[0]
         await until(pilot, lambda: "4 tokens" in block.summary)
         assert block.summary.startswith("thinking… 4 tokens, ")  # counting up live
+        assert "first second third" not in screen_text(app)  # folded
+        await pilot.press("f6")  # shown while it streams: what came meanwhile is there
+        await until(pilot, lambda: "first second third" in screen_text(app))
         await pilot.press("escape")
         await until(pilot, lambda: not app.generating)
         msg = app.chat_state.conversation.messages[-1]
         assert msg.status == "stopped" and msg.thinking == "first second third"
         assert msg.content == ""
         assert block.summary.startswith("thought for 4 tokens, ")
-        await pilot.press("f6")
         assert "first second third" in screen_text(app)
     conv = load_journal(journal_path(app.chat_state.conversation.id))
     assert conv.messages[-1].thinking == "first second third"

@@ -91,9 +91,9 @@ class ThinkingBlock(Vertical):
         self._tokens = tokens
         self._text.append(self._cleaner.feed(raw))
         self._dirty = True
-        self._show_summary()
+        # Batched like the answer's Markdown: a fast model sends a piece per token.
         if time.monotonic() - self._last_flush >= FLUSH_S:
-            self._show_text()
+            self._on_tick()
 
     def answer_started(self) -> None:
         """The answer began: the thought is over (its figures stop counting)."""
@@ -135,10 +135,17 @@ class ThinkingBlock(Vertical):
         self._show_summary()
         self._show_text()
 
+    def show_text(self) -> None:
+        """The view changed: render the thought if it is shown now and has grown."""
+        if self._dirty:
+            self._show_text()
+
     def _on_tick(self) -> None:
         self._show_summary()
-        if self._dirty:
-            self._show_text()  # a piece held back by the throttle, while the model stalls
+        # Only a thought on screen is re-rendered while it streams (a long one costs); the
+        # view's switch renders it when it is shown (`show_text`).
+        if self._dirty and self.screen.has_class("-think-show"):
+            self._show_text()
 
     def _seconds_now(self) -> float | None:
         if self._live and self._began is not None:
@@ -151,11 +158,11 @@ class ThinkingBlock(Vertical):
         self._show_text()
 
     def _show_summary(self) -> None:
+        self._last_flush = time.monotonic()
         for label in self.query(".thinking-summary").results(Static):
             label.update(self.summary)
 
     def _show_text(self) -> None:
-        self._last_flush = time.monotonic()
         self._dirty = False
         # The model's own whitespace around its thought (`<think>\n...\n</think>`) is kept
         # in the message, not on screen.
