@@ -170,9 +170,15 @@ def test_the_split_on_the_real_token_stream(qwen_dir: Path) -> None:
 # -- a whole reply on the local engine --------------------------------------------------------
 
 
-def test_local_reply_opened_by_the_template_is_a_thought(r1_dir: Path, tmp_path: Path) -> None:
-    backend = LocalBackend(str(r1_dir), LoadOptions(device="cpu", dtype="float32", compile=False))
+@pytest.mark.parametrize("path", ["generate", "fast"])
+def test_local_reply_opened_by_the_template_is_a_thought(
+    r1_dir: Path, tmp_path: Path, path: str
+) -> None:
+    """Both decode paths (transformers' generate, and the FastDecoder) stream the thought."""
+    options = LoadOptions(device="cpu", dtype="float32", compile=path == "fast")
+    backend = LocalBackend(str(r1_dir), options, fast_path="eager" if path == "fast" else "off")
     backend.load()
+    assert backend.fast_path_active == (path == "fast")
     try:
         assert backend.info is not None and backend.info.thinking is not None
         state = _state(tmp_path)
