@@ -75,7 +75,6 @@ class ThinkSplitter:
         self.fmt = fmt
         self.phase: ThinkPhase = phase
         self._held = ""
-        self.opened = phase == "thinking"  # a thought was seen in this reply
 
     def feed(self, text: str) -> list[Piece]:
         """The pieces `text` completes, in order (maybe none: held back)."""
@@ -89,7 +88,7 @@ class ThinkSplitter:
             if self.phase == "start":
                 stripped = buf.lstrip()
                 if stripped.startswith(self.fmt.open):
-                    self.phase, self.opened = "thinking", True
+                    self.phase = "thinking"
                     buf = stripped[len(self.fmt.open) :]
                     continue
                 if not stripped or self.fmt.open.startswith(stripped):
