@@ -177,7 +177,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
                  "each token of reply N (default the last); Enter on an alternative "
                  "continues from it as a new branch", _inspect, "F8"),
     SlashCommand("settings", "/settings", "show or hide the settings panel", _settings, "F2"),
-    SlashCommand("sessions", "/sessions", "browse and resume saved sessions", _sessions, "F5"),
+    SlashCommand("sessions", "/sessions", "browse, search and resume saved sessions",
+                 _sessions, "F5"),
     SlashCommand("memory", "/memory", "memory in use, per GPU, and where the model sits",
                  _memory),
     SlashCommand("quit", "/quit", "quit (the conversation is journaled)", _quit, "Ctrl+Q",

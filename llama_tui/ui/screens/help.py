@@ -32,7 +32,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("Ctrl+S", "save the conversation as Markdown"),
     ("F2 / Ctrl+O", "settings panel"),
     ("F4", "load another model"),
-    ("F5", "saved sessions"),
+    ("F5", "saved sessions: type to search them, Enter opens at the match"),
     ("Ctrl+P", "command palette"),
     ("PgUp / PgDn", "scroll the transcript, also while typing (Ctrl+Home / Ctrl+End: ends)"),
     ("Tab / Shift+Tab", "move focus"),
