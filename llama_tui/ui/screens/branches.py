@@ -22,30 +22,38 @@ from textual.widgets.option_list import Option
 from llama_tui.session.tree import BranchRow
 from llama_tui.text import clean
 
-WORDS = 40  # characters of a message's start shown per line
+WORDS = 28  # characters of a message's start shown per line (one line in the dialog at 80 columns)
 
 
-def row_text(row: BranchRow, default_model: dict[str, Any]) -> str:
-    """One picker line (plain text)."""
+def row_text(row: BranchRow, default_model: dict[str, Any], now: float | None = None) -> str:
+    """One picker line (plain text): the model only when another one wrote it, the day only
+    when it is not today."""
     msg = row.message
     first = " ".join(clean(msg.content).split())
     if len(first) > WORDS:
         first = first[: WORDS - 1] + "…"
     who = "you" if msg.role == "user" else "bot"
+    day = time.strftime("%b %d", time.localtime(now if now is not None else time.time()))
     when = time.strftime("%b %d %H:%M", time.localtime(msg.created))
-    model = _model_name(msg.replay, default_model)
+    when = when.removeprefix(day + " ")
     mark = "●" if row.active else " "
-    tokens = f", {row.tokens} tok" if row.tokens else ""
+    parts = [when]
+    model = _other_model(msg.replay, default_model)
+    if model:
+        parts.append(model)
+    if row.tokens:
+        parts.append(f"{row.tokens} tok")
     return (f"{'  ' * row.depth}{mark} {row.index}/{row.count} {who}: {first or '(empty)'}"
-            f"  · {when} · {model}{tokens} · {row.length} msg")
+            f" · {' · '.join(parts)}")
 
 
-def _model_name(replay: dict[str, Any] | None, default_model: dict[str, Any]) -> str:
+def _other_model(replay: dict[str, Any] | None, default_model: dict[str, Any]) -> str:
+    """The model that wrote a reply, when it is not the conversation's."""
     model = replay.get("model") if isinstance(replay, dict) else None
-    name = model.get("name") if isinstance(model, dict) else None
-    if not isinstance(name, str) or not name:
-        name = default_model.get("name") or "?"
-    return clean(str(name))[:24]
+    spec = model.get("spec") if isinstance(model, dict) else None
+    if not isinstance(spec, str) or not spec or spec == default_model.get("spec"):
+        return ""
+    return clean(spec.rsplit("/", 1)[-1])[:24]
 
 
 class BranchesScreen(ModalScreen[str | None]):
