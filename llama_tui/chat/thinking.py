@@ -19,12 +19,23 @@ from collections.abc import Callable
 from llama_tui.core.backend import GenerationStats
 from llama_tui.core.thinking import Piece, ThinkFormat, ThinkPhase, ThinkSplitter
 
-__all__ = ["ThoughtTracker", "resume_phase"]
+__all__ = ["ThoughtTracker", "resume_phase", "split_text"]
 
 
 def resume_phase(thinking: str, content: str) -> ThinkPhase:
     """Where a continued reply picks up: inside its thought while it has no answer yet."""
     return "thinking" if thinking and not content else "answer"
+
+
+def split_text(text: str, fmt: ThinkFormat | None) -> tuple[str, str]:
+    """(thinking, answer) of a whole reply's raw text, by the same rule as a stream (a reply
+    rebuilt from its tokens, such as the token inspector's fork, has its markers in it)."""
+    if fmt is None:
+        return "", text
+    splitter = ThinkSplitter(fmt, "thinking" if fmt.opens_in_prompt else "start")
+    pieces = splitter.feed(text) + splitter.flush()
+    thinking = "".join(p.text for p in pieces if p.thinking)
+    return thinking, "".join(p.text for p in pieces if not p.thinking)
 
 
 class ThoughtTracker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llama_tui.chat.footer import footer_for
-from llama_tui.chat.thinking import ThoughtTracker, resume_phase
+from llama_tui.chat.thinking import ThoughtTracker, resume_phase, split_text
 from llama_tui.config.values import check_setting
 from llama_tui.core.backend import GenerationStats
 from llama_tui.core.params import InvalidValue
@@ -157,3 +157,10 @@ def test_thinking_view_setting_is_checked() -> None:
     assert check_setting("thinking", " Show ") == "show"
     with pytest.raises(InvalidValue, match="fold, show or hide"):
         check_setting("thinking", "loud")
+
+
+def test_split_text_of_a_whole_reply() -> None:
+    assert split_text("<think>\nhm</think>\n\nok", FMT) == ("\nhm", "\n\nok")
+    assert split_text("plain answer", FMT) == ("", "plain answer")
+    assert split_text("<think>x</think>y", None) == ("", "<think>x</think>y")
+    assert split_text("x</think>y", ThinkFormat(opens_in_prompt=True)) == ("x", "y")
