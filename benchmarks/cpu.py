@@ -141,13 +141,14 @@ class LlamaWorker:
     """llama-cpp-python in a child process, so that a crash there (a build using instructions
     this CPU lacks dies with SIGILL) costs only its row. Timestamps are taken in the child."""
 
-    def __init__(self, gguf: Path, threads: int) -> None:
+    def __init__(self, gguf: Path, threads: int, logits_all: bool = False) -> None:
         import subprocess
         import sys
 
         self.error = ""
+        extra = ["logits_all"] if logits_all else []
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--llama-worker", str(gguf), str(threads)],
+            [sys.executable, __file__, "--llama-worker", str(gguf), str(threads), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -182,8 +183,16 @@ class LlamaWorker:
         tl.ids, tl.times = out["ids"], out["times"]
         return tl
 
+    def score(self, ids: list[int]) -> tuple[list[int], list[float]]:
+        """Teacher-forced over `ids`: llama.cpp's top-1 next token after each position, and
+        the log-probability it gives the actual next token (needs logits_all=True)."""
+        out = self._call({"op": "score", "ids": ids})
+        if out is None:
+            raise RuntimeError(self.error)
+        return out["top1"], out["logprobs"]
 
-def llama_worker(gguf: str, threads: int) -> None:
+
+def llama_worker(gguf: str, threads: int, logits_all: bool = False) -> None:
     """The child side of LlamaWorker: one JSON request per line on stdin."""
     import json
     import sys
@@ -192,7 +201,12 @@ def llama_worker(gguf: str, threads: int) -> None:
         from llama_cpp import Llama
 
         llm = Llama(
-            model_path=gguf, n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False
+            model_path=gguf,
+            n_ctx=1024,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=logits_all,
+            verbose=False,
         )
     except Exception as e:
         for _ in sys.stdin:
@@ -202,6 +216,19 @@ def llama_worker(gguf: str, threads: int) -> None:
         req = json.loads(line)
         if req["op"] == "ping":
             print(json.dumps({"ok": True}), flush=True)
+            continue
+        if req["op"] == "score":
+            import numpy as np
+
+            llm.reset()
+            llm.eval(req["ids"])
+            scores = np.asarray(llm.scores[: len(req["ids"])], dtype=np.float64)
+            top = scores.max(axis=1, keepdims=True)
+            logz = (top + np.log(np.exp(scores - top).sum(axis=1, keepdims=True)))[:, 0]
+            nxt = np.asarray(req["ids"][1:])
+            lp = scores[np.arange(len(nxt)), nxt] - logz[:-1]
+            top1 = scores.argmax(axis=1).tolist()
+            print(json.dumps({"top1": top1, "logprobs": lp.tolist()}), flush=True)
             continue
         ids: list[int] = []
         times: list[float] = []
@@ -279,8 +306,8 @@ def first_divergence(a: list[int], b: list[int]) -> str:
 def main() -> None:
     import sys
 
-    if len(sys.argv) == 4 and sys.argv[1] == "--llama-worker":
-        llama_worker(sys.argv[2], int(sys.argv[3]))
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--llama-worker":
+        llama_worker(sys.argv[2], int(sys.argv[3]), sys.argv[4:] == ["logits_all"])
         return
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
