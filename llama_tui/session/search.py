@@ -132,7 +132,7 @@ def conversation_texts(
 ) -> list[tuple[str | None, str]]:
     """The searchable texts of a session: its messages in order (the path shown first, then
     the other branches of its tree), then its metadata."""
-    messages = [*conv.messages, *getattr(conv, "branches", ())]
+    messages = [*conv.messages, *conv.branches]
     texts: list[tuple[str | None, str]] = [(m.id, m.content) for m in messages]
     texts.append((None, meta_text(conv, session_id, modified)))
     return texts

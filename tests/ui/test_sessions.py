@@ -254,3 +254,29 @@ async def test_a_hit_the_journal_no_longer_holds_opens_at_the_end_and_says_so() 
         await pilot.press("enter")
         await until(pilot, lambda: app.chat_state.conversation.id == conv.id)
         await until(pilot, lambda: any("no longer contains" in n for n in notes(app)))
+
+
+async def test_a_match_in_an_earlier_version_shows_that_version() -> None:
+    from llama_tui.session import tree
+    from llama_tui.session.recorder import SessionRecorder
+
+    conv = Conversation()
+    rec = SessionRecorder(conv)
+    rec.user_message(conv.add("user", "Tell me a fact"))
+    old = conv.add("assistant", "The okapi is a relative of the giraffe.")
+    rec.assistant_finished(old)
+    tree.branch_off(conv, 1)  # a retry: the first reply becomes an earlier version
+    rec.assistant_finished(conv.add("assistant", "Honey never spoils."))
+    rec.close()
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 1)
+        await pilot.press(*"okapi")
+        await until(pilot, lambda: "okapi" in rows(app).get(conv.id, ""))
+        await pilot.press("enter")
+        await until(pilot, lambda: app.chat_state.conversation.id == conv.id)
+        await until(pilot, lambda: "okapi" in shown_text(app))
+        assert [m.id for m in app.chat_state.conversation.messages][-1] == old.id
+        assert any("another version" in n for n in notes(app))

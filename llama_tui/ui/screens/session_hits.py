@@ -83,5 +83,16 @@ async def reveal_match(chat: ChatScreen, opened: Opened) -> None:
     if match.message_id is None:
         return  # its title, model or date matched: the session as it opens
     # A long session's older turns are mounted lazily: `reveal` mounts the match's turn.
-    if await chat.transcript.reveal(match.message_id) is None:
-        chat.host.say("The match is in another branch of this conversation.", timeout=8)
+    if await chat.transcript.reveal(match.message_id) is not None:
+        return
+    # Not on the path shown: an earlier version (a retried reply, an edited prompt).
+    if any(m.id == match.message_id for m in conv.branches):
+        await chat.branches.select(match.message_id)
+        if await chat.transcript.reveal(match.message_id) is not None:
+            chat.host.say(
+                "The match is in another version of this conversation: shown now "
+                "(Alt+Left / Alt+Right switch versions).",
+                timeout=8,
+            )
+            return
+    chat.host.say("The match could not be shown in this conversation.", timeout=8)
