@@ -217,7 +217,10 @@ def remembered_notes(
 
 
 def _set_with(*keys: str) -> str:
-    """How a remembered value was chosen: the system prompt with /system, the rest /set."""
+    """How a remembered value was chosen: the system prompt with /system, the thinking view
+    with /think, the rest /set."""
+    if keys == ("thinking",):
+        return "/think or F6"
     if "system_prompt" not in keys:
         return "/set or the panel"
     return "/system or the panel" if len(keys) == 1 else "/set, /system or the panel"

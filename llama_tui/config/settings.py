@@ -46,6 +46,7 @@ from llama_tui import locations
 from llama_tui.config.dotenv import read_dotenv
 from llama_tui.config.remembered import (
     REMEMBERED_KEYS,
+    VIEW_KEYS,
     Remembered,
     read_remembered,
     remembered_notes,
@@ -377,6 +378,6 @@ def config_file_values(path: Path | None) -> dict[str, Any]:
     layer = _config_layer(locations.config_file() if path is None else path, [])
     if layer:
         resolver.apply(layer)
-    return {k: resolver.values[k] for k in REMEMBERED_KEYS
+    return {k: resolver.values[k] for k in (*REMEMBERED_KEYS, *VIEW_KEYS)
             if resolver.sources[k].startswith("config:")}
 

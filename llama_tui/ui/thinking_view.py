@@ -2,8 +2,9 @@
 
 One choice for the whole transcript (`widgets/thinking.py` styles every thought from a class
 on the chat screen). F6 goes fold -> show -> hide -> fold; `/think show|hide|fold` picks one
-(`/think` alone says which is in use). The choice is written to ``remembered.json`` like the
-panel's settings (`config.remembered`, key ``thinking``), so the next launch starts with it;
+(`/think` alone says which is in use). The choice is written to ``remembered.json`` as the
+panel's settings are (`config.remembered`, key ``thinking``, with the config.toml value it
+overrides: a later edit of config.toml wins), so the next launch starts with it;
 config.toml's ``thinking`` or ``LLAMA_TUI_THINKING`` give the default.
 """
 
@@ -64,12 +65,16 @@ class ThinkingView:
         self._remember(view)
 
     def _remember(self, view: str) -> None:
-        from llama_tui.config.remembered import Entry, update_remembered
+        """Like the panel's settings: the config.toml value it overrides is recorded (an edit
+        of config.toml afterwards wins), and going back to that value forgets it."""
+        from llama_tui.config.remembered import base_entry, update_remembered
         from llama_tui.config.settings import config_file_values
 
         try:
             files = config_file_values(self.app.loaded.config_path)
-            update_remembered({"thinking": Entry(view)}, files)
+            below = files.get("thinking", "fold")
+            entry = None if view == below else base_entry("thinking", view, files)
+            update_remembered({"thinking": entry}, files)
         except (OSError, ValueError) as e:
             log.warning("could not remember the thinking view: %s", e)
             self.app.say(f"Could not remember the thinking view: {e}", severity="warning")

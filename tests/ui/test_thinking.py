@@ -9,6 +9,7 @@ resumed session: their figures come from the journal, not a clock.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,32 @@ async def test_ctrl_g_goes_on_with_a_stopped_thought() -> None:
         assert msg.thinking == "first second third" and msg.content == "Done."
         assert backend.calls[-1].history[-1].reasoning == "first second"
         assert _blocks(app)[0].summary.startswith("thought for ")
+
+
+@pytest.mark.asyncio
+async def test_the_view_follows_the_remembering_rules_of_the_panel() -> None:
+    """Going back to config.toml's view forgets the remembered one; an edit of config.toml
+    after /think wins (and says so), as for the panel's settings."""
+    config = remembered_settings_file().parent / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('thinking = "hide"\n')
+    loaded = load_settings({})
+    assert loaded.settings.thinking == "hide"
+    app = create_app(loaded, backend_factory=lambda s: FakeBackend(info_template=THINKER))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.chat.has_class("-think-hide")
+        await send(pilot, "/think show")
+        await pilot.pause()
+        found = read_remembered(remembered_settings_file(), {"thinking": "hide"}, [])
+        assert found.live["thinking"].value == "show"
+        await send(pilot, "/think hide")  # config.toml's own: nothing left to remember
+        await pilot.pause()
+        fields = json.loads(remembered_settings_file().read_text())["fields"]
+        assert "thinking" not in fields
+        await send(pilot, "/think show")
+        await pilot.pause()
+    config.write_text('thinking = "fold"\n')  # edited after /think show: the file wins
+    again = load_settings({})
+    assert again.settings.thinking == "fold"
+    assert any("config.toml's thinking is now 'fold'" in n and "/think" in n for n in again.notes)
