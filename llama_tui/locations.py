@@ -44,6 +44,12 @@ def sessions_dir() -> Path:
     return data_dir() / "sessions"
 
 
+def search_index_file() -> Path:
+    """The session search index (`session/search_index.py`): a cache of the journals' words,
+    built again from them whenever it is missing or damaged."""
+    return data_dir() / "search-index.sqlite3"
+
+
 def cache_dir() -> Path:
     """What can be made again: converted models, compiled kernels (e.g. ~/.cache/llama_tui)."""
     return _folder("cache", _dirs().user_cache_dir)

@@ -9,7 +9,8 @@ through the same index (`session.search_index`: refreshed from the journals firs
 the index cannot be used the journals are read directly.
 
 Exit codes (`cli/console.py`): 0 listed (also an empty list without a query), 1 a query
-that matches no session (like grep; the reason on stderr), 141 stdout closed early.
+that matches no session (like grep; the reason on stderr), 130 interrupted, 141 stdout
+closed early.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import sys
 import time
 from pathlib import Path
 
-from llama_tui.cli.console import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_OK, err
+from llama_tui.cli.console import (
+    EXIT_BROKEN_PIPE,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    err,
+)
 from llama_tui.session.search import Hit, scan_sessions, terms_of
 from llama_tui.text import clean, redact
 
@@ -58,7 +65,11 @@ def row(hit: Hit) -> str:
 
 def run_sessions(query: str, directory: Path | None = None) -> int:
     """Print the sessions matching `query`; the exit code."""
-    hits = find(query, directory)
+    try:
+        hits = find(query, directory)
+    except KeyboardInterrupt:
+        err("llama-tui: interrupted")
+        return EXIT_INTERRUPTED
     if not hits and terms_of(query):
         err(
             f"llama-tui: no session matches {query!r}.\n"

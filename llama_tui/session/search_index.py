@@ -74,8 +74,10 @@ class SearchInterrupted(Exception):
 
 
 def default_index_path(directory: Path | None = None) -> Path:
-    """Beside the sessions folder: `data_dir()/search-index.sqlite3` for the default one."""
-    return (directory or locations.sessions_dir()).parent / INDEX_NAME
+    """`locations.search_index_file()` for the default sessions folder; beside any other."""
+    if directory is None:
+        return locations.search_index_file()
+    return directory.parent / INDEX_NAME
 
 
 class SearchIndex:
