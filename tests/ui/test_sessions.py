@@ -280,3 +280,40 @@ async def test_a_match_in_an_earlier_version_shows_that_version() -> None:
         await until(pilot, lambda: "okapi" in shown_text(app))
         assert [m.id for m in app.chat_state.conversation.messages][-1] == old.id
         assert any("another version" in n for n in notes(app))
+
+
+async def test_a_newer_search_cancels_the_one_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from llama_tui.session.search_index import SearchIndex, SearchInterrupted
+
+    plural = saved_session("owls at night", "ok")
+    saved_session("an owl pellet", "ok")
+    real_search = SearchIndex.search
+    started, gave_up = threading.Event(), threading.Event()
+
+    def slow(self: SearchIndex, query: str, limit: int | None = None,
+             cancelled: object = None) -> object:
+        if query == "owl":  # this one takes long: the user types on meanwhile
+            started.set()
+            for _ in range(500):
+                if callable(cancelled) and cancelled():
+                    gave_up.set()
+                    raise SearchInterrupted
+                threading.Event().wait(0.01)
+        return real_search(self, query, limit, cancelled)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SearchIndex, "search", slow)
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 2)
+        screen = app.screen
+        assert isinstance(screen, SessionsScreen)
+        await pilot.press(*"owl")
+        await until(pilot, started.is_set)
+        await pilot.press("s")
+        await until(pilot, lambda: screen.shown_query == "owls")
+        assert gave_up.is_set()  # the stale search stopped, its results never shown
+        assert list(rows(app)) == [plural.id]
