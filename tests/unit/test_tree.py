@@ -183,3 +183,27 @@ def test_damaged_branches_are_left_out_not_fatal() -> None:
     conv = Conversation.from_dict(data)
     assert [m.id for m in conv.branches] == ["ok"]
     assert conv.load_warnings
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_files_written_by_main_before_branches_still_load() -> None:
+    """A journal and a JSON export written by llama-tui at commit 45aca32 (made with its own
+    recorder and exporter: a retried reply journaled as `removed`, a reply interrupted
+    mid-stream) load as one path, with nothing lost that main kept."""
+    journal = load_journal(DATA / "main-45aca32.jsonl")
+    assert _texts(journal) == ["What is the capital of France?",
+                               "The capital of France is Paris.", "And of Italy?", "Rome"]
+    assert journal.branches == []
+    assert journal.messages[-1].interrupted and journal.messages[-1].status == "stopped"
+    assert [m.parent for m in journal.messages[1:]] == [m.id for m in journal.messages[:-1]]
+    exported = from_json((DATA / "main-45aca32.json").read_bytes())
+    assert _texts(exported) == _texts(journal)
+    assert exported.system_prompt == "Be brief." and exported.branches == []
+    # Resuming it and retrying now keeps both versions.
+    state = ChatState(exported, GenerationParams(), "Be brief.")
+    state.branch_from(3)
+    state.conversation.add("assistant", "Rome, of course.")
+    assert [m.content for m in tree.siblings(exported, exported.messages[-1])] == [
+        "Rome", "Rome, of course."]
