@@ -117,10 +117,13 @@ class SearchIndex:
     def _open_file(self) -> sqlite3.Connection:
         make_private_dirs(self.path.parent)
         for attempt in range(2):
-            # Created 0600 before SQLite sees it: the index holds the conversations' text.
-            os.close(
-                os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-            )
+            # 0600 before SQLite sees it (an older copy too): it holds the conversations' words.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                with contextlib.suppress(AttributeError):  # no fchmod on Windows before 3.13
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
             try:
                 version = db.execute("PRAGMA user_version").fetchone()[0]

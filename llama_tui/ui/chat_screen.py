@@ -36,7 +36,6 @@ from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.branch_control import BranchControl
 from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
-from llama_tui.ui.reply_runner import ReplyRunner
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.attachments import PendingFiles
 from llama_tui.ui.widgets.prompt_input import PromptInput
@@ -45,11 +44,12 @@ from llama_tui.ui.widgets.status_bar import StatusBar
 from llama_tui.ui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
-    # Markdown (markdown_it) and copy_save are imported when first used, not before the
-    # first paint (benchmarks/startup_time.py).
+    # Markdown (markdown_it), copy_save and the reply runner are imported when first used,
+    # not before the first paint (benchmarks/startup_time.py).
     from textual.widgets import Markdown
 
     from llama_tui.ui.app import LlamaTuiApp
+    from llama_tui.ui.reply_runner import ReplyRunner
 
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
 W = TypeVar("W", bound=Widget)
@@ -82,10 +82,19 @@ class ChatScreen(Screen[None]):
     def __init__(self, *, resumed: bool = False) -> None:
         super().__init__()
         self.resumed = resumed
-        self.replies = ReplyRunner(self)
+        self._replies: ReplyRunner | None = None
         self.branches = BranchControl(self)  # versions of messages: keys, picker, markers
         self.attachments = AttachControl(self)  # files /read attached to the next message
         self._widgets: dict[str, Widget] = {}
+
+    @property
+    def replies(self) -> ReplyRunner:
+        """The reply in flight (`reply_runner.py`), made when first asked for."""
+        if self._replies is None:
+            from llama_tui.ui.reply_runner import ReplyRunner
+
+            self._replies = ReplyRunner(self)
+        return self._replies
 
     @property
     def host(self) -> LlamaTuiApp:

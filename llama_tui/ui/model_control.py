@@ -3,12 +3,13 @@ another. Loading itself is `model_host.py`'s."""
 
 from __future__ import annotations
 
-from llama_tui.chat.reply import describe_failure
-
 PICK_HINT = "Press F4 to pick another model, or type /model SPEC (a repo id, folder, .gguf, demo)."
 
 
 def describe_error(exc: BaseException) -> tuple[str, str, str]:
     """(cause, fix, kind) of a failed load, as a failed reply shows it (`describe_failure`)."""
+    # Imported here: the reply module's imports are not needed before the first paint.
+    from llama_tui.chat.reply import describe_failure
+
     failure = describe_failure(exc)
     return failure.cause, failure.fix, failure.kind

@@ -161,6 +161,10 @@ def test_missing_index_is_built_private_and_then_reused() -> None:
     again = SearchIndex()
     assert again.refresh() == 0  # nothing changed: no journal is read again
     assert ids(again, "marmalade") == [conv.id]
+    again.close()
+    path.chmod(0o644)  # e.g. copied from elsewhere
+    fresh_index().close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_stale_entries_follow_changed_new_and_deleted_journals() -> None:
