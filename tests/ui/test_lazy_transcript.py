@@ -5,6 +5,8 @@ measures the speed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llama_tui.session.transcript import Conversation
@@ -133,3 +135,26 @@ async def test_copy_f3_retry_and_a_new_prompt_work_on_a_lazily_mounted_session()
         shown = mounted_ids(app)
         assert len(shown) == len(set(shown))  # nothing shown twice
         assert shown[-1] == last
+
+
+async def test_turns_mounted_later_show_their_version_in_the_header(tmp_path: Path) -> None:
+    from llama_tui.session.export import save_conversation
+    from llama_tui.session.transcript import Message
+
+    conv = Conversation()
+    for i in range(150):
+        conv.add("user", f"question {i}")
+        conv.add("assistant", f"answer {i}")
+    first_prompt, first_reply = conv.messages[0], conv.messages[1]
+    # Another version of the first reply (a retry made it): its header says which of 2.
+    conv.branches.append(Message("assistant", "an older answer", parent=first_prompt.id))
+    path = save_conversation(conv, tmp_path / "long.json")
+    app = make_app(FakeBackend(), resume=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert first_reply.id not in mounted_ids(app)
+        await pilot.press("ctrl+home")  # mounted now, after the resume's headers were set
+        await until(pilot, lambda: visible(app, first_reply.id))
+        turn = app.chat.transcript.find_assistant(first_reply.id)
+        assert turn is not None
+        await until(pilot, lambda: str(turn.border_title).endswith("/2"))
