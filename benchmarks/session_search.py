@@ -10,6 +10,8 @@ the recorder writes them) and prints, side by side in one run, the time to the f
 screenful of results (20 sessions) for:
 
 - cold index: no index file; open, build it from every journal, search;
+- cold index as F5 builds it: searching after each batch of journals (newest first: 20,
+  then 100 at a time), until a search finds something;
 - warm index: the index is up to date; open it, check every journal's size and mtime, search;
 - one changed: as warm, after one journal got a new turn (re-read of that one);
 - no index: read the journals themselves, newest first, until 20 hits (or all of them);
@@ -127,6 +129,28 @@ def first_results(directory: Path, index_path: Path, query: str, mode: str) -> t
     return time.perf_counter() - t0, len(found)
 
 
+def first_hits_while_building(directory: Path, index_path: Path, query: str) -> tuple[float, int]:
+    """A cold build as the F5 browser runs it: searching after each batch (newest journals
+    first); seconds until a search found something, and how many."""
+    t0 = time.perf_counter()
+    first: list[tuple[float, int]] = []
+    index = SearchIndex(directory, index_path)
+
+    def progress(done: int, total: int) -> None:
+        if not first:
+            hits = index.search(query, limit=FIRST_PAGE)
+            if hits:
+                first.append((time.perf_counter() - t0, len(hits)))
+
+    try:
+        index.refresh(progress)
+        if not first:
+            first.append((time.perf_counter() - t0, len(index.search(query, limit=FIRST_PAGE))))
+    finally:
+        index.close()
+    return first[0]
+
+
 def add_turn(directory: Path) -> None:
     path = sorted(directory.glob("*.jsonl"))[0]
     msg = Message("user", "one more question about the cache")  # follows the last one
@@ -159,9 +183,13 @@ def main() -> None:
 
         rows: dict[str, dict[str, tuple[float, int]]] = {}  # query -> label -> (ms, hits)
         for query in (RARE, COMMON):
-            cold, warm, changed, scan = [], [], [], []
+            cold, early, warm, changed, scan = [], [], [], [], []
             found: dict[str, int] = {}
             for _ in range(args.runs):
+                for suffix in ("", "-journal", "-wal"):
+                    Path(f"{index_path}{suffix}").unlink(missing_ok=True)
+                s, found["early"] = first_hits_while_building(directory, index_path, query)
+                early.append(s)
                 for suffix in ("", "-journal", "-wal"):
                     Path(f"{index_path}{suffix}").unlink(missing_ok=True)
                 s, found["cold"] = first_results(directory, index_path, query, "index")
@@ -175,14 +203,15 @@ def main() -> None:
                 scan.append(s)
             rows[query] = {
                 "cold index (build + search)": (median(cold), found["cold"]),
+                "cold index, first hits as it builds": (median(early), found["early"]),
                 "warm index": (median(warm), found["warm"]),
                 "warm index, 1 journal changed": (median(changed), found["changed"]),
                 "no index (read the journals)": (median(scan), found["scan"]),
             }
-        print(f"{'time to first results (ms)':34} {RARE!r:>16} {COMMON!r:>16}")
+        print(f"{'time to first results (ms)':38} {RARE!r:>16} {COMMON!r:>16}")
         for label in rows[RARE]:
             a, b = rows[RARE][label], rows[COMMON][label]
-            print(f"  {label:32} {a[0]:9.1f} ({a[1]:2d}) {b[0]:9.1f} ({b[1]:2d})")
+            print(f"  {label:36} {a[0]:9.1f} ({a[1]:2d}) {b[0]:9.1f} ({b[1]:2d})")
         warm_rare = rows[RARE]["warm index"][0]
         print(
             f"\n  no index / warm index, rare word: "

@@ -53,6 +53,8 @@ from llama_tui.session.transcript import is_safe_id
 INDEX_NAME = "search-index.sqlite3"
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 5.0
+BATCH = 100  # journals (re)indexed per transaction
+FIRST_BATCH = 20  # the newest first, in a small batch: a first build shows results sooner
 PROGRESS_STEPS = 20_000  # SQLite steps between two looks at `cancelled`
 
 _SCHEMA = """
@@ -165,6 +167,7 @@ class SearchIndex:
 
     def refresh(self, progress: Progress | None = None) -> int:
         """Bring the index in line with the journals on disk; the number re-read.
+        `progress(done, total)` is called after each batch of journals read, newest first.
 
         A damaged index found here is thrown away and built again; one that cannot be
         written now (locked by another instance for too long, disk full) is replaced by one
@@ -196,13 +199,20 @@ class SearchIndex:
         gone = set(known) - {p.name.removesuffix(SUFFIX) for p, _ in on_disk}
         if not changed and not gone:
             return 0
-        with db:  # one transaction: a crash leaves the index as it was
+        with db:
             for sid in gone:
                 self._forget(sid)
-            for done, (path, st) in enumerate(changed):
-                if progress is not None and done % 50 == 0:
-                    progress(done, len(changed))
-                self._add(path, st)
+        # Newest first, a transaction per batch: after a first build is interrupted the
+        # journals done are kept, and a caller can search the newest while the rest are
+        # read (`progress` is called after each batch is committed).
+        start, size = 0, FIRST_BATCH
+        while start < len(changed):
+            with db:
+                for path, st in changed[start : start + size]:
+                    self._add(path, st)
+            start, size = start + size, BATCH
+            if progress is not None:
+                progress(min(start, len(changed)), len(changed))
         return len(changed)
 
     def _forget(self, sid: str) -> None:

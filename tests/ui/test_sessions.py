@@ -317,3 +317,43 @@ async def test_a_newer_search_cancels_the_one_running(monkeypatch: pytest.Monkey
         await until(pilot, lambda: screen.shown_query == "owls")
         assert gave_up.is_set()  # the stale search stopped, its results never shown
         assert list(rows(app)) == [plural.id]
+
+
+async def test_a_first_index_build_shows_the_newest_sessions_as_it_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import threading
+    import time
+
+    from textual.widgets import Static
+
+    import llama_tui.session.search_index as search_index
+
+    convs = [saved_session(f"prompt {i}", "ok") for i in range(6)]
+    for age, conv in enumerate(reversed(convs)):  # convs[-1] newest
+        t = time.time() - 100 * age
+        os.utime(locations.sessions_dir() / f"{conv.id}.jsonl", (t, t))
+    monkeypatch.setattr(search_index, "BATCH", 2)
+    monkeypatch.setattr(search_index, "FIRST_BATCH", 2)
+    gate = threading.Event()
+    real_add = search_index.SearchIndex._add
+
+    def add(self: search_index.SearchIndex, path: object, st: object) -> None:
+        if path != locations.sessions_dir() / f"{convs[-1].id}.jsonl" and \
+                path != locations.sessions_dir() / f"{convs[-2].id}.jsonl":
+            gate.wait(10)  # the older ones take long to read
+        real_add(self, path, st)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_index.SearchIndex, "_add", add)
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await until(pilot, lambda: isinstance(app.screen, SessionsScreen) and len(rows(app)) == 2)
+        status = app.screen.query_one("#sessions-status", Static)
+        assert "Indexing sessions… 2/6" in str(status.render())
+        assert list(rows(app)) == [convs[-1].id, convs[-2].id]  # the newest, already
+        gate.set()
+        await until(pilot, lambda: len(rows(app)) == 6)
+        assert "6 sessions" in str(status.render())

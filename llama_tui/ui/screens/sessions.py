@@ -35,7 +35,7 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option, OptionDoesNotExist
-from textual.worker import get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from llama_tui.session.search import Hit, terms_of
 from llama_tui.session.store import TITLE_MAX
@@ -200,11 +200,20 @@ class SessionsScreen(ModalScreen[Opened | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="session-search")
     def _search(self, query: str) -> None:
-        """Refresh the index (once per opening; a cold build reports progress), then
-        search. A newer search cancels this one (`exclusive`): it gives up, unshown."""
+        """Refresh the index (once per opening), then search. A newer search cancels this
+        one (`exclusive`): it gives up, unshown, and a refresh it was doing goes on in the
+        newer one from the last batch committed."""
         from llama_tui.session.search_index import SearchIndex, SearchInterrupted
 
         worker = get_current_worker()
+
+        def progress(done: int, total: int) -> None:
+            # A first build reads the newest journals first: those can be searched already.
+            if worker.is_cancelled:
+                raise SearchInterrupted
+            if done < total:
+                self._publish(query, worker, f"Indexing sessions… {done}/{total}")
+
         with self._index_lock:
             if worker.is_cancelled:
                 return
@@ -212,13 +221,9 @@ class SessionsScreen(ModalScreen[Opened | None]):
                 self._index = SearchIndex()
             try:
                 if not self._fresh:
-                    self._index.refresh(progress=self._progress)
+                    self._index.refresh(progress=progress)
                     self._fresh = True
-                hits = self._index.search(
-                    query,
-                    None if not terms_of(query) else HIT_LIMIT,
-                    cancelled=lambda: worker.is_cancelled,
-                )
+                self._publish(query, worker)
             except SearchInterrupted:
                 return
             except (sqlite3.Error, OSError) as e:
@@ -227,26 +232,32 @@ class SessionsScreen(ModalScreen[Opened | None]):
             finally:
                 if self._closed:
                     self._close_index()
-        if not worker.is_cancelled:
-            with_model = self._shown_with_model = self._with_model()
-            rows = hit_rows(hits, query, self.current_id, with_model, self.app.size.width)
-            self.app.call_from_thread(self._show, query, rows, hits)  # once per search
 
-    def _progress(self, done: int, total: int) -> None:
-        if total > 100:  # a first build: say why the list is not there yet
-            self.app.call_from_thread(self._status, f"Indexing sessions… {done}/{total}")
+    def _publish(self, query: str, worker: Worker[None], status: str | None = None) -> None:
+        """Search (in the worker, holding the index) and show the results: once per search,
+        not per row."""
+        assert self._index is not None
+        limit = HIT_LIMIT if terms_of(query) else None
+        hits = self._index.search(query, limit, cancelled=lambda: worker.is_cancelled)
+        with_model = self._shown_with_model = self._with_model()
+        rows = hit_rows(hits, query, self.current_id, with_model, self.app.size.width)
+        self.app.call_from_thread(self._show, query, rows, hits, status)
 
     def _status(self, text: str) -> None:
         with contextlib.suppress(NoMatches):
             self.query_one("#sessions-status", Static).update(text)
 
-    def _show(self, query: str, rows: list[tuple[str, Text]], hits: list[Hit]) -> None:
+    def _show(
+        self, query: str, rows: list[tuple[str, Text]], hits: list[Hit], status: str | None
+    ) -> None:
         if query != self.query_text:
             return  # typed on meanwhile: a newer search is coming
         try:
             options = self.query_one("#sessions", OptionList)
         except NoMatches:  # closed meanwhile
             return
+        if self._keep is None and query == self.shown_query:
+            self._keep = self._highlighted_id()  # the same search again (more indexed)
         self.hits = {h.id: h for h in hits}
         self.shown_query = query
         self.titles = {h.id: h.title or h.first_prompt for h in hits if not h.error}
@@ -264,7 +275,7 @@ class SessionsScreen(ModalScreen[Opened | None]):
         found = f"{len(rows)} session{'s' if len(rows) != 1 else ''}"
         if terms_of(query) and len(rows) >= HIT_LIMIT:
             found = f"the newest {HIT_LIMIT} matches"
-        self._status(f"{found} · {HINT}")
+        self._status(status or f"{found} · {HINT}")
 
     def _highlighted_id(self) -> str | None:
         options = self.query_one("#sessions", OptionList)
