@@ -673,6 +673,8 @@ def test_mapping_sampling_with_everything() -> None:
         "min_p": 0.05,
         "repetition_penalty": 1.1,
         "stop": ["a", "bb"],
+        "logprobs": True,  # the token inspector's numbers (default 5 alternatives)
+        "top_logprobs": 5,
     }
     json.dumps(body, allow_nan=False)  # valid JSON for any valid settings
 
