@@ -12,7 +12,11 @@ alike. Decode tok/s = (tokens - 1) / (time of last token - time of first token).
 Columns: ratio to llama.cpp (llama-cpp-python on the same GGUF, n_threads = --threads,
 measured in the same run) and to the memory-bandwidth limit (copy bandwidth measured in the
 run / weight bytes read per token). "greedy" compares each path's tokens with eager
-`generate` at the same dtype (int8 against fp32): "same" or the first differing index.
+`generate` at the same dtype (int8 and int4 against fp32, which holds the same dequantized
+GGUF weights): "same" or the first differing index.
+The int4 rows run the GGUF's own Q4_1 codes (engine.quant); the "default" row is the app's
+own loader with default settings (dtype auto, measured and cached in this benchmark's
+LLAMA_TUI_HOME) and the decode path the backend's policy picks for it.
 
 llama-cpp-python is benchmark-only (`pip install llama-cpp-python`; it builds from source in
 about 9 minutes on 2 cores); without it the llama.cpp row is skipped.
@@ -296,6 +300,37 @@ def multi_turn(
     return out
 
 
+def default_path(
+    threads: int,
+    gen_runner: Callable[[Any, int], Callable[[], Timeline]],
+    fast_runner: Callable[[Any, int], Callable[[], Timeline]],
+) -> Path_:
+    """What a user gets with default settings: the demo loaded by the app's own loader
+    (`dtype auto`: measured on the first run in this benchmark's LLAMA_TUI_HOME, cached after)
+    and decoded by the path the backend's policy picks for it (`engine.fast.glue`)."""
+    from llama_tui.core.backend import LoadOptions
+    from llama_tui.engine.fast.glue import FastPath
+    from llama_tui.engine.loading.models import load_model
+
+    t0 = time.perf_counter()
+    loaded = load_model("demo", LoadOptions(device="cpu", threads=threads))
+    seconds = time.perf_counter() - t0
+    fast = FastPath.create(loaded.model, compile=True, mode="auto", device_type="cpu")
+    how = "FastDecoder eager" if fast is not None else "generate"
+    run = (
+        fast_runner(fast.decoder, threads)
+        if fast is not None
+        else gen_runner(loaded.model, threads)
+    )
+    dtype = loaded.info.dtype
+    p = Path_(
+        f"default: dtype auto -> {dtype}, {how}", dtype, threads, bytes_per_token(loaded.model), run
+    )
+    p.ref = "generate float32" if dtype == "int4" else f"generate {dtype}"
+    p.note = f"load {seconds:.1f} s"
+    return p
+
+
 def first_divergence(a: list[int], b: list[int]) -> str:
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
@@ -407,6 +442,28 @@ def main() -> None:
         paths.append(
             Path_(f"FastDecoder eager {dt}", dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}")
         )
+    # int4: the GGUF's own Q4_1 codes in torch's int4 kernel, bf16 activations, int8 head
+    # (engine.quant; what --load-in-4bit and dtype auto's int4 pick run).
+    from llama_tui.engine.quant.apply import quantize_model
+
+    m4 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    quantize_model(m4, 4, gguf)
+    wb4 = bytes_per_token(m4)
+    paths.append(
+        Path_("generate int4 (GGUF codes)", "int4", T, wb4, gen_runner(m4, T), "generate float32")
+    )
+    dec4 = FastDecoder(m4, compile=False, eos_token_ids=[])
+    paths.append(
+        Path_(
+            "FastDecoder eager int4",
+            "int4",
+            T,
+            wb4,
+            fast_runner(dec4, T),
+            ref="generate int4 (GGUF codes)",
+        )
+    )
+    paths.append(default_path(T, gen_runner, fast_runner))
     if "int8" in models:
         m = models["int8"]
         wb = bytes_per_token(m)

@@ -96,7 +96,9 @@ def _add_model_flags(m: argparse._ArgumentGroup) -> None:
         help="do not verify the server's TLS certificate",
     )
     m.add_argument("--device", metavar="DEV", help="auto, cpu, cuda, cuda:N or mps")
-    m.add_argument("--dtype", metavar="TYPE", help="auto, float32, bfloat16 or float16")
+    m.add_argument(
+        "--dtype", metavar="TYPE", help="auto, float32, bfloat16, float16 or int4 (CPU)"
+    )
     m.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     m.add_argument(
         "--trust-remote-code",
@@ -130,8 +132,12 @@ def _add_model_flags(m: argparse._ArgumentGroup) -> None:
         help="assisted decoding by guessing from the prompt: auto (greedy replies on the "
         "generate path), on or off (default: auto)",
     )
-    m.add_argument("--load-in-4bit", action="store_true", help="4-bit weights (bitsandbytes)")
-    m.add_argument("--load-in-8bit", action="store_true", help="8-bit weights (bitsandbytes)")
+    m.add_argument(
+        "--load-in-4bit", action="store_true", help="4-bit weights (CPU: torch; GPU: bitsandbytes)"
+    )
+    m.add_argument(
+        "--load-in-8bit", action="store_true", help="8-bit weights (CPU: torch; GPU: bitsandbytes)"
+    )
 
 
 def _add_generation_flags(g: argparse._ArgumentGroup) -> None:

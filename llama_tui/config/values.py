@@ -162,7 +162,7 @@ def check_setting(key: str, value: Any) -> Any:
     if key == "dtype":
         v = DTYPE_ALIASES.get(value.strip().lower())
         if v is None:
-            raise InvalidValue("must be auto, float32, bfloat16 or float16")
+            raise InvalidValue("must be auto, float32, bfloat16, float16 or int4 (CPU)")
         return v
     if key == "threads" and value is not None and value < 1:
         raise InvalidValue("must be >= 1")

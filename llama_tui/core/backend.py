@@ -219,6 +219,7 @@ DTYPE_ALIASES: dict[str, str] = {
     "float16": "float16",
     "fp16": "float16",
     "half": "float16",
+    "int4": "int4",  # CPU only: 4-bit weights in torch's int4 kernel, bf16 activations
 }
 # accelerate's ways to place one model over several devices (--device-map).
 DEVICE_MAPS: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")

@@ -148,7 +148,7 @@ def dtype_name(device: str, requested: str = "auto", caps: DeviceCaps | None = N
         if req not in DTYPE_NAMES:
             raise ModelError(
                 f"Unknown dtype {requested!r}.",
-                "Use auto, float32, bfloat16 or float16.",
+                "Use auto, float32, bfloat16, float16 or int4 (CPU).",
             )
         return DTYPE_NAMES[req]
     if device.startswith("cuda"):

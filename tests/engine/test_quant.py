@@ -150,3 +150,56 @@ def test_load_in_4bit_and_8bit_on_cpu_use_torch_kernels(
     with torch.no_grad():
         out = loaded.model.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
     assert out.shape == (1, 8)
+
+
+def test_dtype_int4_loads_int4_on_cpu_and_is_refused_elsewhere(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--dtype int4` (also what --replay passes for a reply recorded as int4)."""
+    from llama_tui.core.errors import ModelError
+    from llama_tui.engine.loading.checks import check_options
+
+    monkeypatch.setenv("LLAMA_TUI_HOME", str(tmp_path))
+    loaded = load_model(str(tiny_model_dir), LoadOptions(device="cpu", dtype="int4", threads=1))
+    assert loaded.info.dtype == "int4"
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    with pytest.raises(ModelError, match="CPU only") as info:
+        check_options(LoadOptions(device="cuda", dtype="int4"), "cuda:0")
+    assert "--load-in-4bit" in info.value.fix
+
+
+def test_layers_built_from_a_gguf_are_kept_for_the_next_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(4)
+    path = tmp_path / "c.gguf"
+    up = rng.standard_normal((64, 96)).astype(np.float32)
+    _write_gguf(path, {"blk.0.ffn_up.weight": (up, "Q4_1")})
+
+    def model() -> torch.nn.Module:
+        m = torch.nn.Module()
+        m.up = torch.nn.Linear(96, 64, bias=True).to(torch.bfloat16)
+        m.lm_head = torch.nn.Linear(64, 32, bias=False).to(torch.bfloat16)
+        return m
+
+    first = model()
+    apply.quantize_model(first, 4, path)
+    x = torch.randn(2, 96, dtype=torch.bfloat16)
+    expected = first.lm_head(first.up(x))
+
+    def no_build(*args: object) -> None:
+        raise AssertionError("built again")
+
+    real_build = apply._build
+    monkeypatch.setattr(apply, "_build", no_build)
+    second = model()  # other random weights: equal outputs mean the layers came from the file
+    apply.quantize_model(second, 4, path)
+    assert torch.equal(second.lm_head(second.up(x)), expected)
+    assert apply.quant_label(second) == "int4"
+    # A damaged file is rebuilt, not an error.
+    monkeypatch.setattr(apply, "_build", real_build)
+    for cached in (tmp_path / "llama_tui_home").rglob("*-int4-*.safetensors"):
+        cached.write_bytes(b"damaged")
+    third = model()
+    apply.quantize_model(third, 4, path)
+    assert apply.quant_label(third) == "int4"

@@ -221,7 +221,7 @@ def test_bad_generation_values_are_named_and_ignored(
         ("server", '"ftp://x"'),
         ("api_key_env", '"not a name"'),
         ("device", '"gpu"'),
-        ("dtype", '"int4"'),
+        ("dtype", '"int3"'),
         ("threads", "0"),
         ("threads", '"4"'),
         ("device_map", '"everywhere"'),

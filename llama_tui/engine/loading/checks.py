@@ -157,6 +157,11 @@ def check_options(options: LoadOptions, device: str) -> None:
     no extra package); other devices (MPS) are refused.
     """
     device_map = requested_device_map(options)
+    if (options.dtype or "").strip().lower() == "int4" and device != "cpu":
+        raise ModelError(
+            f"--dtype int4 runs on the CPU only (torch's int4 kernel); the device is {device}.",
+            "Use --load-in-4bit on an NVIDIA GPU, or add --device cpu.",
+        )
     if options.load_in_4bit and options.load_in_8bit:
         raise ModelError(
             "Both 4-bit and 8-bit loading were requested.",

@@ -54,10 +54,30 @@ def build_swap(model: Any, bits: Bits, gguf: Path | None = None) -> Swap:
     """Quantised replacements for every linear layer of `model` (not applied yet: `redo`).
 
     `gguf`: the file the model was converted from; its Q4_0 / Q4_1 / Q8_0 tensors are used
-    as they are for the layers they match in shape (4-bit layers only when `bits` is 4).
+    as they are for the layers they match in shape (4-bit layers only when `bits` is 4), and
+    the built layers are kept on disk for the next load (`packed_cache`).
     """
     import torch
 
+    from llama_tui.engine.quant import packed_cache
+
+    dtype = next(model.parameters()).dtype
+    old = {
+        name: module
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and module.in_features % GROUP == 0
+    }
+    shapes = {name: (m.out_features, m.in_features) for name, m in old.items()}
+    path = packed_cache.cache_path(gguf, bits, dtype) if gguf is not None else None
+    new = packed_cache.load(path, shapes) if path is not None else None
+    if new is None:
+        new = _build(old, bits, gguf, dtype)
+        if path is not None:
+            packed_cache.save(path, new)
+    return Swap(model, new, old, f"int{bits}")
+
+
+def _build(old: dict[str, Any], bits: Bits, gguf: Path | None, dtype: Any) -> dict[str, Any]:
     from llama_tui.engine.quant.linear import int4_linear, int8_linear
 
     source: dict[str, QuantWeight] = {}
@@ -65,13 +85,9 @@ def build_swap(model: Any, bits: Bits, gguf: Path | None = None) -> Swap:
         from llama_tui.engine.quant.gguf_source import read_linear_weights
 
         source = read_linear_weights(gguf)
-    dtype = next(model.parameters()).dtype
     new: dict[str, Any] = {}
-    old: dict[str, Any] = {}
     direct = 0
-    for name, module in model.named_modules():
-        if type(module) is not torch.nn.Linear or module.in_features % GROUP:
-            continue
+    for name, module in old.items():
         given = source.get(f"{name}.weight")
         if given is not None and given.shape != (module.out_features, module.in_features):
             given = None
@@ -86,9 +102,8 @@ def build_swap(model: Any, bits: Bits, gguf: Path | None = None) -> Swap:
             weight = use if use is not None else quantize_int4(module.weight)
             new[name] = int4_linear(weight, module.bias, dtype)
         direct += given is not None
-        old[name] = module
     log.info("int%d: %d linear layers (%d straight from the GGUF)", bits, len(new), direct)
-    return Swap(model, new, old, f"int{bits}")
+    return new
 
 
 def quantize_model(model: Any, bits: Bits, gguf: Path | None = None) -> Swap:

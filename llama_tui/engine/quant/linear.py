@@ -41,34 +41,43 @@ def int8_supported() -> bool:
 
 def int4_linear(weight: QuantWeight, bias: Any, dtype: Any) -> Any:
     """An int4 `nn.Module` computing `x W^T (+ b)` with activations in `dtype`."""
-    return module_classes()[0](weight, bias, dtype)
+    import torch
+
+    if weight.bits != 4 or weight.scale.shape[1] * GROUP != weight.shape[1]:
+        raise ValueError("int4 layers need 4-bit codes in groups of 32")
+    codes = weight.codes.to(torch.int32).contiguous()
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
+    sz = torch.stack([weight.scale, weight.zero], dim=-1).transpose(0, 1)
+    return module_classes()[0](packed, sz.to(dtype).contiguous(), bias, weight.shape[1])
 
 
 def int8_linear(weight: QuantWeight, bias: Any, dtype: Any) -> Any:
     """An int8 (per-output-channel scales) `nn.Module` computing `x W^T (+ b)`."""
-    return module_classes()[1](weight, bias, dtype)
+    import torch
+
+    weight = per_channel_int8(weight)
+    n, _ = weight.shape
+    codes = weight.codes.to(torch.int8).contiguous()
+    return module_classes()[1](codes, weight.scale.reshape(n).to(dtype).contiguous(), bias)
 
 
 @functools.cache
 def module_classes() -> tuple[Any, Any]:
-    """(Int4Linear, Int8Linear), defined once torch is wanted."""
+    """(Int4Linear, Int8Linear), defined once torch is wanted. Built from their packed
+    tensors (`int4_linear` / `int8_linear` pack them; `packed_cache` loads them)."""
     import torch
     from torch import nn
 
     class Int4Linear(nn.Module):  # type: ignore[misc]  # torch is untyped to mypy here
         """y = x W^T (+ b) with W as group-32 4-bit codes; see the module docstring."""
 
-        def __init__(self, weight: QuantWeight, bias: Any, dtype: Any) -> None:
+        def __init__(self, packed: Any, scales_and_zeros: Any, bias: Any, in_features: int):
             super().__init__()
-            if weight.bits != 4 or weight.scale.shape[1] * GROUP != weight.shape[1]:
-                raise ValueError("Int4Linear needs 4-bit codes in groups of 32")
-            n, k = weight.shape
-            self.out_features, self.in_features = n, k
-            codes = weight.codes.to(torch.int32).contiguous()
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, INNER_K_TILES)
-            sz = torch.stack([weight.scale, weight.zero], dim=-1).transpose(0, 1)
+            self.in_features = in_features
+            self.out_features = int(scales_and_zeros.shape[1])
             self.register_buffer("packed", packed)
-            self.register_buffer("scales_and_zeros", sz.to(dtype).contiguous())
+            self.register_buffer("scales_and_zeros", scales_and_zeros)
+            dtype = scales_and_zeros.dtype
             self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,13 +96,12 @@ def module_classes() -> tuple[Any, Any]:
     class Int8Linear(nn.Module):  # type: ignore[misc]
         """y = x W^T (+ b) with W as int8 codes and one scale per output channel."""
 
-        def __init__(self, weight: QuantWeight, bias: Any, dtype: Any) -> None:
+        def __init__(self, codes: Any, scales: Any, bias: Any) -> None:
             super().__init__()
-            weight = per_channel_int8(weight)
-            n, k = weight.shape
-            self.out_features, self.in_features = n, k
-            self.register_buffer("codes", weight.codes.to(torch.int8).contiguous())
-            self.register_buffer("scales", weight.scale.reshape(n).to(dtype).contiguous())
+            self.out_features, self.in_features = (int(d) for d in codes.shape)
+            self.register_buffer("codes", codes)
+            self.register_buffer("scales", scales)
+            dtype = scales.dtype
             self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), False)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
