@@ -56,7 +56,11 @@ async def open_inspector(app: LlamaTuiApp, arg: str) -> None:
     log = message_tokens(msg)
     why = "" if log is not None else _why_none(msg)
     covered = log.text() if log is not None else ""
-    lead = msg.content[: len(msg.content) - len(covered)] if msg.content.endswith(covered) else ""
+    lead, skip = "", 0
+    if msg.content.endswith(covered):  # tokens after a given start (continued from a pick)
+        lead = msg.content[: len(msg.content) - len(covered)]
+    elif covered.endswith(msg.content):  # tokens of a thought before the answer
+        skip = len(covered) - len(msg.content)
 
     def done(request: ForkRequest | None) -> None:
         if request is not None:
@@ -66,4 +70,4 @@ async def open_inspector(app: LlamaTuiApp, arg: str) -> None:
                 exit_on_error=False,
             )
 
-    app.push_screen(InspectorScreen(msg.id, number, log, why, lead), done)
+    app.push_screen(InspectorScreen(msg.id, number, log, why, lead, skip), done)

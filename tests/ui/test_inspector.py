@@ -163,3 +163,41 @@ def test_snapshot_80x24(snap_compare: Any) -> None:
 def test_reply_text_is_the_fixture() -> None:
     assert REPLY.startswith("The capital of France is Paris.")
     assert TokenText  # the widget the inspector draws with
+
+
+@pytest.mark.asyncio
+async def test_a_thought_is_shown_but_not_forked_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llama_tui.core.tokens import TokenChoice, TokenLog, TokenLogprob
+
+    def tok(text: str, alt: str) -> TokenLogprob:
+        return TokenLogprob(1, text, -0.1, (TokenChoice(1, text, -0.1), TokenChoice(2, alt, -2.5)))
+
+    log = TokenLog(
+        2,
+        "generate",
+        [
+            tok("<think>", "x"),
+            tok("hm", "ok"),
+            tok("</think>", "y"),
+            tok("Yes", "No"),
+            tok(".", "!"),
+        ],
+    )
+    conv = session_with_tokens(reply_text="Yes.", log=log, thinking="hm")
+    app = make_app(FakeBackend(), resume=conv.id)
+    asked: list[str] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+
+        async def fork(message_id: str, prefix: str) -> None:
+            asked.append(prefix)
+
+        monkeypatch.setattr(app.chat, "fork_and_continue", fork)
+        await send(pilot, "/inspect")
+        await until(pilot, lambda: isinstance(app.screen, InspectorScreen))
+        await pilot.press("right", "down", "enter")  # inside the thought: refused
+        await pilot.pause()
+        assert isinstance(app.screen, InspectorScreen) and not asked
+        await pilot.press("right", "right", "right", "down", "enter")  # "." -> "!"
+        await until(pilot, lambda: asked)
+    assert asked == ["Yes!"]

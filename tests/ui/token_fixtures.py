@@ -41,15 +41,22 @@ def token_log() -> TokenLog:
     return TokenLog(3, "generate", tokens)
 
 
-def session_with_tokens(prompt: str = "What is the capital of France?") -> Conversation:
-    """A finished one-turn conversation whose reply holds `token_log()`, journaled."""
+def session_with_tokens(
+    prompt: str = "What is the capital of France?",
+    reply_text: str = REPLY,
+    log: TokenLog | None = None,
+    thinking: str = "",
+) -> Conversation:
+    """A finished one-turn conversation whose reply holds `log` (default `token_log()`),
+    journaled."""
     from llama_tui.session.recorder import SessionRecorder
 
     conv = Conversation()
     rec = SessionRecorder(conv)
     rec.user_message(conv.add("user", prompt))
-    reply = conv.add("assistant", REPLY)
-    reply.tokens = to_compact(token_log())
+    reply = conv.add("assistant", reply_text)
+    reply.thinking = thinking
+    reply.tokens = to_compact(log if log is not None else token_log())
     rec.assistant_finished(reply)
     rec.close()
     return conv

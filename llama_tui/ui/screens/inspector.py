@@ -102,11 +102,15 @@ class InspectorScreen(ModalScreen[ForkRequest | None]):
         log: TokenLog | None,
         why_none: str = "",
         lead: str = "",
+        skip: int = 0,
     ) -> None:
         super().__init__()
         # The reply's text before its first recorded token (a reply continued from an
         # alternative records the tokens it generated, after the text it was given).
         self.lead = lead
+        # Characters of the tokens' text that are not in the reply's text: a thought and
+        # its markers (kept apart from the answer); no continuing from inside it.
+        self.skip = skip
         self.message_id = message_id
         self.reply_number = reply_number
         self.token_log = log if log is not None else TokenLog(0, "generate")
@@ -224,4 +228,11 @@ class InspectorScreen(ModalScreen[ForkRequest | None]):
         tok = self.token_log.tokens[self.cursor]
         choice = tok.top[int(event.option.id or 0)]
         kept = "".join(t.text for t in self.token_log.tokens[: self.cursor])
-        self.dismiss(ForkRequest(self.message_id, self.lead + kept + choice.text))
+        if len(kept) < self.skip:
+            self.app.notify(
+                "This token is in the reply's thinking: continuing from there is "
+                "not possible. Pick a token of the answer.",
+                severity="warning",
+            )
+            return
+        self.dismiss(ForkRequest(self.message_id, self.lead + kept[self.skip :] + choice.text))
