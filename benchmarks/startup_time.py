@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/startup_time.py [--runs 5] [--model demo] [--phases]
-    python benchmarks/startup_time.py --paint-only [--runs 15] [--no-bytecode]
+    python benchmarks/startup_time.py --paint-only [--runs 15] [--no-bytecode] [--compare DIR]
 
 Starts the real `llama-tui` (this checkout, `python -m llama_tui`) in an 80x24 pseudo-terminal
 `--runs` times (after one unmeasured start that warms the page cache and converts the demo
@@ -11,7 +11,9 @@ written (the welcome text), and until the status bar says "ready". Each launch a
 with a minimal Textual app (one Static, the anchor of the target "first paint <= 1.3x a
 minimal Textual app") measured the same way, and the ratio of the medians is printed, with
 the ratio of the fastest runs (less sensitive to other users of a shared machine).
-`--paint-only` skips waiting for "ready" (more runs in less time).
+`--paint-only` skips waiting for "ready" (more runs in less time). `--compare DIR` also
+launches, alternately, another copy of the package (DIR/llama_tui, e.g. an earlier commit:
+`git archive COMMIT llama_tui | tar -x -C DIR`): before and after in the same run.
 
 Bytecode: an installed package has its `.pyc` files; a checkout run with
 PYTHONDONTWRITEBYTECODE=1 (set on our dev machines) compiles every module of ours from
@@ -55,6 +57,17 @@ def launch(home: Path, model: str, *, wait_ready: bool = True) -> tuple[float, f
     return painted - app.started, ready - app.started
 
 
+def paint_in(home: Path, model: str, folder: Path) -> float:
+    """First paint of the copy of llama_tui in `folder` (`python -m` imports it from the
+    working directory, before the installed one)."""
+    here = Path.cwd()
+    os.chdir(folder)
+    try:
+        return launch(home, model, wait_ready=False)[0]
+    finally:
+        os.chdir(here)
+
+
 def minimal_paint(home: Path) -> float:
     """The anchor: a minimal Textual app's first paint, measured the same way."""
     app = PtyApp(home, argv=[sys.executable, "-c", MINIMAL_APP])
@@ -91,12 +104,16 @@ def main() -> None:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--phases", action="store_true")
     parser.add_argument("--paint-only", action="store_true", help="do not wait for ready")
+    parser.add_argument("--compare", type=Path, metavar="DIR",
+                        help="also time DIR/llama_tui (another version) alternately")
     parser.add_argument("--no-bytecode", action="store_true",
                         help="compile our modules from source at each launch")
     args = parser.parse_args()
     if not args.no_bytecode:
         os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
         compileall.compile_dir(PACKAGE, quiet=1)
+        if args.compare:
+            compileall.compile_dir(args.compare / "llama_tui", quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         real_cache = Path(platformdirs.user_cache_dir("llama_tui", appauthor=False))
@@ -104,18 +121,27 @@ def main() -> None:
         (home / "cache").symlink_to(real_cache, target_is_directory=True)
         launch(home, args.model)  # warm-up: page cache, and the demo's one-off conversion
         minimal_paint(home)
-        paints, readies, minimal = [], [], []
+        if args.compare:
+            paint_in(home, args.model, args.compare)
+        paints, readies, minimal, other = [], [], [], []
         for i in range(args.runs):  # alternated, so machine noise hits both alike
             paint, ready = launch(home, args.model, wait_ready=not args.paint_only)
             paints.append(paint)
             readies.append(ready)
             minimal.append(minimal_paint(home))
-            print(f"run {i + 1}: first paint {paint:.3f} s (minimal app {minimal[-1]:.3f} s), "
-                  f"ready {ready:.2f} s", flush=True)
+            if args.compare:
+                other.append(paint_in(home, args.model, args.compare))
+            print(f"run {i + 1}: first paint {paint:.3f} s (minimal app {minimal[-1]:.3f} s"
+                  + (f", {args.compare}: {other[-1]:.3f} s" if other else "")
+                  + f"), ready {ready:.2f} s", flush=True)
     paint, anchor = statistics.median(paints), statistics.median(minimal)
     print(f"median of {args.runs}: first paint {paint:.3f} s, minimal Textual app "
           f"{anchor:.3f} s: {paint / anchor:.2f}x (fastest runs: "
           f"{min(paints) / min(minimal):.2f}x); ready {statistics.median(readies):.2f} s")
+    if other:
+        before = statistics.median(other)
+        print(f"{args.compare}: first paint {before:.3f} s: {before / anchor:.2f}x the minimal "
+              f"app (fastest runs: {min(other) / min(minimal):.2f}x)")
     if args.phases:
         phases(args.model)
 
