@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -31,15 +33,21 @@ from llama_tui.session.journal import load_journal
 from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.transcript import Conversation
 from tests.engine.remote_server import (
+    Received,
     ScriptedServer,
     TransformersServer,
+    models_list,
+    send_json,
     serving_missing,
+    start_sse,
     transformers_server,
+    wait_for_disconnect,
 )
 from tests.engine.thinking_models import (
     QWEN3_TEMPLATE,
     R1_TEMPLATE,
     build_thinking_model,
+    reasoning_delta,
     reasoning_script,
     sent_messages,
     with_response_template,
@@ -234,18 +242,43 @@ def test_remote_inline_think_tags_are_split_too(tmp_path: Path) -> None:
 
 
 def test_remote_cancel_during_the_thought_keeps_it(tmp_path: Path) -> None:
+    """Cancelled (Esc) while the server is still thinking: the thought so far is kept, the
+    reply is stopped, and the connection is closed (which stops the server)."""
     cancel = threading.Event()
-    script = reasoning_script(["one", " two"], ["never"])
+
+    def script(srv: ScriptedServer, h: BaseHTTPRequestHandler, req: Received) -> None:
+        if req.path == "/v1/models":
+            send_json(h, 200, models_list("thinker"))
+            return
+        start_sse(h)
+        for piece in ("one", " two"):
+            h.wfile.write(reasoning_delta(piece))
+        h.wfile.flush()
+        wait_for_disconnect(srv, h, 30)  # still thinking, until the client goes away
+
     with ScriptedServer(script) as srv:
         backend = RemoteBackend(srv.url)
         backend.load()
         state = _state(tmp_path)
 
-        def stop_after_thought(text: str) -> None:
+        def esc_once_thought_arrived() -> None:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                msgs = state.conversation.messages
+                if msgs and msgs[-1].thinking == "one two":
+                    break
+                time.sleep(0.01)
             cancel.set()
 
-        outcome = run_reply(state, backend, "Go", cancel=cancel, on_chunk=stop_after_thought)
-    assert outcome.message.thinking == "one two"
+        presser = threading.Thread(target=esc_once_thought_arrived, daemon=True)
+        presser.start()
+        outcome = run_reply(state, backend, "Go", cancel=cancel)
+        presser.join(5)
+        assert srv.client_gone.wait(10)
+    assert outcome.status == "stopped"
+    assert outcome.message.thinking == "one two" and outcome.message.content == ""
+    reloaded = load_journal(state.recorder.path)  # type: ignore[union-attr]
+    assert reloaded.messages[-1].thinking == "one two"
 
 
 def test_headless_prints_the_answer_and_json_adds_the_thought(

@@ -135,6 +135,11 @@ def _role() -> dict[str, Any]:
     return {"id": "chatcmpl-1"}
 
 
+def reasoning_delta(text: str, field: str = "reasoning_content") -> bytes:
+    """One SSE event carrying a piece of reasoning."""
+    return _delta({field: text})
+
+
 def _delta(delta: dict[str, Any]) -> bytes:
     obj = {
         "object": "chat.completion.chunk",
