@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_NEW_TOKENS = 160
+MAX_NEW_TOKENS = 128
 
 CODE = '''def parse_config(path):
     """Read a key=value config file into a dict."""
@@ -115,17 +115,74 @@ def truncated_draft(model: Any, layers: int) -> Any:
     return draft
 
 
+def verify_cost(model: Any, tokens: int, reps: int = 5) -> float:
+    """Time of one forward over `tokens` new tokens / over 1, after a 100-token prefix (median):
+    what a verify step costs against a plain decode step."""
+    import torch
+    from transformers import DynamicCache
+
+    def once(n: int) -> float:
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(input_ids=torch.arange(100)[None] + 1000, cache=cache)
+            t0 = time.perf_counter()
+            model(input_ids=torch.arange(n)[None] + 2000, cache=cache)
+            return time.perf_counter() - t0
+
+    ones, many = [], []
+    for _ in range(reps):
+        ones.append(once(1))
+        many.append(once(tokens))
+    return statistics.median(many) / statistics.median(ones)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="auto,bfloat16", help="comma-separated: one table each")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--draft-layers", type=int, default=8)
-    ap.add_argument("--no-sampled", action="store_true")
+    ap.add_argument("--draft-layers", type=int, default=0, help="0: no draft row")
+    ap.add_argument("--sampled", action="store_true", help="add sampled rows (speed only)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
 
+    import torch
+
+    lines = [
+        f"# Assisted decoding, demo model (SmolLM2-135M) on {cpu_name()}, "
+        f"{args.threads} threads, torch {torch.__version__}",
+        "",
+        f"Median of {args.runs} runs, round-robin. Command: python benchmarks/assisted.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (False, "")
+        ),
+        "",
+    ]
+    for dtype in args.dtype.split(","):
+        lines += run_dtype(dtype.strip(), args)
+        print("\n".join(lines), flush=True)
+    report = "\n".join(lines)
+    print("\n" + report)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(report + "\n")
+
+
+def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
     import torch
 
     from llama_tui.core.backend import LoadOptions
@@ -137,7 +194,7 @@ def main() -> None:
     from llama_tui.engine.local.sampling import generate_sampling_kwargs
 
     loaded = models.load_model(
-        "demo", LoadOptions(dtype=args.dtype, threads=args.threads, compile=False)
+        "demo", LoadOptions(dtype=requested, threads=args.threads, compile=False)
     )
     model, tok = loaded.model, loaded.tokenizer
     dtype = str(model.dtype).removeprefix("torch.")
@@ -146,24 +203,24 @@ def main() -> None:
         "on", GenerationParams(do_sample=False), draft=None, fast_serves=False, unsupported=None
     )
     assert lookup is not None
-    draft = truncated_draft(model, args.draft_layers)
+    draft = truncated_draft(model, args.draft_layers) if args.draft_layers else None
     decoder = FastDecoder(model, compile=False)
     greedy = GenerationParams(do_sample=False, max_new_tokens=MAX_NEW_TOKENS)
     sampled = GenerationParams(
         do_sample=True, temperature=0.7, top_p=0.9, seed=1234, max_new_tokens=MAX_NEW_TOKENS
     )
+    cost = verify_cost(model, assisted.PROMPT_LOOKUP_TOKENS + 1)
 
     class NoStop:
         def is_set(self) -> bool:
             return False
 
     lines = [
-        f"# Assisted decoding, demo model {dtype} on CPU, {torch.get_num_threads()} threads "
-        f"(torch {torch.__version__})",
+        f"## dtype {dtype}" + (" (what dtype auto picked)" if requested == "auto" else ""),
         "",
-        f"App policy for the fast decoder at {dtype}: {'used' if policy.use else 'not used'} "
-        f"({policy.why}). Draft: the demo's first {args.draft_layers} of "
-        f"{model.config.num_hidden_layers} layers. Median of {args.runs} runs.",
+        f"The app's fast decoder at {dtype} on CPU: {'used' if policy.use else 'not used'} "
+        f"({policy.why}). A verify step of {assisted.PROMPT_LOOKUP_TOKENS + 1} tokens costs "
+        f"{cost:.1f}x a one-token decode step.",
         "",
     ]
     for title, text in PROMPTS.items():
@@ -200,12 +257,15 @@ def main() -> None:
             Row("generate", lambda: gen({}, greedy)),
             Row("generate + prompt lookup", lambda: gen(lookup.kwargs, greedy)),
             Row("fast decoder (eager)", fast),
-            Row(
-                f"generate + draft ({args.draft_layers} layers)",
-                lambda: gen({"assistant_model": draft}, greedy),
-            ),
         ]
-        if not args.no_sampled:
+        if draft is not None:
+            rows.append(
+                Row(
+                    f"generate + draft (first {args.draft_layers} layers)",
+                    lambda: gen({"assistant_model": draft}, greedy),
+                )
+            )
+        if args.sampled:
             rows += [
                 Row("generate, sampled", lambda: gen({}, sampled), greedy=False),
                 Row(
@@ -224,7 +284,7 @@ def main() -> None:
         ref = rows[0]
         base = statistics.median(ref.rates)
         lines += [
-            f"## {title} ({len(ids)} prompt tokens, {len(ref.ids)} reply tokens greedy)",
+            f"### {title} ({len(ids)} prompt tokens, {len(ref.ids)} reply tokens greedy)",
             "",
             "| path | tok/s | vs generate | tok/step | greedy |",
             "|---|---|---|---|---|",
@@ -246,12 +306,7 @@ def main() -> None:
                 f"{statistics.median(row.steps):.2f} | {same} |"
             )
         lines.append("")
-        print("\n".join(lines[-len(rows) - 5 :]), flush=True)
-    report = "\n".join(lines)
-    print("\n" + report)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(report + "\n")
+    return lines
 
 
 if __name__ == "__main__":

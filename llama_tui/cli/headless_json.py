@@ -8,7 +8,8 @@ For scripts and benchmarks. On success (exit 0)::
      "session": {"id": "...", "journal": "PATH", "saved_to": "PATH"}}
 
 A thinking model's reply adds ``"thinking"`` (its thought; ``reply`` is the answer alone) and
-``"thinking_tokens"`` in ``stats``.
+``"thinking_tokens"`` in ``stats``. An assisted reply (prompt lookup, a draft model) adds
+``"assisted"`` and ``"assisted_steps"`` (the main model's decode steps) in ``stats``.
 
 On failure (non-zero exit, the same codes as plain headless mode) the object has
 ``"error": {"kind", "cause", "fix"}``, plus whatever was known before it happened (a partial
@@ -111,6 +112,12 @@ def _stats(stats: dict[str, Any] | None) -> dict[str, Any] | None:
         "total_s": stats.get("total_s"),
         "stop_reason": stats.get("stop_reason"),
         **({"thinking_tokens": stats["thinking_tokens"]} if stats.get("thinking_tokens") else {}),
+        # Assisted decoding: "prompt lookup" / "draft model" and the main model's steps.
+        **(
+            {"assisted": stats["assisted"], "assisted_steps": stats.get("assisted_steps")}
+            if stats.get("assisted")
+            else {}
+        ),
     }
 
 

@@ -295,3 +295,72 @@ def test_footer_names_the_assistance_and_tokens_per_step() -> None:
     again = GenerationStats.from_dict(stats.to_dict())
     assert again is not None and again.assisted == "prompt lookup"
     assert again.assisted_steps == 30
+
+
+# --- as a user runs it: the command line -------------------------------------------------
+
+HEADLESS = ["--prompt", PROMPTS[0], "--json", "--greedy", "--max-new-tokens", "16"]
+HEADLESS += ["--dtype", "float32", "--device", DEVICE, "--logprobs", "0"]
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    import json
+
+    from llama_tui.cli import main as cli
+
+    code = cli.main(argv)
+    out, _ = capsys.readouterr()
+    return code, json.loads(out)
+
+
+def test_headless_prompt_lookup_and_draft(
+    tiny_model_dir: Path, draft_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = ["--model", str(tiny_model_dir)]
+    code, plain = _cli([*model, *HEADLESS, "--prompt-lookup", "off"], capsys)
+    assert code == 0, plain
+    assert "assisted" not in plain["stats"]
+    code, lookup = _cli([*model, *HEADLESS, "--prompt-lookup", "on"], capsys)
+    assert code == 0, lookup
+    assert lookup["reply"] == plain["reply"]
+    assert lookup["stats"]["assisted"] == "prompt lookup"
+    assert 0 < lookup["stats"]["assisted_steps"] <= lookup["stats"]["new_tokens"]
+    code, drafted = _cli([*model, *HEADLESS, "--draft-model", str(draft_dir)], capsys)
+    assert code == 0, drafted
+    assert drafted["reply"] == plain["reply"]
+    assert drafted["stats"]["assisted"] == "draft model"
+
+
+def test_headless_refused_draft_names_cause_and_fix(
+    tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = build_tiny_llama(tmp_path / "other-vocab", vocab_size=400)
+    argv = ["--model", str(tiny_model_dir), *HEADLESS, "--draft-model", str(other)]
+    code, obj = _cli(argv, capsys)
+    assert code != 0
+    assert "different tokenizer" in obj["error"]["cause"]
+    assert "--draft-model" in obj["error"]["fix"]
+
+
+def test_prompt_lookup_on_a_model_that_cannot_be_assisted_says_so(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stateful model (Mamba-like: its state cannot be rolled back) is told apart at load:
+    the progress line says why prompt lookup is off, and replies still work, unassisted."""
+    from transformers import LlamaForCausalLM
+
+    from llama_tui.core.backend import LoadProgress
+
+    monkeypatch.setattr(LlamaForCausalLM, "_is_stateful", True)
+    seen: list[LoadProgress] = []
+    b = LocalBackend(
+        str(tiny_model_dir),
+        LoadOptions(device=DEVICE, dtype="float32", compile=False, prompt_lookup="on"),
+    )
+    b.load(seen.append)
+    try:
+        assert any("Prompt lookup is off" in p.message and "state" in p.message for p in seen)
+        _, stats = reply(b, PROMPTS[0])
+        assert stats.assisted == "" and stats.generated_tokens > 0
+    finally:
+        b.close()

@@ -117,6 +117,12 @@ def choose(
     return None
 
 
+def lookup_refused(mode: str, model: Any) -> str | None:
+    """What to tell the user at load when `prompt_lookup = on` cannot work for `model`."""
+    why = unsupported_reason(model) if mode == "on" else None
+    return f"Prompt lookup is off for this model: {why}" if why is not None else None
+
+
 # --- the draft model ----------------------------------------------------------------------
 
 

@@ -143,6 +143,11 @@ class LocalBackend:
             except BaseException:
                 self.close()  # a refused draft fails the load: the user asked for it
                 raise
+        refused = assisted.lookup_refused(self.options.prompt_lookup, loaded.model)
+        if refused is not None:
+            log.warning("%s", refused)
+            if progress is not None:
+                progress(LoadProgress(LoadStage.LOAD, refused))
         if progress is not None:
             progress(LoadProgress(LoadStage.WARMUP, "Warming up"))
         self._warmup()
