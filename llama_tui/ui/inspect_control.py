@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llama_tui.chat.tokens import message_tokens
+from llama_tui.ui import token_underline
 from llama_tui.ui.screens.inspector import ForkRequest, InspectorScreen
 
 if TYPE_CHECKING:
@@ -47,7 +48,12 @@ def _why_none(msg: Message) -> str:
 
 
 async def open_inspector(app: LlamaTuiApp, arg: str) -> None:
-    """Open the inspector on the reply `arg` names (see the module docstring)."""
+    """Open the inspector on the reply `arg` names (see the module docstring);
+    `/inspect underline N|off` sets the transcript's underlining (`ui.token_underline`)."""
+    word, _, rest = arg.strip().partition(" ")
+    if word.lower() == "underline":
+        await token_underline.command(app, rest)
+        return
     picked = pick_reply(app.chat_state.conversation.messages, arg)
     if isinstance(picked, str):
         await app.chat.note(picked, variant="warning")

@@ -34,6 +34,7 @@ from llama_tui.chat.reply import (
 )
 from llama_tui.chat.tokens import confidence_text
 from llama_tui.core.backend import Backend, GenerationStats, StopReason
+from llama_tui.ui import token_underline
 from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
 from llama_tui.ui.widgets.turns import AssistantTurn
 
@@ -192,6 +193,7 @@ class ReplyRunner:
                                      confidence=confidence_text(outcome.message.tokens))
         turn.widget.thinking.finish(outcome.message.thinking, outcome.stats)
         await turn.widget.finish(outcome.message.content, footer, variant)
+        token_underline.show(turn.widget, outcome.message)  # `/inspect underline N`
         state = {"complete": "ready", "stopped": "stopped"}.get(outcome.status, "error")
         facts: dict[str, object] = {"state": state, "detail": ""}
         if outcome.stats is not None:

@@ -201,3 +201,31 @@ async def test_a_thought_is_shown_but_not_forked_from(monkeypatch: pytest.Monkey
         await pilot.press("right", "right", "right", "down", "enter")  # "." -> "!"
         await until(pilot, lambda: asked)
     assert asked == ["Yes!"]
+
+
+@pytest.mark.asyncio
+async def test_underline_below_a_threshold_in_the_transcript() -> None:
+    from llama_tui.ui.token_underline import LowTokenText
+
+    conv = session_with_tokens()
+    app = make_app(FakeBackend(replies=[["No numbers here."]]), resume=conv.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        turn = app.chat.query(AssistantTurn).first()
+        assert not turn.query(LowTokenText)  # off by default
+        await send(pilot, "/inspect underline 20")
+        await until(pilot, lambda: turn.query(LowTokenText))
+        shown = turn.query_one(LowTokenText).render()
+        assert str(shown) == REPLY and not turn.markdown.display
+        underlined = [str(shown)[s.start : s.end] for s in shown.spans if s.style.underline]
+        assert underlined == [" famous"]  # the one token below 20%
+        # a new reply without token data keeps its Markdown
+        await send(pilot, "Hi")
+        await reply_done(pilot)
+        last = app.chat.query(AssistantTurn).last()
+        assert not last.query(LowTokenText) and last.markdown.display
+        await send(pilot, "/inspect underline 150")
+        await until(pilot, lambda: "N from 1 to 100" in _notes(app))
+        await send(pilot, "/inspect underline off")
+        await until(pilot, lambda: not turn.query(LowTokenText))
+        assert turn.markdown.display

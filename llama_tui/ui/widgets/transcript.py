@@ -29,6 +29,7 @@ from textual.widgets import Static
 
 from llama_tui.chat.footer import message_footer
 from llama_tui.session.attachments import Attachment
+from llama_tui.ui import token_underline
 from llama_tui.ui.widgets.turns import AssistantTurn, Notice, UserTurn
 
 if TYPE_CHECKING:
@@ -360,6 +361,7 @@ def _restore(turn: Widget, m: Message) -> None:
         footer, variant = message_footer(m)
         if footer:
             turn.set_footer(footer, variant)
+        token_underline.show(turn, m)  # `/inspect underline N`
 
 
 def _estimate_lines(text: str, width: int) -> int:
