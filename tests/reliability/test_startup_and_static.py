@@ -48,17 +48,26 @@ def test_old_versions_warn_naming_the_cve(
         assert not hits, warnings
         return
     assert len(hits) == 1 and cve in hits[0] and version in hits[0]
-    # Headless: printed on stderr before anything runs; the TUI: passed to the app.
+    # Headless: printed on stderr before anything runs (the TUI: the next test).
     code = cli.main(["--prompt", "hi", "--model", "./does-not-exist"])
     err = capsys.readouterr().err
     assert code == 1 and cve in err
-    seen: list[list[str]] = []
-    import llama_tui.ui.app as app_module
 
-    monkeypatch.setattr(app_module, "run_app", lambda loaded, **k: seen.append(loaded.warnings)
-                        or 0)
-    assert cli.main(["--model", "demo"]) == 0
-    assert any(cve in w for w in seen[0])
+
+@pytest.mark.asyncio
+async def test_old_versions_warn_in_the_tui(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TUI reads package metadata in a worker after its first paint (it costs ~15 ms)
+    and shows the warning as a toast."""
+    from tests.ui.fakes import FakeBackend
+    from tests.ui.helpers import make_app, notes, ready, until
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "2.5.1" if name == "torch" else real(name))
+    app = make_app(FakeBackend())
+    async with app.run_test(size=(120, 30), notifications=True) as pilot:
+        await ready(pilot)
+        await until(pilot, lambda: any("CVE-2025-32434" in n for n in notes(app)))
 
 
 def test_non_default_hf_endpoint_is_shown_before_any_request(
