@@ -101,6 +101,7 @@ class Transcript(VerticalScroll):
         For a resumed session and for a branch switch. Returns once the last screenful is
         mounted; older messages are mounted when the user scrolls up to them."""
         async with self._lock:
+            self._keep = None
             await self.query(".turn, .notice, Gap").remove()
             self._messages = [m for m in messages if m.role in ("user", "assistant")]
             n = len(self._messages)
@@ -205,6 +206,7 @@ class Transcript(VerticalScroll):
 
     async def clear_all(self) -> None:
         async with self._lock:
+            self._keep = None
             await self.query(".turn, .notice, Gap").remove()
             self._messages, self._lo, self._hi = [], 0, 0
             self._older = self._newer = None
@@ -293,6 +295,7 @@ class Transcript(VerticalScroll):
     async def _remount(self, start: int, end: int) -> None:
         """Replace the window with _messages[start:end]."""
         ids = {m.id for m in self._messages[self._lo : self._hi]}
+        self._keep = None
         await self.remove_children(
             [w for w in self.query(".turn") if getattr(w, "message_id", None) in ids]
         )
