@@ -15,10 +15,12 @@ Records (all carry ``v`` (format version), ``type``, ``ts`` (Unix time) and ``se
   before branches existed have no ``parent``: each message follows the one before.
 - ``assistant_started``  ``message``: a reply begins (status "streaming").
 - ``checkpoint``  ``id``, ``offset``, ``text``: the reply's text is ``text`` appended at
-  character ``offset`` of the previously recorded text. Deltas rather than full copies keep
-  a long reply's journal linear in size (full copies every second are quadratic: megabytes
-  for one 10k-token reply); the offset makes every record self-checking, so a missing or
-  damaged checkpoint is detected and never produces spliced text. The final record carries
+  character ``offset`` of the previously recorded text (and, for a reasoning model's
+  thought, ``thinking`` at ``thinking_offset`` of the recorded thought, when it changed).
+  Deltas rather than full copies keep a long reply's journal linear in size (full copies
+  every second are quadratic: megabytes for one 10k-token reply); the offset makes every
+  record self-checking, so a missing or damaged checkpoint is detected and never produces
+  spliced text. The final record carries
   the full text anyway, so deltas only ever matter for interrupted replies.
 - ``assistant_finished``  ``message``: the full reply with status, stats and error.
 - ``settings`` (``settings``, ``system_prompt``), ``model`` (``model``), ``title``
@@ -212,6 +214,13 @@ class _Replay:
             self.gaps += 1
             return
         target.content = target.content[:offset] + text
+        if "thinking" in rec:  # the thought's delta, like the text's
+            at, thought = rec.get("thinking_offset"), rec["thinking"]
+            if (isinstance(thought, str) and isinstance(at, int) and not isinstance(at, bool)
+                    and 0 <= at <= len(target.thinking)):
+                target.thinking = target.thinking[:at] + thought
+            else:
+                self.gaps += 1
 
     def settings(self, rec: dict[str, Any]) -> None:
         conv = self.started(rec)

@@ -98,6 +98,7 @@ class SessionRecorder:
         # The reply being streamed: what the journal already holds of it, and when.
         self._streaming: Message | None = None
         self._recorded_text = ""
+        self._recorded_thinking = ""  # a reasoning model's thought, journaled the same way
         self._last_checkpoint = 0.0
         # The state an existing journal must describe to be appended to as it is. Taken now:
         # by the time the file is opened (lazily) the conversation already has a new message.
@@ -114,6 +115,7 @@ class SessionRecorder:
     def assistant_started(self, msg: Message) -> None:
         self._streaming = msg
         self._recorded_text = msg.content
+        self._recorded_thinking = msg.thinking
         self._last_checkpoint = self._clock()
         self._record(reply_started_rec(msg), sync=True)
 
@@ -171,7 +173,7 @@ class SessionRecorder:
         with self._lock:
             if self._closed:
                 return
-            if self._streaming is not None and self._streaming.content != self._recorded_text:
+            if self._streaming is not None and self._pending():
                 self._checkpoint()
             elif self._fd is not None:
                 self._sync()
@@ -192,16 +194,24 @@ class SessionRecorder:
         msg = self._streaming
         if msg is None:
             return
-        old, new = self._recorded_text, msg.content
-        if new == old:
+        if not self._pending():
             self._last_checkpoint = self._clock()
             return
-        # Normally the reply only grows; if the caller rewrote it, restart from the common
-        # prefix so the record stays exact.
-        offset = len(old) if new.startswith(old) else _common_prefix_len(old, new)
-        if self._record(checkpoint_rec(msg.id, offset, new[offset:]), sync=True):
-            self._recorded_text = new
+        old, new = self._recorded_text, msg.content
+        offset = _delta_offset(old, new)
+        thinking = None
+        if msg.thinking != self._recorded_thinking:
+            at = _delta_offset(self._recorded_thinking, msg.thinking)
+            thinking = (at, msg.thinking[at:])
+        if self._record(checkpoint_rec(msg.id, offset, new[offset:], thinking), sync=True):
+            self._recorded_text, self._recorded_thinking = new, msg.thinking
         self._last_checkpoint = self._clock()
+
+    def _pending(self) -> bool:
+        """The streaming reply has text or thought the journal does not hold yet."""
+        msg = self._streaming
+        return msg is not None and (msg.content != self._recorded_text
+                                    or msg.thinking != self._recorded_thinking)
 
     def _record(self, rec: Record, *, sync: bool, metadata: bool = False) -> bool:
         """Append one record; True when it (or a snapshot covering it) reached the file."""
@@ -224,6 +234,7 @@ class SessionRecorder:
                 self._need_snapshot = False
                 if self._streaming is not None:
                     self._recorded_text = self._streaming.content
+                    self._recorded_thinking = self._streaming.thinking
             return ok
 
     def _open(self) -> bool:
@@ -283,6 +294,12 @@ class SessionRecorder:
         self.error = redact(f"Cannot write session journal {self.path}: {exc.strerror or exc}")
         if first and self.on_error is not None:
             self.on_error(self.error)
+
+
+def _delta_offset(old: str, new: str) -> int:
+    """Where `new` departs from what was recorded: normally it only grows; if the caller
+    rewrote it, from the common prefix, so the record stays exact."""
+    return len(old) if new.startswith(old) else _common_prefix_len(old, new)
 
 
 def _common_prefix_len(a: str, b: str) -> int:

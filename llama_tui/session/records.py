@@ -79,8 +79,14 @@ def reply_finished_rec(msg: Message) -> Record:
     return {"type": "assistant_finished", "message": record}
 
 
-def checkpoint_rec(message_id: str, offset: int, text: str) -> Record:
-    return {"type": "checkpoint", "id": message_id, "offset": offset, "text": text}
+def checkpoint_rec(message_id: str, offset: int, text: str,
+                   thinking: tuple[int, str] | None = None) -> Record:
+    """The reply's text from `offset` on; `thinking`: its thought's (offset, text) when that
+    changed too (readers from before thinking apply the text and skip these fields)."""
+    rec: Record = {"type": "checkpoint", "id": message_id, "offset": offset, "text": text}
+    if thinking is not None:
+        rec["thinking_offset"], rec["thinking"] = thinking
+    return rec
 
 
 def settings_rec(params: dict[str, Any], system_prompt: str) -> Record:

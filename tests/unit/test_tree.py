@@ -207,3 +207,20 @@ def test_files_written_by_main_before_branches_still_load() -> None:
     state.conversation.add("assistant", "Rome, of course.")
     assert [m.content for m in tree.siblings(exported, exported.messages[-1])] == [
         "Rome", "Rome, of course."]
+
+
+def test_a_crash_mid_thought_keeps_the_checkpointed_thought(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    state.add_user("think first")
+    msg = state.conversation.add("assistant", "", status="streaming")
+    assert state.recorder is not None
+    state.recorder.assistant_started(msg)
+    msg.thinking = "Let me see: two"
+    state.recorder.assistant_progress(msg)
+    msg.thinking += " plus two is four."
+    msg.content = "Four"
+    state.recorder.flush()  # a checkpoint; then the process dies
+    conv = load_journal(state.recorder.path)
+    reply = conv.messages[-1]
+    assert reply.thinking == "Let me see: two plus two is four."
+    assert reply.content == "Four" and reply.interrupted
