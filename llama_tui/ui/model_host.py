@@ -37,7 +37,6 @@ from llama_tui.ui.messages import (
     ModelLoadFailed,
 )
 from llama_tui.ui.model_control import PICK_HINT, describe_error
-from llama_tui.ui.screens.model_picker import ModelPickerScreen
 from llama_tui.ui.widgets.status_bar import human_bytes
 
 if TYPE_CHECKING:
@@ -100,6 +99,8 @@ class ModelHost:
         def chosen(picked: str | None) -> None:
             if picked:
                 self.start_load(picked)
+
+        from llama_tui.ui.screens.model_picker import ModelPickerScreen  # not before 1st paint
 
         self.app.push_screen(ModelPickerScreen(error=error, current=current, served=served),
                              chosen)
