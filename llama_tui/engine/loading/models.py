@@ -30,6 +30,7 @@ from llama_tui.core.errors import ModelError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS
 from llama_tui.engine import device as devices
 from llama_tui.engine import placement as placements
+from llama_tui.engine.fast import cpu_attention
 from llama_tui.engine.loading import calibration, hub
 from llama_tui.engine.loading.checks import (
     check_folder,
@@ -206,6 +207,8 @@ def _load(ms: ModelSpec, options: LoadOptions, progress: ProgressCallback | None
     if move_to is not None:
         model.to(move_to)
     model.eval()
+    if device == "cpu" and device_map is None:
+        cpu_attention.install(model)  # one-token attention folded: ~2 ms/token on the demo
     dtype_label = None
     if cpu_quant is not None:
         dtype_label = cpu_quant.apply(model)
