@@ -203,3 +203,30 @@ def test_layers_built_from_a_gguf_are_kept_for_the_next_load(
     third = model()
     apply.quantize_model(third, 4, path)
     assert apply.quant_label(third) == "int4"
+
+
+def test_int4_replies_go_through_the_eager_fast_decoder_with_generates_tokens(
+    tiny_model_dir: Path,
+) -> None:
+    """The decode-path policy sends CPU int4 to the FastDecoder (measured faster), and its
+    greedy tokens are generate's."""
+    import threading
+
+    from llama_tui.core.params import GenerationParams
+    from llama_tui.engine.fast.glue import FastPath, choose_fast_path
+
+    assert choose_fast_path("cpu", "int4", compile=True).use
+    loaded = load_model(str(tiny_model_dir), LoadOptions(device="cpu", dtype="int4", threads=1))
+    fast = FastPath.create(loaded.model, compile=True, mode="auto", device_type="cpu")
+    assert fast is not None and not fast.decoder.compile_enabled
+    prompt = [1, 5, 7, 9, 11, 13]
+    params = GenerationParams(do_sample=False, max_new_tokens=16)
+    ids = list(fast.decoder.generate_ids(prompt, params, threading.Event()))
+    x = torch.tensor([prompt])
+    with torch.no_grad():
+        out = loaded.model.generate(
+            input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=16, do_sample=False
+        )
+    expected = out[0, len(prompt) :].tolist()
+    assert ids == expected[: len(ids)] and len(ids) >= 1
+    fast.close()

@@ -10,8 +10,9 @@ The policy (figures: benchmarks/README.md, "Measured"):
   while the user reads and types, for a typical first reply's cache bucket.
 * CPU and MPS: no compile (on 2 CPU cores it costs 10 s to several minutes for 1.0-1.3x). The
   eager decoder is used only where it was measured at least as fast as `generate`: CPU float16
-  (23.2 vs 21.0 tok/s). CPU float32 / bfloat16 measured 4-5% slower and MPS is unmeasured, so
-  those keep `generate`.
+  (23.2 vs 21.0 tok/s) and CPU int4 (`engine.quant`; 2.3x `generate` int4 in one run on 2
+  busy cores, benchmarks/cpu.py has the rows). CPU float32 / bfloat16 measured 4-5% slower and
+  MPS is unmeasured, so those keep `generate`.
 * Per reply, whatever the decoder cannot do goes to `generate` with a log line. Today that is
   only a reply that would not fit the decoder's context. Every sampling setting (temperature,
   top-k, top-p, min-p, repetition penalty, seed) runs on the device, and raw mode is only a
@@ -78,8 +79,8 @@ def choose_fast_path(
         return FastPathChoice(True, mode == "compiled", f"requested ({mode})")
     if device_type == "cuda":
         return FastPathChoice(True, True, "CUDA: eager at once, compiled step in the background")
-    if device_type == "cpu" and dtype == "float16":
-        return FastPathChoice(True, False, "CPU float16: eager decoder measured faster")
+    if device_type == "cpu" and dtype in ("float16", "int4"):
+        return FastPathChoice(True, False, f"CPU {dtype}: eager decoder measured faster")
     return FastPathChoice(
         False, False, f"{device_type} {dtype}: not measured faster than generate there"
     )
@@ -104,6 +105,10 @@ class FastPath:
     ) -> FastPath | None:
         """A fast path for `model` when the policy and the model allow one, else None."""
         dtype = str(getattr(model, "dtype", "")).removeprefix("torch.")
+        if device_type == "cpu":
+            from llama_tui.engine.quant.apply import quant_label
+
+            dtype = quant_label(model) or dtype  # "int4": bf16 activations, 4-bit weights
         choice = choose_fast_path(device_type, dtype, compile=compile, mode=mode)
         if not choice.use:
             log.info("fast decode path not used (%s): replies use generate", choice.why)
