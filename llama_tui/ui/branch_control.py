@@ -23,6 +23,8 @@ from llama_tui.ui.widgets.turns import AssistantTurn, UserTurn
 if TYPE_CHECKING:
     from llama_tui.ui.chat_screen import ChatScreen
 
+# Below a fork with more messages than this, a switch re-shows the path lazily.
+EAGER_TURNS = 20
 BRANCH_USAGE = "Usage: /branch prev | next (or Alt+Left / Alt+Right); /branches lists them all."
 
 
@@ -110,10 +112,15 @@ class BranchControl:
         keep = 0
         while keep < min(len(before), len(after)) and before[keep] == after[keep].id:
             keep += 1
-        for mid in before[keep:]:
-            await screen.transcript.remove_message(mid)
-        for m in after[keep:]:
-            await screen.render_message(m)
+        if len(after) - keep > EAGER_TURNS:
+            # A fork far up a long session: show the new path lazily (about one screenful
+            # now, the rest as the user scrolls) rather than mount every turn below it.
+            await screen.transcript.show_messages(after)
+        else:
+            for mid in before[keep:]:
+                await screen.transcript.remove_message(mid)
+            for m in after[keep:]:
+                await screen.render_message(m)
         screen.transcript.show_welcome(not after)
         self.mark()
         screen.host.model.refresh_meters()

@@ -139,3 +139,31 @@ async def test_edit_reply_then_ctrl_g_continues_from_the_edited_text(
         await reply_done(pilot)
         assert conv.messages[-1].content.startswith("My own start")
         assert conv.messages[-1] is not original and original in conv.branches
+
+
+async def test_switching_at_the_start_of_a_long_session_shows_the_new_path(
+        tiny_model_dir: Path) -> None:
+    """A fork near the top of a long session: the switch shows the other version's path
+    lazily (its last turn on screen, the older ones as the user scrolls)."""
+    from llama_tui.session.transcript import Conversation
+
+    app = real_app(tiny_model_dir, SAMPLED)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot)
+        await send(pilot, "first")
+        await reply_done(pilot)
+        await _retry(pilot, app)
+        conv: Conversation = app.chat_state.conversation
+        for i in range(30):  # a long conversation below version 2 of the first reply
+            conv.add("user", f"question {i}")
+            conv.add("assistant", f"answer {i}")
+        await app.chat.branches.show_switch([m.id for m in conv.messages[:2]])
+        await pilot.press("alt+left")
+        await until(pilot, lambda: len(conv.messages) == 2)
+        assert _titles(app) == ["you", "assistant · 1/2"]
+        await pilot.press("alt+right")  # back: 62 messages, shown from the end
+        await until(pilot, lambda: len(conv.messages) == 62)
+        last = app.chat.transcript.query(AssistantTurn).last()
+        await until(pilot, lambda: app.chat.transcript.query(AssistantTurn).last().message_id
+                    == conv.messages[-1].id)
+        assert last is not None
