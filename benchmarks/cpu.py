@@ -359,6 +359,12 @@ def main() -> None:
     ap.add_argument("--gguf", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="also write the table here")
     ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated name parts: keep only the paths whose name contains one "
+        "(e.g. 'float16,int4,default,llama.cpp'; a busy machine cannot afford every row)",
+    )
+    ap.add_argument(
         "--turns", type=int, default=0, help="also time TTFT over an N-turn chat, reuse on/off"
     )
     args = ap.parse_args()
@@ -537,6 +543,11 @@ def main() -> None:
             if th == T:
                 llama_cpp_row = row
 
+    if args.only:
+        keep = [part.strip() for part in args.only.split(",") if part.strip()]
+        paths = [p for p in paths if any(k in p.name for k in keep)]
+        if llama_cpp_row is not None and llama_cpp_row not in paths:
+            llama_cpp_row = None
     refs: dict[str, list[int]] = {}
     for p in list(paths):  # warm-up run, which also records the greedy tokens
         try:
