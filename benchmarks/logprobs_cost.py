@@ -12,8 +12,9 @@ configurations are measured after one untimed warm-up each, `--runs` times, each
 and on runs back to back (alternating which goes first); the cost is the median over those
 pairs of off speed / on speed - 1, so a machine whose load drifts hits both sides alike. A
 seeded sampled reply, so capture on and off decode the same tokens (the tests pin that).
-Decode tok/s is the engine's own (producer-side) figure; "wall" is the whole reply as the
-caller sees it, the consumer's per-token text work included.
+Decode tok/s is the engine's own (producer-side) figure; "CPU" is the process's CPU time
+per generated token (every thread: the consumer's per-token text work included), which
+other programs' load disturbs far less than speed does.
 
 Bytes per token: one `--long`-token reply (fast decoder, K alternatives) filed into a message
 as the chat core does, then the journal line of that reply (ASCII JSON, as the journal
@@ -39,15 +40,16 @@ PROMPT = "Write a long, detailed story about a dragon who learns to bake bread."
 
 
 def _run(backend: Any, params: Any) -> tuple[float, float, int, Any]:
+    """(decode tok/s, CPU ms per token, tokens, (text, token log)) of one reply."""
     from llama_tui.core.backend import ChatMessage
 
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     gen = backend.stream([ChatMessage("user", PROMPT)], params, threading.Event())
     text = gen.text()
-    wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     stats = gen.stats
     n = stats.generated_tokens
-    return float(stats.decode_tokens_per_s or 0.0), n / wall, n, (text, gen.token_log)
+    return float(stats.decode_tokens_per_s or 0.0), cpu / n * 1e3, n, (text, gen.token_log)
 
 
 class CaptureClock:
@@ -146,26 +148,24 @@ def main() -> None:
             # Off and on back to back, in alternating order: a loaded machine drifts, and a
             # pair sees the same load.
             for k in (0, args.k) if r % 2 == 0 else (args.k, 0):
-                rate, wall_rate, n, (text, _log) = _run(
-                    backends[path], base.with_changes(logprobs=k)
-                )
-                results[(path, k)].append((rate, wall_rate, n))
+                rate, cpu_ms, n, (text, _log) = _run(backends[path], base.with_changes(logprobs=k))
+                results[(path, k)].append((rate, cpu_ms, n))
                 texts[(path, k)] = text
 
     print(f"\n{args.tokens} new tokens max, seeded sampling, {args.runs} on/off pairs")
-    print("| path | logprobs | tokens | decode tok/s | wall tok/s | decode cost | wall cost |")
+    print("| path | logprobs | tokens | decode tok/s | CPU ms/token | decode cost | CPU cost |")
     print("|---|---|---|---|---|---|---|")
     for path in backends:
         off, on = results[(path, 0)], results[(path, args.k)]
-        # The cost: the median over pairs of (off speed / on speed - 1).
+        # The cost: the median over pairs of (off speed / on speed - 1), and of CPU time.
         cost = statistics.median(a[0] / b[0] - 1 for a, b in zip(off, on, strict=True))
-        wcost = statistics.median(a[1] / b[1] - 1 for a, b in zip(off, on, strict=True))
+        wcost = statistics.median(b[1] / a[1] - 1 for a, b in zip(off, on, strict=True))
         for k, rows in ((0, off), (args.k, on)):
             rate = statistics.median(r for r, _, _ in rows)
-            wall = statistics.median(w for _, w, _ in rows)
+            cpu = statistics.median(c for _, c, _ in rows)
             cells = ("", "") if k == 0 else (f"{cost * 100:+.1f}%", f"{wcost * 100:+.1f}%")
             print(
-                f"| {path} | {k} | {rows[-1][2]} | {rate:.1f} | {wall:.1f} | "
+                f"| {path} | {k} | {rows[-1][2]} | {rate:.1f} | {cpu:.1f} | "
                 f"{cells[0]} | {cells[1]} |"
             )
         same = texts[(path, 0)] == texts[(path, args.k)]
