@@ -130,3 +130,25 @@ def test_repetition_penalty_keeps_model_numbers(local: LocalBackend) -> None:
     ref = reference_logprobs(local, ids)  # type: ignore[arg-type]
     for j, tok in enumerate(log.tokens):
         assert tok.logprob == pytest.approx(float(ref[j, tok.id]), abs=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_assisted_decoding_records_every_accepted_token(tiny_model_dir: Path, mode: str) -> None:
+    """Prompt lookup hands the streamer several ids per step and scores rejected guesses too:
+    each recorded token still gets the numbers of its own position."""
+    options = LoadOptions(device="cpu", dtype="float32", compile=False, prompt_lookup=mode)
+    b = LocalBackend(str(tiny_model_dir), options, fast_path="off")
+    b.load()
+    try:
+        text, log, stats = run(b, GREEDY.with_changes(max_new_tokens=24))
+        assert log is not None and len(log.tokens) == stats.generated_tokens
+        if mode == "on":
+            assert stats.assisted == "prompt lookup"
+        ids = [t.id for t in log.tokens]
+        ref = reference_logprobs(b, ids)  # type: ignore[arg-type]
+        for j, tok in enumerate(log.tokens):
+            assert tok.top[0].id == tok.id
+            assert tok.logprob == pytest.approx(float(ref[j, tok.id]), abs=1e-4)
+        assert log.text().startswith(text)
+    finally:
+        b.close()
