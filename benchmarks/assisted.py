@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -199,9 +200,7 @@ def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
     model, tok = loaded.model, loaded.tokenizer
     dtype = str(model.dtype).removeprefix("torch.")
     policy = choose_fast_path("cpu", dtype, compile=True)
-    lookup = assisted.choose(
-        "on", GenerationParams(do_sample=False), draft=None, fast_serves=False, unsupported=None
-    )
+    lookup = assisted.choose("on", GenerationParams(do_sample=False), draft=None, unsupported=None)
     assert lookup is not None
     draft = truncated_draft(model, args.draft_layers) if args.draft_layers else None
     decoder = FastDecoder(model, compile=False)
@@ -276,13 +275,22 @@ def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
             ]
         for row in rows:
             row.ids = row.run().ids  # warm-up; its tokens are compared
-        for _ in range(args.runs):
+        for i in range(args.runs):
             for row in rows:
                 tl = row.run()
                 row.rates.append(tl.decode_rate())
                 row.steps.append(tl.per_step())
+                print(
+                    f"  [{dtype} {title} run {i + 1}] {row.name}: {row.rates[-1]:.1f} tok/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         ref = rows[0]
         base = statistics.median(ref.rates)
+        eos = set(decoder.eos_ids)
+        for row in rows:  # the fast decoder ends at EOS without yielding it; generate keeps it
+            while row.ids and row.ids[-1] in eos:
+                row.ids.pop()
         lines += [
             f"### {title} ({len(ids)} prompt tokens, {len(ref.ids)} reply tokens greedy)",
             "",
@@ -305,7 +313,14 @@ def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
                 f"| {row.name} | {rate:.1f} | {rate / base:.2f}x | "
                 f"{statistics.median(row.steps):.2f} | {same} |"
             )
-        lines.append("")
+        auto = assisted.choose("auto", greedy, draft=None, unsupported=None, last_chars=len(text))
+        lines += [
+            "",
+            f"`prompt_lookup = auto` on a CPU ({len(text)} characters in the message): "
+            + ("prompt lookup" if auto is not None else "unassisted"),
+            "",
+        ]
+        print("\n".join(lines[-len(rows) - 7 :]), flush=True)
     return lines
 
 

@@ -100,7 +100,7 @@ def models(tiny_model_dir: Path, draft_dir: Path) -> tuple[Any, Any, Any]:
 def test_prompt_lookup_greedy_tokens_identical(models: tuple[Any, Any, Any], text: str) -> None:
     model, tok, _ = models
     ids = tok(text)["input_ids"]
-    lookup = assisted.choose("on", GREEDY, draft=None, fast_serves=False, unsupported=None)
+    lookup = assisted.choose("on", GREEDY, draft=None, unsupported=None)
     assert lookup is not None and lookup.kind == "prompt lookup"
     assert greedy_ids(model, ids, **lookup.kwargs) == greedy_ids(model, ids)
 
@@ -109,7 +109,7 @@ def test_prompt_lookup_greedy_tokens_identical(models: tuple[Any, Any, Any], tex
 def test_draft_model_greedy_tokens_identical(models: tuple[Any, Any, Any], text: str) -> None:
     model, tok, draft = models
     ids = tok(text)["input_ids"]
-    plan = assisted.choose("off", GREEDY, draft=draft, fast_serves=True, unsupported=None)
+    plan = assisted.choose("off", GREEDY, draft=draft, unsupported=None)
     assert plan is not None and plan.kind == "draft model"
     assert greedy_ids(model, ids, **plan.kwargs) == greedy_ids(model, ids)
 
@@ -245,26 +245,32 @@ def test_missing_draft_is_a_load_error(tiny_model_dir: Path, tmp_path: Path) -> 
 
 def test_routing_rule() -> None:
     sampled = GenerationParams(do_sample=True)
+    long = assisted.AUTO_MIN_CHARS
 
     def kind(mode: str, params: GenerationParams = GREEDY, **kw: Any) -> str | None:
-        args: dict[str, Any] = {"draft": None, "fast_serves": False, "unsupported": None, **kw}
+        args: dict[str, Any] = {"draft": None, "unsupported": None, "last_chars": long, **kw}
         plan = assisted.choose(mode, params, **args)
         return plan.kind if plan is not None else None
 
-    assert kind("auto") == "prompt lookup"  # greedy, generate anyway
-    assert kind("auto", fast_serves=True) is None  # the fast decoder keeps it
+    assert kind("auto") == "prompt lookup"  # greedy, CPU, text to copy, nothing cached
+    assert kind("auto", last_chars=long - 1) is None  # a short prompt: guesses mostly wrong
+    assert kind("auto", reusable=12) is None  # the KV cache reuse is kept
+    assert kind("auto", device_type="cuda") is None  # unmeasured: the fast decoder keeps it
     assert kind("auto", sampled) is None
-    assert kind("on", sampled, fast_serves=True) == "prompt lookup"
+    assert kind("on", reusable=12, last_chars=0, device_type="cuda") == "prompt lookup"
+    assert kind("on", sampled) == "prompt lookup"
     assert kind("off") is None
-    assert kind("off", sampled, draft=object(), fast_serves=True) == "draft model"
+    assert kind("off", sampled, draft=object()) == "draft model"
     assert kind("on", draft=object(), unsupported="stateful") is None
 
 
-def test_fast_decoder_replies_and_assisted_replies(tiny_model_dir: Path) -> None:
-    """With the fast decoder on, `auto` leaves greedy replies to it; `on` sends them to
-    generate with prompt lookup; the text is the same either way."""
+def test_fast_decoder_and_auto(tiny_model_dir: Path) -> None:
+    """With the fast decoder on, `auto` leaves a short greedy prompt to it and sends one with
+    text to copy from to generate with prompt lookup; `on` sends both; the text is the same
+    on every path."""
     auto = backend(tiny_model_dir, compile=True, fast="eager")
     on = backend(tiny_model_dir, compile=True, fast="eager", prompt_lookup="on")
+    long = PROMPTS[0] * (assisted.AUTO_MIN_CHARS // len(PROMPTS[0]) + 1)
     try:
         assert auto.fast_path_active and on.fast_path_active
         want, s_auto = reply(auto, PROMPTS[2])
@@ -272,6 +278,15 @@ def test_fast_decoder_replies_and_assisted_replies(tiny_model_dir: Path) -> None
         assert got == want
         assert s_auto.assisted == "" and s_on.assisted == "prompt lookup"
         assert s_auto.stop_reason == s_on.stop_reason
+        auto.close()
+        plain = backend(tiny_model_dir, prompt_lookup="off")
+        try:
+            want, _ = reply(plain, long)
+        finally:
+            plain.close()
+        auto = backend(tiny_model_dir, compile=True, fast="eager")
+        got, s_long = reply(auto, long)
+        assert got == want and s_long.assisted == "prompt lookup"
     finally:
         auto.close()
         on.close()

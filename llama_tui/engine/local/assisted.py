@@ -22,7 +22,17 @@ Routing, per reply (`choose`), in this order:
 2. A draft model is loaded: the reply goes to `generate` with the draft. The user asked for it,
    so it beats the fast decoder (`engine.fast`), which has no multi-token verify step.
 3. `prompt_lookup = on`: the reply goes to `generate` with prompt lookup, on every path.
-4. `prompt_lookup = auto`: the one rule `AUTO_RULE`, measured by benchmarks/assisted.py.
+4. `prompt_lookup = auto`: the one rule `AUTO_RULE`, measured by benchmarks/assisted.py: a
+   greedy reply, on a CPU, whose last message has at least `AUTO_MIN_CHARS` characters (text
+   to copy from), and with nothing of its prompt in the KV cache (the first reply of a
+   conversation, or one after the history changed). On the demo model that reply is 1.5x
+   (float16) to 7x (bfloat16) faster with prompt lookup than plain `generate`, and faster
+   than the fast decoder, which it then bypasses. A short prompt (a story) was 0.4-1.0x: the
+   guesses are mostly wrong and a verify step of 11 tokens costs 1.3x (bfloat16) to 7x
+   (float16) a decode step on this CPU. Sampled replies stay plain (fewer guesses are
+   accepted, and a seeded reply would draw differently with and without); a reply that can
+   reuse the KV cache keeps the reuse (see below: assisted replies cannot); CUDA and MPS are
+   unmeasured, and there the fast decoder (compiled on CUDA) keeps its replies.
 5. `prompt_lookup = off`: no assistance; the fast decoder or plain `generate` as before.
 
 What transformers 5.24 allows, and what we do about it: assisted generation runs one sequence
@@ -67,9 +77,14 @@ MAX_MATCHING_NGRAM = 2
 
 # How `prompt_lookup = auto` decides; the measurements behind it are in benchmarks/README.md.
 AUTO_RULE = (
-    "prompt lookup for greedy replies that go to generate anyway (the fast decoder is not in "
-    "use for them); sampled replies and fast-decoder replies stay unassisted"
+    "prompt lookup for a greedy reply on a CPU whose last message has at least "
+    "AUTO_MIN_CHARS characters and whose prompt has nothing in the KV cache to reuse; "
+    "every other reply is unassisted"
 )
+# "Something to copy from": the code-rewrite prompt of benchmarks/assisted.py has about 600
+# characters (prompt lookup 1.5-7x faster, by dtype), the story prompt 70 (0.4-1.0x: the
+# guesses are wrong, and a verify step costs 1.3-7x a decode step on this CPU).
+AUTO_MIN_CHARS = 400
 
 
 @dataclass(frozen=True)
@@ -94,19 +109,30 @@ def choose(
     params: GenerationParams,
     *,
     draft: Any,
-    fast_serves: bool,
     unsupported: str | None,
+    reusable: int = 0,
+    device_type: str = "cpu",
+    last_chars: int = AUTO_MIN_CHARS,
 ) -> Assist | None:
     """The routing rule of the module docstring for one reply, or None (unassisted).
 
-    `draft`: the loaded draft model or None; `fast_serves`: the fast decoder would take this
-    reply if it is not assisted; `unsupported`: `unsupported_reason` of the main model.
+    `draft`: the loaded draft model or None; `unsupported`: `unsupported_reason` of the main
+    model;
+    `reusable`: prompt tokens an unassisted reply would serve from the KV cache;
+    `device_type`: where the model runs; `last_chars`: the length of the last message.
     """
     if unsupported is not None:
         return None
     if draft is not None:
         return Assist("draft model", {"assistant_model": draft})
-    if mode == "on" or (mode == "auto" and not params.do_sample and not fast_serves):
+    auto = (
+        mode == "auto"
+        and not params.do_sample
+        and device_type == "cpu"
+        and last_chars >= AUTO_MIN_CHARS
+        and reusable == 0
+    )
+    if mode == "on" or auto:
         return Assist(
             "prompt lookup",
             {

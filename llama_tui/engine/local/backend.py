@@ -40,6 +40,7 @@ from llama_tui.core.backend import (
 )
 from llama_tui.core.errors import GenerationError, OutOfMemoryError
 from llama_tui.core.params import MODEL_DEFAULT_FIELDS, GenerationParams
+from llama_tui.engine.fast.cache import common_prefix_length
 from llama_tui.engine.fast.glue import FastPath, FastPathMode
 from llama_tui.engine.host_memory import release_host_memory
 from llama_tui.engine.local import assisted
@@ -334,7 +335,8 @@ class LocalBackend:
         try:
             t0 = time.perf_counter()
             fitted = formatter.fit(history, params.max_new_tokens, info.context_length)
-            job = self._prepare(model, fitted.ids, params, cancel, t0)
+            last = len(history[-1].content) if history else 0  # assisted.choose's "auto"
+            job = self._prepare(model, fitted.ids, params, cancel, t0, last)
             job.dropped = fitted.dropped
             thread = threading.Thread(
                 target=self._run, args=(job,), name="llama-tui-generate", daemon=True
@@ -368,6 +370,7 @@ class LocalBackend:
         params: GenerationParams,
         cancel: threading.Event,
         t0: float,
+        last_chars: int = 0,
     ) -> GenerationJob:
         """The reply's job: the fast decoder's where it can serve it and the reply is not
         assisted (`assisted.choose` has the routing rule), else generate's kwargs with the
@@ -377,8 +380,14 @@ class LocalBackend:
             self.options.prompt_lookup,
             params,
             draft=self._draft,
-            fast_serves=why is None,
             unsupported=assisted.unsupported_reason(model),
+            reusable=(
+                min(common_prefix_length(self._cache_ids, ids), len(ids) - 1)
+                if self.options.kv_reuse and self._cache is not None
+                else 0
+            ),
+            device_type=self._device_type(),
+            last_chars=last_chars,
         )
         if self._fast is not None:
             if why is None and assist is None:
