@@ -187,7 +187,9 @@ def test_split_utf8_from_real_generation(backend: LocalBackend, monkeypatch: Any
 
     def forced(**kwargs: Any) -> Any:
         start = kwargs["input_ids"].shape[1]
-        return original(**kwargs, logits_processor=LogitsProcessorList([Force(start)]))
+        # After the token logprob capture's processors (engine.local.logprobs), when on.
+        chain = [*kwargs.pop("logits_processor", []), Force(start)]
+        return original(**kwargs, logits_processor=LogitsProcessorList(chain))
 
     monkeypatch.setattr(model, "generate", forced)
     gen = backend.stream(msgs((U, "x")), GREEDY.with_changes(max_new_tokens=80), threading.Event())
@@ -198,6 +200,9 @@ def test_split_utf8_from_real_generation(backend: LocalBackend, monkeypatch: Any
     # falls behind (a loaded machine) gets the tokens queued meanwhile as one chunk.
     assert len(chunks) > 3
     assert gen.stats is not None and gen.stats.stop_reason == StopReason.EOS
+    # Token texts: a character split over byte tokens belongs to the one that completes it.
+    assert gen.token_log is not None and gen.token_log.text() == text
+    assert all("\ufffd" not in t.text for t in gen.token_log.tokens)
 
 
 def test_cancel_stops_within_a_token_step(backend: LocalBackend) -> None:
