@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from llama_tui.chat.reply import run_reply
 from llama_tui.chat.replay import replay_turns
+from llama_tui.chat.reply import run_reply
 from llama_tui.chat.state import ChatState
 from llama_tui.core.backend import LoadOptions
 from llama_tui.core.params import GenerationParams

@@ -9,7 +9,7 @@ from llama_tui.chat.state import ChatState
 from llama_tui.core.params import GenerationParams
 from llama_tui.session import tree
 from llama_tui.session.export import from_json, to_json, to_markdown
-from llama_tui.session.journal import load_journal, parse_journal
+from llama_tui.session.journal import load_journal
 from llama_tui.session.recorder import SessionRecorder
 from llama_tui.session.transcript import Conversation, Message
 
@@ -120,27 +120,6 @@ def test_crash_mid_branch_keeps_the_checkpointed_text(tmp_path: Path) -> None:
     assert _texts(conv) == ["ask", "partial second"]
     assert conv.messages[-1].interrupted and conv.messages[-1].status == "stopped"
     assert [m.content for m in conv.branches] == ["one"]
-
-
-# A journal written by main before branches existed (retry wrote `removed`, no parents).
-OLD_JOURNAL = b"""\
-{"v":1,"type":"snapshot","ts":1,"session":"20260101-000000-abcdef","conversation":{"id":"20260101-000000-abcdef","title":"ask","created":1,"system_prompt":"","model":{},"settings":{},"messages":[{"id":"u1","role":"user","content":"ask","created":1,"status":"complete","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":null}]}}
-{"v":1,"type":"settings","ts":2,"session":"20260101-000000-abcdef","settings":{"temperature":0.7},"system_prompt":""}
-{"v":1,"type":"assistant_started","ts":3,"session":"20260101-000000-abcdef","message":{"id":"a1","role":"assistant","content":"","created":3,"status":"streaming","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":""}}
-{"v":1,"type":"assistant_finished","ts":4,"session":"20260101-000000-abcdef","message":{"id":"a1","role":"assistant","content":"old reply","created":3,"status":"complete","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":""}}
-{"v":1,"type":"removed","ts":5,"session":"20260101-000000-abcdef","ids":["a1"]}
-{"v":1,"type":"assistant_started","ts":6,"session":"20260101-000000-abcdef","message":{"id":"a2","role":"assistant","content":"","created":6,"status":"streaming","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":""}}
-{"v":1,"type":"assistant_finished","ts":7,"session":"20260101-000000-abcdef","message":{"id":"a2","role":"assistant","content":"new reply","created":6,"status":"complete","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":""}}
-{"v":1,"type":"message","ts":8,"session":"20260101-000000-abcdef","message":{"id":"u2","role":"user","content":"more","created":8,"status":"complete","stats":null,"error":null,"interrupted":false,"settings":null,"system_prompt":null}}
-"""
-
-
-def test_a_journal_from_before_branches_loads_as_one_path() -> None:
-    conv, skipped = parse_journal(OLD_JOURNAL)
-    assert skipped == 0 and not conv.load_warnings
-    assert _texts(conv) == ["ask", "new reply", "more"]
-    assert conv.branches == []
-    assert [m.parent for m in conv.messages] == [None, "u1", "a2"]
 
 
 def test_old_json_export_without_parents_loads_linearly() -> None:
