@@ -28,6 +28,7 @@ WRONG = (1, 2, 4)
 @pytest.fixture(autouse=True)
 def _measurable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(calibration, "MIN_PARAMETERS", 0)
+    monkeypatch.setattr(calibration, "_busy", lambda: None)  # the test machine may be busy
 
 
 @pytest.fixture
@@ -239,3 +240,14 @@ def test_cpu_name_reads_the_model_name(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14\n")
     assert dtype_cache.cpu_name(str(info)) == "AMD EPYC 9R14"
     assert dtype_cache.cpu_name(str(tmp_path / "missing"))  # the platform's answer, never ""
+
+
+def test_a_pick_measured_on_a_busy_machine_is_used_but_not_remembered(
+    tiny_model_dir: Path, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(calibration, "_busy", lambda: "load average 12.0 on 2 cores")
+    loaded = load_model(str(tiny_model_dir), AUTO)
+    assert len(calls) == 3 and loaded.info.dtype in ("float32", "bfloat16", "float16")
+    assert not dtype_cache.cache_file().exists()
+    load_model(str(tiny_model_dir), AUTO)
+    assert len(calls) == 6  # measured again

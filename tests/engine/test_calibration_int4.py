@@ -67,6 +67,11 @@ def q4_gguf_of(model: Any, path: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _quiet_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calibration, "_busy", lambda: None)  # remember picks however busy
+
+
 @pytest.fixture
 def tiny(tiny_model_dir: Path, tmp_path: Path) -> tuple[Any, Any, Path]:
     from transformers import AutoModelForCausalLM, AutoTokenizer

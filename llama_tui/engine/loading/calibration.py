@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -55,6 +55,8 @@ MIN_PARAMETERS = 50_000_000
 # far, so another dtype replaces it only when clearly faster; within 10% the pick stays
 # the same on every run and machine of a kind, and so do the greedy replies.
 MIN_GAIN = 1.10
+# Above this load average per core, other processes decide the timings more than the dtypes do.
+BUSY_LOAD = 1.5
 # A fixed English prompt: tokenised, it gives real-text logits (random ids give near ties).
 PROMPT_TEXT = "The capital of France is Paris. The capital of Italy is Rome. The capital of"
 
@@ -161,11 +163,12 @@ def prompt_ids(tokenizer: Any) -> list[int]:
 
 def measure_decode(model: Any, ids: list[int], dtype: str) -> Measurement:
     """Greedy decode of `ids` with the KV cache in the model's current dtype: the tokens, and
-    the speed of the median one of the TIMED_STEPS steps after WARMUP_STEPS untimed ones.
+    the speed of the fastest of the TIMED_STEPS steps after WARMUP_STEPS untimed ones.
 
-    The median, not the total: on a busy machine a step the OS takes the CPU away from lasts
-    100x longer (seen here: 13 ms steps and 1.5 s steps in one fp16 decode), and one such step
-    must not decide the pick.
+    The fastest step, not the total or the median: a busy machine only ever slows a step down
+    (seen here: 13 ms steps and 1.5 s steps in one fp16 decode; at a load average of 12 on 2
+    cores the medians of all four candidates came out within 1.0-1.6 steps/s and float32
+    "won"), so the least disturbed step is the best estimate of what the dtype costs.
     """
     import torch
 
@@ -184,7 +187,7 @@ def measure_decode(model: Any, ids: list[int], dtype: str) -> Measurement:
                 steps.append(time.perf_counter() - start)
             past = getattr(out, kw)
         tokens.append(int(out.logits[0, -1].float().argmax()))
-    return Measurement(dtype, tuple(tokens), 1.0 / max(statistics.median(steps), 1e-9))
+    return Measurement(dtype, tuple(tokens), 1.0 / max(min(steps), 1e-9))
 
 
 def choose(measurements: tuple[Measurement, ...], rule: str) -> tuple[str, tuple[str, ...]]:
@@ -249,9 +252,23 @@ def calibrate(model: Any, tokenizer: Any, plan: Plan, progress: ProgressCallback
     wrong += f"; failed: {', '.join(failed)}" if failed else ""
     log.info("dtype auto on this CPU: %s (tok/s %s%s; %.1f s)", pick, summary, wrong, seconds)
     emit_progress(progress, LoadStage.LOAD, f"Fastest dtype on this CPU: {pick} ({summary} tok/s)")
-    if plan.key is not None:
+    busy = _busy()
+    if plan.key is not None and busy is None:
         dtype_cache.remember(plan.key, pick, rates)
+    elif busy is not None:
+        log.info("dtype auto: not remembering %s, the CPU was busy (%s)", pick, busy)
     return pick
+
+
+def _busy() -> str | None:
+    """Why this machine was too busy for a pick worth remembering, or None. A pick measured
+    while other processes held the cores is used for this load but measured again next time."""
+    try:
+        load = os.getloadavg()[0]
+    except (OSError, AttributeError):  # not on every platform
+        return None
+    cores = os.cpu_count() or 1
+    return f"load average {load:.1f} on {cores} cores" if load > BUSY_LOAD * cores else None
 
 
 def _int4_swap(model: Any, gguf: Path | None) -> Swap:
