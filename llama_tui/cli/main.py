@@ -129,8 +129,8 @@ def _add_model_flags(m: argparse._ArgumentGroup) -> None:
     m.add_argument(
         "--prompt-lookup",
         metavar="MODE",
-        help="assisted decoding by guessing from the prompt: auto (greedy replies on the "
-        "generate path), on or off (default: auto)",
+        help="assisted decoding by guessing from the prompt: auto (greedy replies to a long "
+        "message on a CPU; see the README), on or off (default: auto)",
     )
     m.add_argument(
         "--load-in-4bit", action="store_true", help="4-bit weights (CPU: torch; GPU: bitsandbytes)"

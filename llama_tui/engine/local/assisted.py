@@ -4,7 +4,9 @@ Both are transformers' assisted generation (`generate(prompt_lookup_num_tokens=.
 `generate(assistant_model=...)`): cheap guesses of the next few tokens are checked by the main
 model in one forward pass, and the guesses it agrees with are kept. The main model decides
 every token, so a greedy reply is the same as without assistance (tests pin it on the tiny
-model); only the speed changes.
+model; benchmarks/assisted.py checks the demo model in float32, float16 and bfloat16, where a
+verify step's other shapes can round a near-tie the other way, as the fast decoder's can);
+only the speed changes.
 
 * **Prompt lookup** guesses by finding the last two tokens earlier in the prompt (and the reply
   so far) and proposing the `PROMPT_LOOKUP_TOKENS` that followed them there. No second model.
