@@ -455,9 +455,7 @@ def main() -> None:
     m4 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
     quantize_model(m4, 4, gguf)
     wb4 = bytes_per_token(m4)
-    paths.append(
-        Path_("generate int4 (GGUF codes)", "int4", T, wb4, gen_runner(m4, T), "generate float32")
-    )
+    paths.append(Path_("generate int4", "int4", T, wb4, gen_runner(m4, T), "generate float32"))
     dec4 = FastDecoder(m4, compile=False, eos_token_ids=[])
     paths.append(
         Path_(
@@ -466,7 +464,7 @@ def main() -> None:
             T,
             wb4,
             fast_runner(dec4, T),
-            ref="generate int4 (GGUF codes)",
+            ref="generate int4",
         )
     )
     paths.append(default_path(T, gen_runner, fast_runner))
