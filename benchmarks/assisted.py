@@ -1,30 +1,32 @@
 """Assisted decoding on the demo model (SmolLM2-135M): plain vs prompt lookup vs a draft model.
 
 Usage:
-    python benchmarks/assisted.py [--runs 3] [--dtype auto] [--threads 2] [--draft-layers 8]
-        [--no-sampled] [--out FILE.md]
+    python benchmarks/assisted.py [--runs 3] [--dtype auto,bfloat16] [--threads 2]
+        [--draft-layers N] [--sampled] [--out FILE.md]
 
-One process, one table per prompt, every path measured round-robin (`--runs` times after one
-untimed warm-up; the median is reported), so machine noise hits all of them alike:
+One process; per dtype in `--dtype` (`auto`: what the app's `dtype auto` picks) a line with
+the cost of an 11-token verify step against a one-token step, then one table per prompt, every
+path measured round-robin (`--runs` times after one untimed warm-up; the median is reported),
+so machine noise hits all of them alike, and what `prompt_lookup = auto` does with the prompt:
 
 * `generate`: plain greedy `model.generate`, the reference.
 * `generate + prompt lookup`: the same call with the app's prompt-lookup arguments
   (`engine.local.assisted.choose`, `prompt_lookup = on`).
 * `fast decoder (eager)`: `engine.fast.FastDecoder`, the path the app takes where its policy
   says so (CPU float16), for the question "is assisted generate faster than the fast path?".
-* `generate + draft`: the demo model truncated to its first `--draft-layers` layers (plus
+* `generate + draft` (with `--draft-layers N`): the demo truncated to its first N layers (plus
   its final norm and head) as `assistant_model`. No smaller model with the demo's tokenizer is
   available offline, and the demo as its own draft would only measure overhead (it accepts
   everything). A truncated model is a real draft with the same tokenizer, but an untrained one:
   read its row as "what a poor draft costs", not as what a trained small sibling would give.
-* With sampling (temperature 0.7, top-p 0.9, fixed seed): plain vs prompt lookup, speed only
-  (sampled tokens differ by construction).
+* With `--sampled` (temperature 0.7, top-p 0.9, fixed seed): plain vs prompt lookup, speed
+  only (sampled tokens differ by construction).
 
 Prompts: a repeat-heavy "rewrite this code with one change" chat prompt, and a story prompt.
 Replies end at EOS or `MAX_NEW_TOKENS`. Decode tok/s = tokens after the first step / time
 after the first step (assisted steps hand over several tokens at once). "greedy" compares each
-path's tokens with plain `generate`: "same" or the first differing index. "tok/step" is the
-tokens per main-model step (1.0 without assistance).
+path's tokens with plain `generate` (a trailing EOS aside): "same" or the first differing
+index. "tok/step" is the tokens per main-model step (1.0 without assistance).
 """
 
 from __future__ import annotations
