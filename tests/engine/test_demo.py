@@ -16,6 +16,7 @@ import pytest
 from llama_tui.core.backend import LoadOptions, LoadProgress, LoadStage
 from llama_tui.engine.loading import conversion
 from llama_tui.engine.loading.models import DEMO_NAME, LoadedModel, load_model
+from llama_tui.engine.quant import apply
 
 pytestmark = pytest.mark.demo
 
@@ -81,9 +82,14 @@ def test_cached_load_is_fast_and_describes_the_model(
     assert info.revision is None
     assert info.device == "cpu"
     # dtype auto on CPU is measured on the first load (and cached): any candidate may win,
-    # and the info must name the dtype the weights are really in.
-    assert info.dtype in {"float32", "bfloat16", "float16"}
-    assert info.dtype == str(loaded.model.dtype).removeprefix("torch.")
+    # and the info must name the dtype the weights are really in (int4: the GGUF's 4-bit
+    # codes in torch's kernel, with bfloat16 activations).
+    assert info.dtype in {"float32", "bfloat16", "float16", "int4"}
+    if info.dtype == "int4":
+        assert apply.quant_label(loaded.model) == "int4"
+        assert str(loaded.model.dtype) == "torch.bfloat16"
+    else:
+        assert info.dtype == str(loaded.model.dtype).removeprefix("torch.")
     assert info.parameters == SMOLLM2_135M_PARAMETERS
     assert info.context_length == 8192
     assert info.chat_template is True

@@ -35,7 +35,8 @@ def cache_path(gguf: Path, bits: int, dtype: Any) -> Path:
     st = path.stat()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}|{torch.__version__}|{bits}|{dtype}|v{FORMAT}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return locations.converted_models_dir() / f"{path.stem}-int{bits}-{digest}.safetensors"
+    # Beside the converted folders, not among them (each of those is one GGUF's folder).
+    return locations.cache_dir() / "quantized" / f"{path.stem}-int{bits}-{digest}.safetensors"
 
 
 def load(path: Path, wanted: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
