@@ -199,9 +199,7 @@ def test_the_key_names_the_models_shape(tiny_model_dir: Path) -> None:
 @pytest.mark.parametrize(
     "damage", [b"{not json", b"[]", b'{"version": 1, "entries": 5}', b"\xff\xfe", b""]
 )
-def test_a_damaged_cache_is_replaced(
-    tiny_model_dir: Path, calls: list[str], damage: bytes
-) -> None:
+def test_a_damaged_cache_is_replaced(tiny_model_dir: Path, calls: list[str], damage: bytes) -> None:
     path = dtype_cache.cache_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(damage)
