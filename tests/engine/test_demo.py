@@ -63,7 +63,7 @@ def test_first_load_converts_once_into_the_cache(demo_first_load: dict[str, Any]
     assert (folder / "model.safetensors").stat().st_size < 300e6
 
 
-def test_cached_load_is_fast_and_describes_the_model(
+def test_cached_load_converts_nothing_and_describes_the_model(
     demo_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_conversion(*args: Any, **kwargs: Any) -> None:
@@ -73,8 +73,9 @@ def test_cached_load_is_fast_and_describes_the_model(
     start = time.perf_counter()
     loaded = load_model("demo", OPTS)
     seconds = time.perf_counter() - start
+    # No timing assert: the figure is printed for whoever reads the log (benchmarks measure
+    # speed); what this pins is that the cached load converts nothing again.
     print(f"\n[demo] cached load: {seconds:.2f} s")
-    assert seconds < 15, seconds  # ~1-2 s on an idle machine; CI boxes are shared
     info = loaded.info
     assert info.name == DEMO_NAME
     assert info.spec == "demo"
