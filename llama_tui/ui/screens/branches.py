@@ -19,15 +19,17 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
+from llama_tui.session.transcript import Message
 from llama_tui.session.tree import BranchRow
 from llama_tui.text import clean
 
-WORDS = 28  # characters of a message's start shown per line (one line in the dialog at 80 columns)
+WORDS = 17  # characters of a message's start shown per line (one line in the dialog at 80 columns)
+MODEL = 12  # characters of the model's name
 
 
 def row_text(row: BranchRow, default_model: dict[str, Any], now: float | None = None) -> str:
-    """One picker line (plain text): the model only when another one wrote it, the day only
-    when it is not today."""
+    """One picker line (plain text): the model that wrote it (shortened), the day only when
+    it is not today."""
     msg = row.message
     first = " ".join(clean(msg.content).split())
     if len(first) > WORDS:
@@ -37,23 +39,22 @@ def row_text(row: BranchRow, default_model: dict[str, Any], now: float | None = 
     when = time.strftime("%b %d %H:%M", time.localtime(msg.created))
     when = when.removeprefix(day + " ")
     mark = "●" if row.active else " "
-    parts = [when]
-    model = _other_model(msg.replay, default_model)
-    if model:
-        parts.append(model)
+    parts = [when, _model_name(msg, default_model)]
     if row.tokens:
         parts.append(f"{row.tokens} tok")
     return (f"{'  ' * row.depth}{mark} {row.index}/{row.count} {who}: {first or '(empty)'}"
             f" · {' · '.join(parts)}")
 
 
-def _other_model(replay: dict[str, Any] | None, default_model: dict[str, Any]) -> str:
-    """The model that wrote a reply, when it is not the conversation's."""
-    model = replay.get("model") if isinstance(replay, dict) else None
-    spec = model.get("spec") if isinstance(model, dict) else None
-    if not isinstance(spec, str) or not spec or spec == default_model.get("spec"):
-        return ""
-    return clean(spec.rsplit("/", 1)[-1])[:24]
+def _model_name(msg: Message, default_model: dict[str, Any]) -> str:
+    """The model that wrote a reply (its replay record), else the conversation's; the last
+    part of a repo id, shortened."""
+    model = msg.replay.get("model") if isinstance(msg.replay, dict) else None
+    name = model.get("name") or model.get("spec") if isinstance(model, dict) else None
+    if not isinstance(name, str) or not name:
+        name = default_model.get("name") or default_model.get("spec") or "?"
+    short = clean(str(name).rsplit("/", 1)[-1])
+    return short if len(short) <= MODEL else short[: MODEL - 1] + "…"
 
 
 class BranchesScreen(ModalScreen[str | None]):
