@@ -59,21 +59,22 @@ def branch_off(conv: Conversation, index: int) -> list[Message]:
 
 def remove(conv: Conversation, ids: set[str]) -> list[Message]:
     """Delete messages and everything that follows them (a reply that never began)."""
-    doomed = set(ids)
-    changed = True
-    while changed:  # descendants, wherever they are
-        changed = False
-        for m in nodes(conv):
-            if m.parent in doomed and m.id not in doomed:
-                doomed.add(m.id)
-                changed = True
+    kids = child_map(conv)
+    doomed: set[str] = set()
+    todo = [m.id for m in nodes(conv) if m.id in ids]
+    while todo:  # the messages and their descendants, wherever they are
+        mid = todo.pop()
+        if mid not in doomed:
+            doomed.add(mid)
+            todo.extend(m.id for m in kids.get(mid, ()))
     gone = [m for m in nodes(conv) if m.id in doomed]
     keep_path: list[Message] = []
     for m in conv.messages:  # the path ends where the first removed message was
         if m.id in doomed:
             break
         keep_path.append(m)
-    conv.branches = [m for m in nodes(conv) if m.id not in doomed and m not in keep_path]
+    on_path = {m.id for m in keep_path}
+    conv.branches = [m for m in nodes(conv) if m.id not in doomed and m.id not in on_path]
     conv.messages = keep_path
     return gone
 

@@ -120,7 +120,7 @@ class BranchControl:
             for mid in before[keep:]:
                 await screen.transcript.remove_message(mid)
             for m in after[keep:]:
-                await screen.render_message(m)
+                await screen.transcript.add_message(m)
         screen.transcript.show_welcome(not after)
         self.mark()
         screen.host.model.refresh_meters()

@@ -30,7 +30,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
-from llama_tui.session.transcript import Conversation, Message
+from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
 from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.branch_control import BranchControl
@@ -245,10 +245,6 @@ class ChatScreen(Screen[None]):
         if spec and spec != self.host.model.settings.model:
             await self.note(f"This session used {clean(str(spec))}; "
                             f"/model {clean(str(spec))} loads it.")
-
-    async def render_message(self, m: Message) -> None:
-        """Show one saved message at the end of the transcript (resume, branch switch)."""
-        await self.transcript.add_message(m)
 
     def on_transcript_turns_mounted(self, _event: Transcript.TurnsMounted) -> None:
         """Older turns mounted as the user scrolls: their headers get their `2/3` too."""
