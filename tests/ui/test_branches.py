@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 
 from llama_tui.core.params import GenerationParams
 from llama_tui.session import tree
@@ -28,6 +29,12 @@ def _path(app: LlamaTuiApp) -> list[str]:
     return [m.content for m in app.chat_state.conversation.messages]
 
 
+async def _ask(pilot: Pilot[int], text: str) -> None:
+    """Send `text` and wait until its reply is finished."""
+    await send(pilot, text)
+    await reply_done(pilot)
+
+
 async def _retry(pilot: object, app: LlamaTuiApp) -> None:
     await pilot.press("ctrl+r")  # type: ignore[attr-defined]
     await reply_done(pilot)  # type: ignore[arg-type]
@@ -37,8 +44,7 @@ async def test_retry_keeps_versions_and_keys_switch_them(tiny_model_dir: Path) -
     app = real_app(tiny_model_dir, SAMPLED)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "Tell me something")
-        await reply_done(pilot)
+        await _ask(pilot, "Tell me something")
         await _retry(pilot, app)
         await _retry(pilot, app)
         conv = app.chat_state.conversation
@@ -63,10 +69,8 @@ async def test_next_reply_after_a_switch_reuses_the_shared_prefix(tiny_model_dir
     app = real_app(tiny_model_dir, SAMPLED)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "A long first question about many things " * 4)
-        await reply_done(pilot)
-        await send(pilot, "second")
-        await reply_done(pilot)
+        await _ask(pilot, "A long first question about many things " * 4)
+        await _ask(pilot, "second")
         await pilot.press("ctrl+t", "y")  # edit the second prompt: it becomes a branch
         await until(pilot, lambda: len(app.chat_state.conversation.messages) == 2)
         app.chat.prompt.load_text("second, edited")
@@ -74,8 +78,7 @@ async def test_next_reply_after_a_switch_reuses_the_shared_prefix(tiny_model_dir
         await reply_done(pilot)
         await pilot.press("alt+left")  # back to the first version of the second prompt
         await until(pilot, lambda: _path(app)[2] == "second")
-        await send(pilot, "third")
-        await reply_done(pilot)
+        await _ask(pilot, "third")
         stats = app.chat_state.conversation.messages[-1].stats
         assert stats is not None
         # Everything before "second"'s exchange was in the cache from the earlier turns.
@@ -89,8 +92,7 @@ async def test_branches_picker_makes_a_branch_active(tiny_model_dir: Path) -> No
     app = real_app(tiny_model_dir, SAMPLED)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "Hi")
-        await reply_done(pilot)
+        await _ask(pilot, "Hi")
         await _retry(pilot, app)
         conv = app.chat_state.conversation
         first = tree.siblings(conv, conv.messages[-1])[0]
@@ -107,8 +109,7 @@ async def test_fork_and_continue_starts_a_new_version_from_a_prefix(
     app = real_app(tiny_model_dir, GenerationParams(do_sample=False, max_new_tokens=5))
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "Hi")
-        await reply_done(pilot)
+        await _ask(pilot, "Hi")
         conv = app.chat_state.conversation
         original = conv.messages[-1]
         original_text = original.content
@@ -127,8 +128,7 @@ async def test_edit_reply_then_ctrl_g_continues_from_the_edited_text(
     app = real_app(tiny_model_dir, GenerationParams(do_sample=False, max_new_tokens=4))
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "Hi")
-        await reply_done(pilot)
+        await _ask(pilot, "Hi")
         conv = app.chat_state.conversation
         original = conv.messages[-1]
         await send(pilot, "/edit reply")
@@ -150,8 +150,7 @@ async def test_switching_at_the_start_of_a_long_session_shows_the_new_path(
     app = real_app(tiny_model_dir, SAMPLED)
     async with app.run_test(size=(100, 30)) as pilot:
         await ready(pilot)
-        await send(pilot, "first")
-        await reply_done(pilot)
+        await _ask(pilot, "first")
         await _retry(pilot, app)
         conv: Conversation = app.chat_state.conversation
         for i in range(30):  # a long conversation below version 2 of the first reply
