@@ -316,7 +316,9 @@ def default_path(
     loaded = load_model("demo", LoadOptions(device="cpu", threads=threads))
     seconds = time.perf_counter() - t0
     fast = FastPath.create(loaded.model, compile=True, mode="auto", device_type="cpu")
-    how = "FastDecoder eager" if fast is not None else "generate"
+    how = "generate"
+    if fast is not None:
+        how = "FastDecoder lean" if fast.decoder.lean is not None else "FastDecoder eager"
     run = (
         fast_runner(fast.decoder, threads)
         if fast is not None
@@ -397,8 +399,11 @@ def main() -> None:
     greedy = GenerationParams(do_sample=False, max_new_tokens=n)
     cancel = threading.Event()
     models: dict[str, Any] = {}
+    from llama_tui.engine.fast import cpu_attention
+
     for dt in ("float32", "bfloat16", "float16"):
         models[dt] = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dt)).eval()
+        cpu_attention.install(models[dt])  # as the app's loader does on a CPU
     try:
         from torch.ao.quantization import quantize_dynamic
 
@@ -444,29 +449,23 @@ def main() -> None:
         m = models[dt]
         wb = bytes_per_token(m)
         paths.append(Path_(f"generate {dt}", dt, T, wb, gen_runner(m, T)))
-        dec = FastDecoder(m, compile=False, eos_token_ids=[])
-        paths.append(
-            Path_(f"FastDecoder eager {dt}", dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}")
-        )
+        for lean in (True, False):
+            dec = FastDecoder(m, compile=False, eos_token_ids=[], lean=lean)
+            name = f"FastDecoder {'lean' if dec.lean else 'eager (model forward)'} {dt}"
+            paths.append(Path_(name, dt, T, wb, fast_runner(dec, T), ref=f"generate {dt}"))
     # int4: the GGUF's own Q4_1 codes in torch's int4 kernel, bf16 activations, int8 head
     # (engine.quant; what --load-in-4bit and dtype auto's int4 pick run).
     from llama_tui.engine.quant.apply import quantize_model
 
     m4 = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
     quantize_model(m4, 4, gguf)
+    cpu_attention.install(m4)
     wb4 = bytes_per_token(m4)
     paths.append(Path_("generate int4", "int4", T, wb4, gen_runner(m4, T), "generate float32"))
-    dec4 = FastDecoder(m4, compile=False, eos_token_ids=[])
-    paths.append(
-        Path_(
-            "FastDecoder eager int4",
-            "int4",
-            T,
-            wb4,
-            fast_runner(dec4, T),
-            ref="generate int4",
-        )
-    )
+    for lean in (True, False):
+        dec4 = FastDecoder(m4, compile=False, eos_token_ids=[], lean=lean)
+        name = f"FastDecoder {'lean' if dec4.lean else 'eager (model forward)'} int4"
+        paths.append(Path_(name, "int4", T, wb4, fast_runner(dec4, T), ref="generate int4"))
     paths.append(default_path(T, gen_runner, fast_runner))
     if "int8" in models:
         m = models["int8"]
@@ -488,7 +487,7 @@ def main() -> None:
             dec = FastDecoder(m, compile=False, eos_token_ids=[])
             paths.append(
                 Path_(
-                    f"FastDecoder eager {dt}",
+                    f"FastDecoder lean {dt}",
                     dt,
                     1,
                     bytes_per_token(m),

@@ -292,6 +292,29 @@ def test_fast_decoder_and_auto(tiny_model_dir: Path) -> None:
         on.close()
 
 
+def test_auto_keeps_the_fast_decoders_cache(tiny_model_dir: Path) -> None:
+    """A long message whose conversation is already in the fast decoder's KV cache stays on
+    the decoder: an assisted reply would prefill it all again."""
+    import threading
+
+    b = backend(tiny_model_dir, compile=True, fast="eager")
+    long = PROMPTS[0] * (assisted.AUTO_MIN_CHARS // len(PROMPTS[0]) + 1)
+    try:
+        first, stats = reply(b, PROMPTS[2])
+        assert stats.assisted == ""
+        history = [
+            ChatMessage("user", PROMPTS[2]),
+            ChatMessage("assistant", first),
+            ChatMessage("user", long),
+        ]
+        gen = b.stream(history, GREEDY, threading.Event())
+        gen.text()
+        assert gen.stats is not None and gen.stats.assisted == ""
+        assert gen.stats.reused_prompt_tokens > 0
+    finally:
+        b.close()
+
+
 # --- what the footer and the status bar read ----------------------------------------------
 
 

@@ -98,12 +98,13 @@ def reference(backend: LocalBackend, history: list[ChatMessage], max_new_tokens:
 
 
 def hook(model: Any, fn: Callable[[], None]) -> Any:
-    """Run `fn` at the start of every forward pass (prefill and each decode step)."""
+    """Run `fn` at the start of every forward pass (prefill and each decode step): on the
+    output head, which the model's forward and the fast decoder's lean step both run once."""
 
     def pre(module: Any, args: Any) -> None:
         fn()  # returning None keeps the forward's inputs unchanged
 
-    return model.register_forward_pre_hook(pre)
+    return model.get_output_embeddings().register_forward_pre_hook(pre)
 
 
 def test_is_a_backend(backend: LocalBackend) -> None:
@@ -772,8 +773,13 @@ def test_fast_path_raw_mode_and_repetition_penalty(fast: LocalBackend) -> None:
     chat = msgs((U, "Hello"))
     x = torch.tensor([fast._formatter.encode(chat)], device=fast._input_device)
     out = fast._model.generate(
-        x, max_new_tokens=24, do_sample=False, repetition_penalty=1.3, temperature=None,
-        top_p=None, top_k=None,
+        x,
+        max_new_tokens=24,
+        do_sample=False,
+        repetition_penalty=1.3,
+        temperature=None,
+        top_p=None,
+        top_k=None,
     )
     expected = full_decode(fast._tokenizer, out[0, x.shape[1] :])
     assert fast.stream(chat, params, threading.Event()).text() == expected
@@ -799,9 +805,10 @@ def test_fast_path_policy() -> None:
         return c.use, c.compile
 
     assert pick("cuda", "bfloat16") == (True, True)  # compiled in the background
-    assert pick("cpu", "float16") == (True, False)  # eager: measured faster than generate
-    assert pick("cpu", "float32") == (False, False)  # measured slower: generate
-    assert pick("cpu", "bfloat16") == (False, False)
+    for dtype in ("int4", "float16", "bfloat16", "float32"):
+        assert pick("cpu", dtype) == (True, False)  # the lean eager step: measured faster
+    c = choose_fast_path("cpu", "float16", compile=True, lean=False)
+    assert not c.use  # the model's own forward: measured slower than generate
     assert pick("mps", "float16") == (False, False)  # not measured
     assert pick("cpu", "float32", mode="eager") == (True, False)
     assert pick("cpu", "float32", mode="compiled") == (True, True)
@@ -833,11 +840,16 @@ def test_no_compile_turns_the_fast_path_off(
         detach(off, on)
 
 
-def test_auto_policy_on_cpu_float16(shared: LocalBackend, tiny_model_dir: Path) -> None:
-    """On CPU the decoder serves float16 models (measured faster) and not float32 ones."""
+def test_auto_policy_on_cpu(
+    shared: LocalBackend, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CPU the decoder's lean step serves every dtype (measured faster than generate); a
+    model the lean step cannot drive keeps generate."""
     import copy
 
     import torch
+
+    from llama_tui.engine.fast import glue
 
     if DEVICE != "cpu":
         pytest.skip("CPU policy")
@@ -845,15 +857,21 @@ def test_auto_policy_on_cpu_float16(shared: LocalBackend, tiny_model_dir: Path) 
     auto16 = LocalBackend(str(tiny_model_dir), LoadOptions(device="cpu"))
     auto16.attach(half, shared._tokenizer, shared.info, device="cpu")
     auto32 = attached(shared, tiny_model_dir, mode="auto")
+    monkeypatch.setattr(glue, "lean_reason", lambda model: "some other architecture")
+    other = attached(shared, tiny_model_dir, mode="auto")
     try:
-        assert auto16.fast_path_active and not auto32.fast_path_active
-        assert auto16._fast is not None and not auto16._fast.decoder.compile_enabled
-        gen = auto16.stream(msgs((U, "hi")), GREEDY, threading.Event())
-        assert gen.text() is not None and gen.stats is not None
-        assert gen.stats.generated_tokens > 0 and not auto16.optimising
+        assert auto16.fast_path_active and auto32.fast_path_active
+        assert not other.fast_path_active
+        for backend in (auto16, auto32):
+            assert backend._fast is not None and not backend._fast.decoder.compile_enabled
+            assert backend._fast.decoder.lean is not None
+            gen = backend.stream(msgs((U, "hi")), GREEDY, threading.Event())
+            assert gen.text() is not None and gen.stats is not None
+            assert gen.stats.generated_tokens > 0 and not backend.optimising
     finally:
         auto16.close()
         detach(auto32)
+        detach(other)
 
 
 def test_unsupported_model_falls_back_to_generate(

@@ -68,13 +68,20 @@ def configure_compile_cache() -> str:
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
-def make_step(model: Any, cache_kw: str, greedy: bool, capture: bool = True) -> StepFn:
+def make_step(
+    model: Any,
+    cache_kw: str,
+    greedy: bool,
+    capture: bool = True,
+    forward: Callable[[Any, Any], Any] | None = None,
+) -> StepFn:
     """The decode step (eager as it is; the compiled variants wrap the same function).
 
     With `capture`, the step also writes the token's logprobs and top alternatives into the
     `capture` buffer (`engine.local.logprobs.capture_values`): the compiled variants always
     do (one static graph; a top-k is nothing next to the forward on a GPU), the eager step
-    only for replies that record them.
+    only for replies that record them. `forward(cache, token) -> float logits [vocab]`
+    replaces the model's own forward (the CPU's lean forward, lean.py).
     """
 
     def step(
@@ -82,8 +89,11 @@ def make_step(model: Any, cache_kw: str, greedy: bool, capture: bool = True) -> 
     ) -> Any:
         # The position of `token` is the cache length before this forward: the RNG counter.
         position = cache.get_seq_length()
-        out = model(input_ids=token, use_cache=True, **{cache_kw: cache})
-        logits = out.logits[0, -1, :].float()
+        if forward is not None:
+            logits = forward(cache, token)
+        else:
+            out = model(input_ids=token, use_cache=True, **{cache_kw: cache})
+            logits = out.logits[0, -1, :].float()
         buf = SamplingBuffers(floats, ints, presence)
         nxt, sampled = select_token_and_logprob(logits, buf, position, greedy)
         if capture:

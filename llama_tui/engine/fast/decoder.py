@@ -57,6 +57,7 @@ from llama_tui.engine.fast.compile import (
     make_step,
     mark_static,
 )
+from llama_tui.engine.fast.lean import LeanForward, lean_reason
 from llama_tui.engine.fast.stats import DecodeStats, StopFlag
 from llama_tui.engine.local.logprobs import CAPTURE_LEN, capture_values
 from llama_tui.engine.local.sampling import (
@@ -87,6 +88,9 @@ class FastDecoder:
             whichever thread changes the state; must be thread-safe and quick.
         run_ahead: launch the next step before handing out the current id. None = on CUDA
             only (asynchronous launches); on CPU it would delay every id by one step.
+        lean: run the eager step through `LeanForward` (lean.py) instead of the model's own
+            forward: on CPU by default, never with `compile`; used where the model's layers
+            allow it.
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class FastDecoder:
         on_state: StateCallback | None = None,
         compile_options: dict[str, Any] | None = None,
         run_ahead: bool | None = None,
+        lean: bool | None = None,
     ) -> None:
         import torch
 
@@ -134,6 +139,7 @@ class FastDecoder:
         self.current_capture: list[float] | None = None
         mark_static(self.graphs, self._token, self._buf, self._capture_buf)
         self._busy = threading.Lock()
+        self.lean = self._lean_forward(lean)
         self._steps = self._step_runner(vocab)
         self.ready = self._steps.ready  # set while the variant wanted last is compiled
         # The live KV cache and the ids in it; graphs go with a replaced cache.
@@ -242,13 +248,25 @@ class FastDecoder:
         return StepRunner(
             enabled=self.compile_enabled,
             graphs=self.graphs,
-            make_step=functools.partial(make_step, self.model, self._cache_kw),
+            make_step=functools.partial(make_step, self.model, self._cache_kw, forward=self.lean),
             new_cache=self._new_cache,
             device=self.device,
             vocab=vocab,
             compile_options=self.compile_options,
             set_state=self._set_state,
         )
+
+    def _lean_forward(self, lean: bool | None) -> LeanForward | None:
+        """The lean forward for the eager step, when wanted and possible (else None)."""
+        # Compiled steps trace the model's own forward (the lean one reads the position on
+        # the host, which a graph cannot).
+        if not (self.device.type == "cpu" if lean is None else lean) or self.compile_enabled:
+            return None
+        reason = lean_reason(self.model)
+        if reason is not None:
+            log.info("lean CPU step not used (%s): the model's forward serves", reason)
+            return None
+        return LeanForward(self.model)
 
     def _set_state(self, state: DecoderState, detail: str) -> None:
         self.state = state

@@ -7,10 +7,10 @@ settles the KV cache bookkeeping, releases the backend and pushes a sentinel. Th
 iteration of the returned `Generation` decodes ids into whole-character chunks. Cancellation is a
 `StoppingCriteria` reading the caller's event, so the device stops within one token step.
 
-Where the policy in `engine.fast.glue` says so (CUDA; CPU float16), the thread runs the
-`FastDecoder` (static KV cache, compiled step on CUDA) instead of `generate`, behind the same
-queue, stop flags, stats and error handling; replies it cannot serve still go to `generate`
-(whose arguments and KV cache reuse are in `generate_job`).
+Where the policy in `engine.fast.glue` says so (CUDA; CPU with the lean step), the thread runs
+the `FastDecoder` (static KV cache, compiled step on CUDA, lean eager step on CPU) instead of
+`generate`, behind the same queue, stop flags, stats and error handling; replies it cannot
+serve still go to `generate` (whose arguments and KV cache reuse are in `generate_job`).
 
 torch and transformers are imported lazily (inside methods) so that importing this module is
 cheap: the UI paints before they load (docs/architecture.md).
@@ -244,9 +244,13 @@ class LocalBackend:
                 return None
             self._fast.close()
         self._fast_mode = mode
-        self._fast = FastPath.create(model, compile=True, mode=mode,
-                                     device_type=self._device_type(),
-                                     context_length=info.context_length)
+        self._fast = FastPath.create(
+            model,
+            compile=True,
+            mode=mode,
+            device_type=self._device_type(),
+            context_length=info.context_length,
+        )
         if path == "fast" and self._fast is None:
             return "the fast decoder cannot run this model here (see the log file)"
         return None
@@ -363,6 +367,16 @@ class LocalBackend:
         gen._chunks = consume(gen, job, decode, params.stop, cancel, self._eos_ids, texts)
         return gen
 
+    def _reusable(self, ids: list[int]) -> int:
+        """Prompt tokens an unassisted reply would serve from the KV cache it would use."""
+        if not self.options.kv_reuse:
+            return 0
+        if self._fast is not None:
+            return self._fast.decoder.reusable_tokens(ids)
+        if self._cache is None:
+            return 0
+        return min(common_prefix_length(self._cache_ids, ids), len(ids) - 1)
+
     def _prepare(
         self,
         model: Any,
@@ -381,11 +395,7 @@ class LocalBackend:
             params,
             draft=self._draft,
             unsupported=assisted.unsupported_reason(model),
-            reusable=(
-                min(common_prefix_length(self._cache_ids, ids), len(ids) - 1)
-                if self.options.kv_reuse and self._cache is not None
-                else 0
-            ),
+            reusable=self._reusable(ids),
             device_type=self._device_type(),
             last_chars=last_chars,
         )
@@ -469,4 +479,3 @@ class LocalBackend:
     def _device_type(self) -> str:
         device = getattr(self._model, "device", None)
         return str(getattr(device, "type", "cpu"))
-
