@@ -215,9 +215,9 @@ def test_run_ahead_is_off_on_cpu_and_gives_the_same_ids(model: Any, dec: FastDec
 def test_first_id_is_handed_out_before_the_next_step_on_cpu(model: Any, dec: FastDecoder) -> None:
     """In-step mode: the first id arrives right after the prefill (no decode step before it)."""
     calls = [0]
-    # The output head runs once per forward: the prefill's, then the (lean) step's.
-    head = model.get_output_embeddings()
-    handle = head.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    # The embedding runs once per forward: the prefill's, then the (lean) step's.
+    embed = model.get_input_embeddings()
+    handle = embed.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
     try:
         gen = dec.generate_ids(PROMPTS[0], GREEDY, threading.Event())
         next(gen)

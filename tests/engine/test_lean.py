@@ -41,7 +41,7 @@ def decode(dec: FastDecoder, prompt: list[int]) -> list[int]:
     return list(dec.generate_ids(prompt, GREEDY, threading.Event()))
 
 
-def tiny_from_config(kind: str) -> Any:
+def tiny_from_config(kind: str, **extra: Any) -> Any:
     """A random float32 model of another Llama-family architecture (no tokenizer needed)."""
     import transformers
 
@@ -59,7 +59,8 @@ def tiny_from_config(kind: str) -> Any:
         "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
         "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
     }[kind]
-    extra = {"sliding_window": None} if kind == "mistral" else {}
+    if kind == "mistral":
+        extra["sliding_window"] = None
     torch.manual_seed(3)
     return model_cls(config_cls(**common, **extra)).eval()
 
@@ -136,6 +137,15 @@ def test_other_llama_family_layers(kind: str) -> None:
     assert lean_reason(model) is None
     dec = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64)
     assert dec.lean is not None
+    assert decode(dec, PROMPT) == generate_ids(model, PROMPT, GREEDY.max_new_tokens)
+
+
+def test_a_tied_output_head_stays_tied() -> None:
+    model = sharpen(tiny_from_config("qwen2", tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    dec = FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64)
+    assert dec.lean is not None
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     assert decode(dec, PROMPT) == generate_ids(model, PROMPT, GREEDY.max_new_tokens)
 
 

@@ -99,12 +99,12 @@ def reference(backend: LocalBackend, history: list[ChatMessage], max_new_tokens:
 
 def hook(model: Any, fn: Callable[[], None]) -> Any:
     """Run `fn` at the start of every forward pass (prefill and each decode step): on the
-    output head, which the model's forward and the fast decoder's lean step both run once."""
+    input embedding, which the model's forward and the fast decoder's lean step both run once."""
 
     def pre(module: Any, args: Any) -> None:
         fn()  # returning None keeps the forward's inputs unchanged
 
-    return model.get_output_embeddings().register_forward_pre_hook(pre)
+    return model.get_input_embeddings().register_forward_pre_hook(pre)
 
 
 def test_is_a_backend(backend: LocalBackend) -> None:

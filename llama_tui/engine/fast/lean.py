@@ -77,8 +77,8 @@ class LeanForward:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads)
         self.embed = core.get_input_embeddings()
         self.rotary = core.rotary_emb
-        self.norm = core.norm
-        self.head = model.get_output_embeddings()
+        self.norm = (core.norm.weight, float(core.norm.variance_epsilon))
+        self.head = fused_linear([model.get_output_embeddings()])
         self._pos = torch.zeros((1, 1), dtype=torch.long)
         self.layers = [self._layer(layer) for layer in core.layers]
 
@@ -92,12 +92,12 @@ class LeanForward:
             float(n1.variance_epsilon),
             qkv,
             float(attn.scaling),
-            attn.o_proj,
+            fused_linear([attn.o_proj]),  # a single layer too: the kernel without the module
             n2.weight,
             float(n2.variance_epsilon),
             gate_up,
             int(mlp.gate_proj.out_features),
-            mlp.down_proj,
+            fused_linear([mlp.down_proj]),
         )
 
     def __call__(self, cache: Any, token: Any) -> Any:
@@ -130,7 +130,7 @@ class LeanForward:
             x = x + down(silu(gu[:, :inter]) * gu[:, inter:])
         for layer_cache in cache.layers:
             layer_cache.cumulative_length.add_(1)
-        logits = self.head(self.norm(x))
+        logits = self.head(_rms_norm(x, *self.norm))
         return logits[0].float()
 
 
@@ -144,7 +144,8 @@ def _rms_norm(x: Any, weight: Any, eps: float) -> Any:
 
 
 def fused_linear(mods: Sequence[Any]) -> Callable[[Any], Any]:
-    """One op computing `cat([m(x) for m in mods], -1)` where the layer types allow it.
+    """One op computing `cat([m(x) for m in mods], -1)` where the layer types allow it (for
+    a single layer: its kernel called directly, without the module's reshapes and checks).
 
     Plain `nn.Linear` and our int4 / int8 layers are fused by concatenating their weights along
     the output dimension; each module's weight then becomes a view into the fused tensor (the
@@ -154,9 +155,11 @@ def fused_linear(mods: Sequence[Any]) -> Callable[[Any], Any]:
     import torch
 
     fused = _fuse(mods)
-    if fused is None:
-        return lambda x: torch.cat([m(x) for m in mods], dim=-1)
-    return fused
+    if fused is not None:
+        return fused
+    if len(mods) == 1:
+        return mods[0]  # type: ignore[no-any-return]
+    return lambda x: torch.cat([m(x) for m in mods], dim=-1)
 
 
 def _fuse(mods: Sequence[Any]) -> Callable[[Any], Any] | None:
@@ -178,15 +181,15 @@ def _fuse(mods: Sequence[Any]) -> Callable[[Any], Any] | None:
         want = torch.cat([m(sample) for m in mods], dim=-1)
         bias = _fused_bias(mods)
         if kind is nn.Linear:
-            weight = torch.cat([m.weight for m in mods], dim=0)
+            weight = _joined([m.weight for m in mods])
             shared = {"weight": weight}
 
             def op(x: Any) -> Any:
                 return torch.nn.functional.linear(x, weight, bias)
 
         elif kind is int4_cls:
-            packed = torch.cat([m.packed for m in mods], dim=0)
-            sz = torch.cat([m.scales_and_zeros for m in mods], dim=1).contiguous()
+            packed = _joined([m.packed for m in mods])
+            sz = _joined([m.scales_and_zeros for m in mods], dim=1).contiguous()
             mm4 = torch.ops.aten._weight_int4pack_mm_for_cpu
             shared = {"packed": packed}
 
@@ -195,8 +198,8 @@ def _fuse(mods: Sequence[Any]) -> Callable[[Any], Any] | None:
                 return y if bias is None else y + bias
 
         else:
-            codes = torch.cat([m.codes for m in mods], dim=0)
-            scales = torch.cat([m.scales for m in mods], dim=0)
+            codes = _joined([m.codes for m in mods])
+            scales = _joined([m.scales for m in mods])
             mm8 = torch.ops.aten._weight_int8pack_mm
             shared = {"codes": codes, "scales": scales}
 
@@ -207,8 +210,16 @@ def _fuse(mods: Sequence[Any]) -> Callable[[Any], Any] | None:
         if not torch.equal(op(sample), want):
             log.info("fused %s layers differ from the separate ones: not fused", kind.__name__)
             return None
-        _share(mods, shared)
+        if len(mods) > 1:
+            _share(mods, shared)
     return op
+
+
+def _joined(parts: Sequence[Any], dim: int = 0) -> Any:
+    """The parts concatenated, or the one part itself (a tied output head stays tied)."""
+    import torch
+
+    return parts[0] if len(parts) == 1 else torch.cat(list(parts), dim=dim)
 
 
 def _share(mods: Sequence[Any], fused: dict[str, Any]) -> None:
