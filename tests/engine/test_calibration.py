@@ -249,3 +249,33 @@ def test_a_pick_measured_on_a_busy_machine_is_used_but_not_remembered(
     assert not dtype_cache.cache_file().exists()
     load_model(str(tiny_model_dir), AUTO)
     assert len(calls) == 6  # measured again
+
+
+def test_measured_on_the_lean_step_with_the_models_tokens(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibration times the step replies run (the lean CPU step where it drives the model);
+    its greedy tokens are the model's own forward's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = [1, 5, 7, 9, 11, 13, 17, 19]
+    from llama_tui.engine.fast import lean
+
+    built: list[object] = []
+
+    original = lean.LeanForward
+
+    class Counting(original):  # type: ignore[misc, valid-type]
+        def __init__(self, m: object) -> None:
+            built.append(m)
+            super().__init__(m)
+
+    monkeypatch.setattr(lean, "LeanForward", Counting)
+    with_lean = calibration.measure_decode(model, ids, "float32")
+    assert built == [model]
+    monkeypatch.setattr(calibration, "lean_reason", lambda m: "not a Llama")
+    without = calibration.measure_decode(model, ids, "float32")
+    assert len(built) == 1
+    assert with_lean.tokens == without.tokens and len(with_lean.tokens) == 15

@@ -15,8 +15,10 @@ activations and an int8 output head (`engine.quant`). Its reference is the same 
 which holds exactly those weights dequantized, so a pick of int4 means its greedy tokens equal
 those of the quantized weights computed in float32.
 
-Not measured here: whether the eager fast decoder (`engine.fast`) beats `generate` in each
-dtype; replies choose that path by their own policy.
+Each candidate is timed on the decode step replies will use: the fast decoder's lean CPU
+step (`engine.fast.lean`) where it drives the model, else the model's own forward. Whether the
+decoder or `generate` serves a reply is the decoder's policy (`engine.fast.glue`), not measured
+here.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ import logging
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llama_tui.core.backend import LoadStage, ProgressCallback
+from llama_tui.engine.fast.lean import lean_reason
 from llama_tui.engine.loading import dtype_cache
 from llama_tui.engine.loading.specs import emit_progress
 from llama_tui.engine.local.generate_job import cache_kwarg
@@ -165,29 +169,62 @@ def measure_decode(model: Any, ids: list[int], dtype: str) -> Measurement:
     """Greedy decode of `ids` with the KV cache in the model's current dtype: the tokens, and
     the speed of the fastest of the TIMED_STEPS steps after WARMUP_STEPS untimed ones.
 
-    The fastest step, not the total or the median: a busy machine only ever slows a step down
-    (seen here: 13 ms steps and 1.5 s steps in one fp16 decode; at a load average of 12 on 2
-    cores the medians of all four candidates came out within 1.0-1.6 steps/s and float32
-    "won"), so the least disturbed step is the best estimate of what the dtype costs.
+    Each step is the one replies will run: the fast decoder's lean CPU step where it can drive
+    the model (`engine.fast.lean`; it gains the most where the kernels are cheapest, int4),
+    else the model's own forward. The fastest step, not the total or the median: a busy
+    machine only ever slows a step down (seen here: 13 ms steps and 1.5 s steps in one fp16
+    decode; at a load average of 12 on 2 cores the medians of all four candidates came out
+    within 1.0-1.6 steps/s and float32 "won"), so the least disturbed step is the best
+    estimate of what the dtype costs.
     """
     import torch
 
-    kw = cache_kwarg()  # the cache's name, in forward's arguments and outputs alike
+    step = _decoder(model, len(ids) + WARMUP_STEPS + TIMED_STEPS + 1)
     tokens: list[int] = []
     steps: list[float] = []
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids]), use_cache=True)
-        past = getattr(out, kw)
-        for step in range(WARMUP_STEPS + TIMED_STEPS):
-            token = int(out.logits[0, -1].float().argmax())
+        logits = step(ids)
+        for n in range(WARMUP_STEPS + TIMED_STEPS):
+            token = int(logits.float().argmax())
             tokens.append(token)
             start = time.perf_counter()
-            out = model(input_ids=torch.tensor([[token]]), use_cache=True, **{kw: past})
-            if step >= WARMUP_STEPS:
+            logits = step([token])
+            if n >= WARMUP_STEPS:
                 steps.append(time.perf_counter() - start)
-            past = getattr(out, kw)
-        tokens.append(int(out.logits[0, -1].float().argmax()))
+        tokens.append(int(logits.float().argmax()))
     return Measurement(dtype, tuple(tokens), 1.0 / max(min(steps), 1e-9))
+
+
+def _decoder(model: Any, length: int) -> Callable[[list[int]], Any]:
+    """ids -> the last position's logits, feeding a KV cache of `length` positions: the
+    prompt through the model, single tokens through the lean step when it drives the model."""
+    import torch
+
+    kw = cache_kwarg()  # the cache's name, in forward's arguments and outputs alike
+    if lean_reason(model) is None:
+        from llama_tui.engine.fast.cache import new_static_cache
+        from llama_tui.engine.fast.lean import LeanForward
+
+        dtype = next(model.parameters()).dtype
+        cache = new_static_cache(model.config, length, dtype, torch.device("cpu"))
+        lean = LeanForward(model)
+
+        def lean_step(ids: list[int]) -> Any:
+            x = torch.tensor([ids])
+            if len(ids) == 1:
+                return lean(cache, x)
+            return model(input_ids=x, use_cache=True, **{kw: cache}).logits[0, -1]
+
+        return lean_step
+    past: list[Any] = [None]
+
+    def model_step(ids: list[int]) -> Any:
+        extra = {} if past[0] is None else {kw: past[0]}
+        out = model(input_ids=torch.tensor([ids]), use_cache=True, **extra)
+        past[0] = getattr(out, kw)
+        return out.logits[0, -1]
+
+    return model_step
 
 
 def choose(measurements: tuple[Measurement, ...], rule: str) -> tuple[str, tuple[str, ...]]:

@@ -22,7 +22,9 @@ from llama_tui.locations import cache_dir
 log = logging.getLogger(__name__)
 
 FILE_NAME = "dtype_auto.json"
-FORMAT_VERSION = 1
+# 2: timed on the lean CPU step (and by the fastest step): picks measured the older ways are
+# measured again.
+FORMAT_VERSION = 2
 DTYPES = ("float32", "bfloat16", "float16", "int4")
 # config.json fields that decide how fast a decode step is in each dtype.
 SHAPE_FIELDS = (
