@@ -192,6 +192,7 @@ def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
     from llama_tui.core.params import GenerationParams
     from llama_tui.engine.fast.decoder import FastDecoder
     from llama_tui.engine.fast.glue import choose_fast_path
+    from llama_tui.engine.fast.lean import lean_reason
     from llama_tui.engine.loading import models
     from llama_tui.engine.local import assisted
     from llama_tui.engine.local.sampling import generate_sampling_kwargs
@@ -200,8 +201,8 @@ def run_dtype(requested: str, args: argparse.Namespace) -> list[str]:
         "demo", LoadOptions(dtype=requested, threads=args.threads, compile=False)
     )
     model, tok = loaded.model, loaded.tokenizer
-    dtype = str(model.dtype).removeprefix("torch.")
-    policy = choose_fast_path("cpu", dtype, compile=True)
+    dtype = loaded.info.dtype  # "int4" for int4 weights (their activations are bfloat16)
+    policy = choose_fast_path("cpu", dtype, compile=True, lean=lean_reason(model) is None)
     lookup = assisted.choose("on", GenerationParams(do_sample=False), draft=None, unsupported=None)
     assert lookup is not None
     draft = truncated_draft(model, args.draft_layers) if args.draft_layers else None
