@@ -19,6 +19,7 @@ stays), 141 stdout closed early (like a process killed by SIGPIPE).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -31,7 +32,6 @@ from llama_tui.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_US
 from llama_tui.cli.console import describe_error as _describe_error
 from llama_tui.cli.console import err as _err
 from llama_tui.cli.console import isatty as _isatty
-from llama_tui.cli.headless import run_headless
 from llama_tui.config.settings import LoadedSettings, load_settings
 from llama_tui.core.params import PARAM_FIELDS, ParamField
 from llama_tui.startup import endpoint_warning, startup_warnings
@@ -358,6 +358,8 @@ def _run_headless(loaded: LoadedSettings, args: dict[str, Any], notes: list[str]
         _err(f"llama-tui: warning: {w}")
     for w in loaded.warnings:
         log.warning("%s", w)
+    from llama_tui.cli.headless import run_headless  # not at the top: the TUI never needs it
+
     try:
         if args.get("json"):
             from llama_tui.cli.headless_json import run_json
@@ -374,13 +376,22 @@ def _run_tui(loaded: LoadedSettings, notes: list[str]) -> int:
     loaded.warnings.extend(notes)
     for w in loaded.warnings:
         log.warning("%s", w)
-    from llama_tui.core.errors import LlamaTuiError
-    from llama_tui.ui.app import run_app
-
+    # No garbage collection until the first frame is drawn: importing Textual and the UI
+    # and building the first screen make objects that live on, so the ~100 collections
+    # they would trigger free next to nothing and cost ~10 ms of the first paint
+    # (benchmarks/startup_time.py). The App turns it back on after its first refresh
+    # (`LlamaTuiApp.chat_ready`), before the model load starts.
+    gc.disable()
     try:
-        return int(run_app(loaded, resume=loaded.resume))
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except LlamaTuiError as e:  # --resume of a session that cannot be read
-        _err(f"llama-tui: error: {_describe_error(e)}")  # its cause names the session
-        return EXIT_ERROR
+        from llama_tui.core.errors import LlamaTuiError
+        from llama_tui.ui.app import run_app
+
+        try:
+            return int(run_app(loaded, resume=loaded.resume))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        except LlamaTuiError as e:  # --resume of a session that cannot be read
+            _err(f"llama-tui: error: {_describe_error(e)}")  # its cause names the session
+            return EXIT_ERROR
+    finally:
+        gc.enable()  # on already, unless the app ended before its first frame

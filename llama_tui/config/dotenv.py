@@ -17,8 +17,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from dotenv.parser import parse_stream
-
 from llama_tui.config.values import (
     ENV_KEYS,
     ENV_ONLY_KEYS,
@@ -46,6 +44,9 @@ def read_dotenv(
     text = read_text(path, ".env file", warnings)
     if text is None:
         return [], {}
+    # Imported here, not at the top: most launches have no .env (first paint).
+    from dotenv.parser import parse_stream
+
     items: list[Item] = []
     exports: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):

@@ -36,7 +36,6 @@ This module imports no torch, transformers or textual.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +239,8 @@ def _config_layer(path: Path, warnings: list[str]) -> Layer | None:
     text = read_text(path, "config file", warnings)
     if text is None:
         return None
+    import tomllib  # here, not at the top: most launches have no config.toml (first paint)
+
     try:
         data = tomllib.loads(text)
     except RecursionError:

@@ -14,7 +14,6 @@ sessions and exports work without it. `Attachment.from_dict` treats its input as
 
 from __future__ import annotations
 
-import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -150,6 +149,8 @@ def markdown_files(attachments: Sequence[Attachment], md: Callable[[str], str]) 
     named by its label, its text in a fence no line of it can close. `md` is the export's
     sanitiser (control characters made visible, secrets hidden); the summary is HTML, so
     it is escaped too."""
+    import html  # here: only exports need it; the TUI imports this module before its first paint
+
     out: list[str] = []
     for a in attachments:
         text = md(a.content)

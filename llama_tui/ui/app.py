@@ -15,6 +15,7 @@ torch: the model loads in a worker after the first paint.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -33,27 +34,27 @@ from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
 from llama_tui.ui.chat_screen import ChatScreen
 from llama_tui.ui.commands import palette_provider
-from llama_tui.ui.messages import (
-    ContextCounted,
-    LoadProgressed,
-    MemoryRead,
-    ModelLoaded,
-    ModelLoadFailed,
-)
 from llama_tui.ui.model_host import ModelHost
-from llama_tui.ui.screens.confirm import ConfirmScreen
-from llama_tui.ui.screens.help import HelpScreen
 from llama_tui.ui.settings_control import SettingsControl
 from llama_tui.ui.shutdown import arm_exit_watchdog, crash_report, threads_finished
 from llama_tui.ui.thinking_view import ThinkingView
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
 
 if TYPE_CHECKING:
+    # The workers' messages and the dialogs are imported when first used, not before the
+    # first paint (benchmarks/startup_time.py).
     from textual.command import Provider
     from textual.driver import Driver
 
     from llama_tui.config.settings import LoadedSettings, Settings
     from llama_tui.session.recorder import SessionRecorder
+    from llama_tui.ui.messages import (
+        ContextCounted,
+        LoadProgressed,
+        MemoryRead,
+        ModelLoaded,
+        ModelLoadFailed,
+    )
     from llama_tui.ui.widgets.status_bar import StatusBar
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class LlamaTuiApp(App[int]):
     async def chat_ready(self) -> None:
         """The chat screen is composed: show the settings and the resumed conversation,
         then load the model."""
+        self.call_after_refresh(gc.enable)  # the CLI turns it off until the first frame
         settings = self.model.settings
         self.status.update_facts(state="loading", model=settings.model)
         self.prefs.show_in_panel()
@@ -276,6 +278,8 @@ class LlamaTuiApp(App[int]):
 
     async def action_interrupt(self) -> None:
         """Ctrl+C never loses the session: stop the reply, or ask before quitting."""
+        from llama_tui.ui.screens.confirm import ConfirmScreen
+
         if await self.chat.replies.stop():
             self.say("Stopped; the partial reply is kept. Ctrl+C again asks to quit.")
             return
@@ -296,6 +300,8 @@ class LlamaTuiApp(App[int]):
         await self.run_action("quit_app")
 
     def ask_quit(self, question: str) -> None:
+        from llama_tui.ui.screens.confirm import ConfirmScreen
+
         def answer(yes: bool | None) -> None:
             if yes:
                 self.run_worker(self.quit_now(), exit_on_error=False)
@@ -317,6 +323,8 @@ class LlamaTuiApp(App[int]):
 
     def action_help(self) -> None:
         """Keys and commands."""
+        from llama_tui.ui.screens.help import HelpScreen
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shlex
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,8 +34,6 @@ from llama_tui.text import clean, redact
 from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.branch_control import BranchControl
 from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
-from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
-from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.widgets.attachments import PendingFiles
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
@@ -44,11 +41,13 @@ from llama_tui.ui.widgets.status_bar import StatusBar
 from llama_tui.ui.widgets.transcript import Transcript
 
 if TYPE_CHECKING:
-    # Markdown (markdown_it), copy_save and the reply runner are imported when first used,
-    # not before the first paint (benchmarks/startup_time.py).
+    # Markdown (markdown_it), copy_save, the reply runner and its messages, and the confirm
+    # dialog are imported when first used, not before the first paint
+    # (benchmarks/startup_time.py).
     from textual.widgets import Markdown
 
     from llama_tui.ui.app import LlamaTuiApp
+    from llama_tui.ui.messages import ReplyChunk, ReplyFinished, ReplyStarted
     from llama_tui.ui.reply_runner import ReplyRunner
 
 NARROW_WIDTH = 70  # below this the settings panel replaces the chat instead of sitting beside it
@@ -363,6 +362,8 @@ class ChatScreen(Screen[None]):
             await self.replies.edit_last()  # says why there is nothing to edit now
             return
 
+        from llama_tui.ui.screens.confirm import ConfirmScreen
+
         def answer(yes: bool | None) -> None:
             if yes:
                 if self.prompt.text.strip():  # an unsent draft stays reachable with Up
@@ -389,6 +390,7 @@ class ChatScreen(Screen[None]):
     def on_markdown_link_clicked(self, event: Markdown.LinkClicked) -> None:
         event.stop()
         href = clean(event.href)
+        from llama_tui.ui.screens.confirm import ConfirmScreen
 
         def answer(yes: bool | None) -> None:
             if yes:
@@ -399,6 +401,8 @@ class ChatScreen(Screen[None]):
 
     @on(PromptInput.EditorRequested)
     def _editor(self, event: PromptInput.EditorRequested) -> None:
+        import shlex  # here, not at the top: not needed before the first paint
+
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
         fd, name = tempfile.mkstemp(prefix="llama-tui-", suffix=".md")
         try:

@@ -29,13 +29,6 @@ from llama_tui.core.backend import (
 )
 from llama_tui.text import clean, redact
 from llama_tui.ui.context_meter import used_tokens
-from llama_tui.ui.messages import (
-    ContextCounted,
-    LoadProgressed,
-    MemoryRead,
-    ModelLoaded,
-    ModelLoadFailed,
-)
 from llama_tui.ui.model_control import PICK_HINT, describe_error
 from llama_tui.ui.widgets.status_bar import human_bytes
 
@@ -45,6 +38,7 @@ if TYPE_CHECKING:
     from llama_tui.config.settings import Settings
     from llama_tui.core.backend import ModelInfo
     from llama_tui.ui.app import LlamaTuiApp
+    from llama_tui.ui.messages import LoadProgressed, MemoryRead, ModelLoaded, ModelLoadFailed
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +121,9 @@ class ModelHost:
 
     def _load(self, load_id: int, settings: Settings) -> None:
         """The worker thread: build and load the backend; report progress and the end."""
+        # The messages are imported by the workers that post them, not before the first paint.
+        from llama_tui.ui.messages import LoadProgressed, ModelLoaded, ModelLoadFailed
+
         spec = requested_model(settings) or ""
         post = self.app.post_message
         backend: Backend | None = None
@@ -237,6 +234,8 @@ class ModelHost:
                             exit_on_error=False, group="memory")
 
     def _memory(self, backend: Backend) -> None:
+        from llama_tui.ui.messages import MemoryRead
+
         try:
             self.app.post_message(MemoryRead(backend.memory()))
         except Exception:
@@ -244,6 +243,8 @@ class ModelHost:
 
     def _count(self, backend: Backend, history: tuple[ChatMessage, ...],
                context_max: int | None) -> None:
+        from llama_tui.ui.messages import ContextCounted
+
         if not history:
             self.app.post_message(ContextCounted(0))  # some templates refuse an empty chat
             return

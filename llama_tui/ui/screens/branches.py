@@ -22,6 +22,7 @@ from textual.widgets.option_list import Option
 from llama_tui.session.transcript import Message
 from llama_tui.session.tree import BranchRow
 from llama_tui.text import clean
+from llama_tui.ui.screens import DIALOG_CSS
 
 WORDS = 17  # characters of a message's start shown per line (one line in the dialog at 80 columns)
 MODEL = 12  # characters of the model's name
@@ -60,6 +61,7 @@ def _model_name(msg: Message, default_model: dict[str, Any]) -> str:
 class BranchesScreen(ModalScreen[str | None]):
     """Dismisses with the id of the message whose branch to make active, or None."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, rows: list[BranchRow], default_model: dict[str, Any]) -> None:

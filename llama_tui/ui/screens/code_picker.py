@@ -13,11 +13,13 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from llama_tui.ui.code_blocks import CodeBlock
+from llama_tui.ui.screens import DIALOG_CSS
 
 
 class CodePickerScreen(ModalScreen[tuple[int, str] | None]):
     """Dismisses with (index, "copy" | "file"), or None."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel"),
         Binding("f", "to_file", "Write to file"),

@@ -16,11 +16,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from llama_tui.text import clean
+from llama_tui.ui.screens import DIALOG_CSS
 
 
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a question; dismisses with True (yes) or False."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),

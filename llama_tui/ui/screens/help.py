@@ -15,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from llama_tui.ui.commands import help_lines
+from llama_tui.ui.screens import DIALOG_CSS
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "send the message"),
@@ -70,6 +71,7 @@ def help_content() -> Group:
 class HelpScreen(ModalScreen[None]):
     """Keys and commands; Esc, q or F1 closes it."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,f1", "dismiss", "Close")]
 
     def __init__(self) -> None:

@@ -22,6 +22,7 @@ from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from llama_tui.text import clean
+from llama_tui.ui.screens import DIALOG_CSS
 from llama_tui.ui.widgets.ordered_input import OrderedInput
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def cached_models() -> list[str]:
 class ModelPickerScreen(ModalScreen[str | None]):
     """Dismisses with the chosen spec, or None."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, *, error: str = "", current: str = "",

@@ -17,12 +17,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from llama_tui.text import clean
+from llama_tui.ui.screens import DIALOG_CSS
 from llama_tui.ui.widgets.ordered_input import OrderedInput
 
 
 class SaveDialog(ModalScreen[str | None]):
     """Dismisses with the path typed (stripped; never empty), or None when cancelled."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, default_path: str, folder: str) -> None:

@@ -40,6 +40,7 @@ from textual.worker import Worker, get_current_worker
 from llama_tui.session.search import Hit, terms_of
 from llama_tui.session.store import TITLE_MAX
 from llama_tui.text import clean
+from llama_tui.ui.screens import DIALOG_CSS
 from llama_tui.ui.screens.confirm import ConfirmScreen
 from llama_tui.ui.screens.session_hits import (
     MODEL_COLUMN_MIN_WIDTH,
@@ -63,6 +64,7 @@ HINT = "Enter: open · Tab: list (r rename, d delete) · Esc"
 class RenameScreen(ModalScreen[str | None]):
     """Ask for a session title; dismisses with the text typed (uncleaned), or None."""
 
+    CSS_PATH = DIALOG_CSS
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "dismiss(None)", "Cancel")]
 
     def __init__(self, title: str) -> None:
@@ -92,7 +94,8 @@ class SessionsScreen(ModalScreen[Opened | None]):
     written by the app's recorder, which must record the title itself.
     """
 
-    # `.picker Input` (app.tcss) puts the field one line down: the label goes with it.
+    CSS_PATH = DIALOG_CSS
+    # `.picker Input` (dialogs.tcss) puts the field one line down: the label goes with it.
     DEFAULT_CSS = """
     #search-row { height: auto; }
     #search-label { width: auto; margin: 1 1 0 0; color: $text-muted; }

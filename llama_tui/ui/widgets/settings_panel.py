@@ -13,6 +13,7 @@ the value in use back (`revert_invalid`); the app tells the user which.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from textual import on
@@ -35,6 +36,10 @@ from llama_tui.ui.params_form import (
     preset_params,
 )
 from llama_tui.ui.widgets.ordered_input import OrderedInput, OrderedTextArea
+
+# The fields' rules, read when the panel is first built (it is hidden until F2): app.tcss,
+# parsed before the first paint, keeps only the panel's place in the layout.
+PANEL_CSS = Path(__file__).resolve().parent.parent / "settings_panel.tcss"
 
 
 class SettingsPanel(VerticalScroll):
@@ -76,6 +81,7 @@ class SettingsPanel(VerticalScroll):
         if self.built:
             return
         self.built = True
+        _read_css(self, PANEL_CSS)
         presets = [
             Button(name.capitalize(), id=f"sp-preset-{name}", compact=True, tooltip=what,
                    classes="sp-preset")
@@ -240,6 +246,16 @@ class SettingsPanel(VerticalScroll):
 
     def _box(self, f: ParamField) -> Checkbox:
         return self.query_one(f"#{_box_id(f)}", Checkbox)
+
+
+def _read_css(widget: Widget, path: Path) -> None:
+    """Add a stylesheet to the app the first time a widget needs it and restyle, as Textual
+    does for a Screen's CSS_PATH when the screen is first shown."""
+    sheet = widget.app.stylesheet
+    if not sheet.has_source(str(path), ""):
+        sheet.read(path)
+        sheet.reparse()
+        sheet.update(widget.app)
 
 
 def _box_id(f: ParamField) -> str:
