@@ -297,6 +297,36 @@ def test_sampling_filters() -> None:
     assert support(top_p=0.01) == {0}
 
 
+def test_host_top_k_draws_exactly_like_the_full_sort() -> None:
+    """The eager CPU step's top-k shortcut (`host_top_k`) picks the same token with the same
+    logprob as sorting the whole vocabulary, ties at the cut included."""
+    from llama_tui.engine.local.sampling import select_token_and_logprob
+
+    torch.manual_seed(0)
+    vocab = 500
+    tied = torch.randn(vocab)
+    tied[:6] = 5.0  # six equal logits: top_k=3 must keep all six, like the full sort
+    cases = [
+        (torch.randn(vocab) * 3, dict(top_k=20, top_p=0.9, min_p=0.02, temperature=0.7)),
+        (torch.randn(vocab) * 3, dict(top_k=50, top_p=1.0, temperature=1.3)),
+        (tied, dict(top_k=3, top_p=1.0, temperature=1.0)),
+    ]
+    for logits, settings in cases:
+        buf = SamplingBuffers.allocate(vocab, "cpu")
+        buf.load(GenerationParams(do_sample=True, seed=5, **settings), 5, [])
+        k = int(settings["top_k"])
+        picks = set()
+        for pos in range(300):
+            at = torch.tensor(pos)
+            full = select_token_and_logprob(logits, buf, at, False)
+            short = select_token_and_logprob(logits, buf, at, False, host_top_k=k)
+            assert int(full[0]) == int(short[0])
+            assert torch.allclose(full[1], short[1], atol=1e-6)
+            picks.add(int(full[0]))
+        if logits is tied:
+            assert picks == set(range(6))
+
+
 def test_sampling_frequencies() -> None:
     """The exponential race over hashed noise samples from softmax(logits)."""
     logits = torch.tensor([1.0, 0.0, -1.0, 0.5])

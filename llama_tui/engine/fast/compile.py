@@ -89,13 +89,17 @@ def make_step(
     ) -> Any:
         # The position of `token` is the cache length before this forward: the RNG counter.
         position = cache.get_seq_length()
+        host_top_k = 0
         if forward is not None:
             logits = forward(cache, token)
+            # The lean step runs eagerly on a CPU, where reading top-k costs nothing and lets
+            # the sampler take a top-k instead of sorting the vocabulary (sampling.py).
+            host_top_k = int(ints[0])
         else:
             out = model(input_ids=token, use_cache=True, **{cache_kw: cache})
             logits = out.logits[0, -1, :].float()
         buf = SamplingBuffers(floats, ints, presence)
-        nxt, sampled = select_token_and_logprob(logits, buf, position, greedy)
+        nxt, sampled = select_token_and_logprob(logits, buf, position, greedy, host_top_k)
         if capture:
             capture_buf.copy_(capture_values(logits, nxt, sampled))
         # Feed the choice back into the input buffer so the next step needs no host data.

@@ -296,7 +296,8 @@ class FastDecoder:
             assert out is not None
             logits = out.logits[0, -1, :].float()
             position = cache.get_seq_length() - 1
-            nxt, sampled = select_token_and_logprob(logits, self._buf, position, greedy)
+            host_top_k = int(self._buf.ints[0]) if self.lean is not None else 0  # as the step
+            nxt, sampled = select_token_and_logprob(logits, self._buf, position, greedy, host_top_k)
             self._token.copy_(nxt.view(1, 1))
             self._buf.presence.index_fill_(0, nxt, True)
             if self._capture:
