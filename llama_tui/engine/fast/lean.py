@@ -109,16 +109,18 @@ class LeanForward:
         x = self.embed(token.view(1, 1))[0]  # [1, hidden]
         self._pos.fill_(p)
         cos, sin = self.rotary(x[None], self._pos)  # [1, 1, d] in x's dtype
-        cos, sin = cos.view(1, d), sin.view(1, d)
         half = d // 2
+        cos, sin = cos.view(1, d), sin.view(1, d)
+        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one op per layer instead of
+        # two slices, a negation and a cat, and bit for bit the same (negating is exact).
+        sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
         for i, layer in enumerate(self.layers):
             (w1, eps1, qkv_mm, scaling, o_proj, w2, eps2, gate_up_mm, inter, down) = layer
             kv = cache.layers[i]
             qkv = qkv_mm(_rms_norm(x, w1, eps1)).view(nq + 2 * nkv, d)
             qk = qkv[: nq + nkv]
-            # rotate_half, as transformers' apply_rotary_pos_emb, for q and k at once
-            rotated = torch.cat((-qk[:, half:], qk[:, :half]), dim=-1)
-            qk = qk * cos + rotated * sin
+            # transformers' apply_rotary_pos_emb, for q and k at once
+            qk = qk * cos + qk.roll(half, dims=-1) * sin
             kv.keys[0, :, p].copy_(qk[nq:])
             kv.values[0, :, p].copy_(qkv[nq + nkv :])
             q = qk[:nq].view(1, nkv, nq // nkv, d)
