@@ -155,7 +155,11 @@ def test_models_it_cannot_drive_are_refused_with_the_reason() -> None:
     dec = FastDecoder(qwen3, compile=False, eos_token_ids=[], min_bucket=64)
     assert dec.lean is None  # the model's own forward serves
     assert decode(dec, PROMPT) == generate_ids(qwen3, PROMPT, GREEDY.max_new_tokens)
-    assert lean_reason(torch.nn.Linear(4, 4)) == "no decoder layers found"
+    assert lean_reason(torch.nn.Linear(4, 4)) == "not a decoder-only model"
+    windowed = tiny_from_config(
+        "qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=0
+    )
+    assert "sliding-window" in str(lean_reason(windowed))
 
 
 def test_fused_dense_projections_equal_the_layers_and_share_their_memory() -> None:

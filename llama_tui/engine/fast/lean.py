@@ -15,10 +15,12 @@ the same dtypes, with fewer ops:
   counters it advances: the prompt is prefilled by the model itself into the same cache, and
   KV reuse, cropping and bucket changes keep working unchanged.
 
-Only transformers' own Llama / Mistral / Qwen2 decoder layers are driven (`lean_reason`); the
-rest keep the model's forward. In float32 the tokens equal the model's own forward
-(tests/engine/test_lean.py); in bfloat16 attention over the live length rounds differently
-from a masked full-bucket attention, as the compiled step does.
+Only transformers' own Llama / Mistral / Qwen2 decoder layers, with full attention and a
+static cache the decoder can drive, are run (`lean_reason`); the rest keep the model's forward.
+The greedy tokens equal `generate`'s (which also attends over the live length): in float32 on
+tiny models (tests/engine/test_lean.py), and in float32, bfloat16, float16 and int4 on the demo
+model (benchmarks/cpu.py). The model's own forward over a static cache attends over the whole
+bucket with a mask, which can round a bfloat16 near-tie the other way.
 
 torch is imported lazily, inside functions.
 """
@@ -37,6 +39,11 @@ LAYER_CLASSES = frozenset({"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2Dec
 
 def lean_reason(model: Any) -> str | None:
     """Why `LeanForward` cannot drive `model`, or None when it can."""
+    from llama_tui.engine.fast.cache import unsupported_reason
+
+    why = unsupported_reason(model)  # sliding windows, several devices, other quantizers
+    if why is not None:
+        return why
     core = getattr(model, "model", None)
     layers = getattr(core, "layers", None)
     if core is None or not layers:
