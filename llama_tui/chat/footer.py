@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llama_tui.chat.tokens import confidence_text
 from llama_tui.core.backend import GenerationStats, StopReason
 from llama_tui.session.transcript import Message, MessageStatus
 
@@ -82,6 +81,9 @@ def footer_for(
 def message_footer(msg: Message) -> tuple[str, FooterVariant]:
     """The footer of a reply shown again (a resumed or opened session). A stopped one
     shows no figures: what matters when reading it back is that it can be continued."""
+    # chat.tokens is imported with the first reply shown, not before the TUI's first paint.
+    from llama_tui.chat.tokens import confidence_text
+
     status: MessageStatus = "complete" if msg.status == "streaming" else msg.status
     stats = None if status == "stopped" else GenerationStats.from_dict(msg.stats)
     return footer_for(status, stats, msg.error, interrupted=msg.interrupted,

@@ -27,7 +27,6 @@ imports no torch, transformers or textual.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -172,6 +171,8 @@ def update_remembered(
         payload = {"version": VERSION,
                    "fields": {k: entries[k].to_json() for k in (*REMEMBERED_KEYS, *VIEW_KEYS)
                               if k in entries}}
+        import json  # here, not at the top: not needed before the TUI's first paint
+
         text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
         atomic_write(target, text.encode(), overwrite=True)
     return target
@@ -243,6 +244,8 @@ def _read_json(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     text = read_text(path, "remembered settings", warnings)
     if text is None:
         return None
+    import json  # here, not at the top: not needed before the TUI's first paint
+
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as e:  # RecursionError: absurdly deep nesting

@@ -12,7 +12,6 @@ This module imports no torch, transformers or textual.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -133,6 +132,8 @@ def parse_str(kind: str, raw: str) -> Any:
         return parse_text(kind, s)
     if kind == "strlist":
         if s.startswith("["):
+            import json  # here, not at the top: not needed before the TUI's first paint
+
             try:
                 parsed = json.loads(s)
             except (ValueError, RecursionError):

@@ -16,11 +16,13 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from llama_tui.core.params import GenerationParams
 from llama_tui.core.thinking import ThinkFormat
-from llama_tui.core.tokens import TokenLog
+
+if TYPE_CHECKING:  # only named in annotations; the TUI imports this before its first paint
+    from llama_tui.core.tokens import TokenLog
 
 Role = Literal["system", "user", "assistant"]
 

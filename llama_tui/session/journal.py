@@ -44,7 +44,6 @@ in `recorder.py`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -285,6 +284,8 @@ RECORDS: dict[str, Callable[[_Replay, dict[str, Any]], None]] = {
 
 def parse_journal(data: bytes, path: Path | str = "<journal>") -> tuple[Conversation, int]:
     """Parse journal bytes: (conversation, number of skipped lines)."""
+    import json  # here, not at the top: not needed before the TUI's first paint
+
     replay = _Replay(path)
     skipped = unknown = 0
     lines = data.split(b"\n")

@@ -8,7 +8,6 @@ prompt are written exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -122,6 +121,8 @@ def encode_record(session_id: str, rec: Record) -> bytes:
     """One journal line: the common fields, then `rec`'s. ensure_ascii: every line is pure
     ASCII, so raw control bytes never reach the file (safe to `cat`), and lone surrogates
     in model output still encode."""
+    import json  # here, not at the top: not needed before the TUI's first paint
+
     full = {"v": FORMAT_VERSION, "type": rec["type"], "ts": time.time(), "session": session_id}
     full.update(rec)
     return (json.dumps(full, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from llama_tui.core.backend import ChatMessage, Role
-from llama_tui.core.tokens import compact_or_none
 from llama_tui.session.attachments import Attachment, attachments_from, model_text
 
 MessageStatus = Literal["complete", "streaming", "stopped", "error"]
@@ -147,8 +146,15 @@ class Message:
             parent=parent if isinstance(parent, str) and parent else None,
             replay=replay if isinstance(replay, dict) else None,
             thinking=thinking if isinstance(thinking, str) else "",
-            tokens=compact_or_none(d.get("tokens")),
+            tokens=_stored_tokens(d.get("tokens")),
         )
+
+
+def _stored_tokens(value: object) -> dict[str, Any] | None:
+    # core.tokens is imported when a message is read back, not before the TUI's first paint.
+    from llama_tui.core.tokens import compact_or_none
+
+    return compact_or_none(value)
 
 
 @dataclass

@@ -33,7 +33,6 @@ from llama_tui.core.backend import Backend
 from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
 from llama_tui.ui.chat_screen import ChatScreen
-from llama_tui.ui.commands import palette_provider
 from llama_tui.ui.model_host import ModelHost
 from llama_tui.ui.settings_control import SettingsControl
 from llama_tui.ui.shutdown import arm_exit_watchdog, crash_report, threads_finished
@@ -64,6 +63,14 @@ BackendFactory = Callable[["Settings"], Backend]
 FIRST_PAINT_HEAD_START_S = 0.05
 EXIT_GRACE_S = 2.0  # how long quitting waits for a stopped generation's thread to end
 SIGNAL_EXIT_S = 5.0  # after SIGHUP / SIGTERM (journal flushed), the longest a shutdown may take
+
+
+def palette_provider() -> type[Provider]:
+    """`App.COMMANDS` entry: the palette (and the command table, `commands.py`) imported
+    when it first opens (textual.command costs ~40 ms of startup otherwise)."""
+    from llama_tui.ui.palette import ChatCommands
+
+    return ChatCommands
 
 
 class LlamaTuiApp(App[int]):

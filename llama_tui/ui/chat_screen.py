@@ -33,7 +33,6 @@ from llama_tui.session.transcript import Conversation
 from llama_tui.text import clean, redact
 from llama_tui.ui.attach_control import AttachControl
 from llama_tui.ui.branch_control import BranchControl
-from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
 from llama_tui.ui.widgets.attachments import PendingFiles
 from llama_tui.ui.widgets.prompt_input import PromptInput
 from llama_tui.ui.widgets.settings_panel import SettingsPanel
@@ -178,6 +177,9 @@ class ChatScreen(Screen[None]):
     # -- the prompt ------------------------------------------------------------------------
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
+        # The command table is imported with the first message, not before the first paint.
+        from llama_tui.ui.commands import parse_command, run_command, unescape_prompt
+
         command = parse_command(event.text)
         if command is not None:
             await run_command(self.host, *command)

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 from llama_tui.text import clean
 
 if TYPE_CHECKING:
-    from textual.command import Provider
-
     from llama_tui.ui.app import LlamaTuiApp
 
 Handler = Callable[["LlamaTuiApp", str], Awaitable[None]]
@@ -252,11 +250,3 @@ def run_from_palette(app: LlamaTuiApp, command: SlashCommand) -> None:
 def help_lines() -> list[tuple[str, str, str]]:
     """(usage, key, help) rows for the help screen."""
     return [(c.usage, c.key, c.help) for c in COMMANDS]
-
-
-def palette_provider() -> type[Provider]:
-    """`App.COMMANDS` entry: imported when the palette first opens (textual.command costs
-    ~40 ms of startup otherwise)."""
-    from llama_tui.ui.palette import ChatCommands
-
-    return ChatCommands

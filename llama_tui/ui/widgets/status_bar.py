@@ -7,19 +7,24 @@ the app only updates the elapsed time from its timer.
 All values are untrusted strings (model names, error kinds) rendered as plain `Content`,
 never markup. Widths are terminal cells (`rich.cells.cell_len`), not characters: a CJK or
 emoji model name takes two cells a character.
+
+The bar is one widget that draws its pieces itself (their colours are component classes in
+app.tcss), not a row of five: the first frame styles, lays out and draws the bar once rather
+than six widgets (~3 ms of the first paint, benchmarks/startup_time.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from rich.cells import cell_len, set_cell_size
-from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.css.query import NoMatches
-from textual.widgets import Static
+from rich.segment import Segment
+from rich.style import Style as RichStyle
+from textual.content import Content
+from textual.strip import Strip
+from textual.visual import Visual
+from textual.widget import Widget
 
 from llama_tui.text import clean, redact
 
@@ -73,21 +78,24 @@ def crop_cells(text: str, width: int) -> str:
     return set_cell_size(text, width - 1).rstrip() + "…"
 
 
-class StatusBar(Horizontal):
-    """One line of facts; pieces hide themselves on narrow terminals (CSS, `-narrow`)."""
+# The pieces, in the order shown, and the component class each one is drawn with.
+PIECES = ("state", "model", "memory", "context", "speed")
+_STYLE = {"state": "status-bar--state", "memory": "status-bar--muted",
+          "context": "status-bar--muted", "speed": "status-bar--muted"}
+
+
+class StatusBar(Widget):
+    """One line of facts; pieces are left out on narrow terminals (`_fit`)."""
+
+    # The state (bold, coloured by the bar's state class) and the quieter facts.
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"status-bar--state", "status-bar--muted"}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.facts = StatusFacts()
         self._texts: dict[str, str] = {}
         self._where = ""  # " · cpu bf16": the part of the model text a narrow bar keeps
-
-    def compose(self) -> ComposeResult:
-        yield Static("", markup=False, id="sb-state")
-        yield Static("", markup=False, id="sb-model")
-        yield Static("", markup=False, id="sb-memory")
-        yield Static("", markup=False, id="sb-context")
-        yield Static("", markup=False, id="sb-speed")
+        self._shown: list[tuple[str, str, int]] = []  # (piece, text, its cells), fitted
 
     def on_mount(self) -> None:
         self._render_facts()
@@ -97,14 +105,10 @@ class StatusBar(Horizontal):
         new = replace(self.facts, **changes)
         if new != self.facts:
             self.facts = new
-            # A reading can arrive from a worker while the app shuts down and the pieces
-            # are already gone: nothing to show then.
-            with contextlib.suppress(NoMatches):
-                self._render_facts()
+            self._render_facts()
 
     def on_resize(self) -> None:
-        with contextlib.suppress(NoMatches):
-            self._fit()
+        self._fit()
 
     def _render_facts(self) -> None:
         f = self.facts
@@ -132,24 +136,22 @@ class StatusBar(Horizontal):
         self._texts = {
             # The model id and load detail echo what the user typed: a token-shaped id
             # must not be shown back (redact), nor may control characters (clean).
-            "sb-state": redact(clean(label)),
-            "sb-model": redact(clean(f.model)) + (f" · {clean(where)}" if where else ""),
-            "sb-memory": clean(f.memory),
-            "sb-context": ctx,
-            "sb-speed": " · ".join(speed),
+            "state": redact(clean(label)),
+            "model": redact(clean(f.model)) + (f" · {clean(where)}" if where else ""),
+            "memory": clean(f.memory),
+            "context": ctx,
+            "speed": " · ".join(speed),
         }
-        for key, text in self._texts.items():
-            self.query_one(f"#{key}", Static).update(text)
-        state = self.query_one("#sb-state", Static)
         for s in ("starting", "loading", "ready", "generating", "stopping", "stopped", "error"):
-            state.set_class(s == f.state, f"-{s}")
+            self.set_class(s == f.state, f"-{s}")
         self._fit()
 
     def _fit(self) -> None:
         """Give the model name what is left; drop memory, then speed, when it gets tight.
 
         Done by hand because the pieces are plain text of known width: the state, context
-        and speed matter most on a small terminal.
+        and speed matter most on a small terminal. Each piece takes its text's width plus
+        the space before it; the model piece takes the room left (at least 12 cells).
         """
         width = self.size.width
         if not self._texts or not width:
@@ -159,27 +161,39 @@ class StatusBar(Horizontal):
         min_model = 12
 
         def need() -> int:
-            return sum(cell_len(texts[k]) + 1 for k in texts if k != "sb-model" and shown[k])
+            return sum(cell_len(texts[k]) + 1 for k in texts if k != "model" and shown[k])
 
-        for drop in ("sb-memory", "sb-speed"):
+        for drop in ("memory", "speed"):
             if width - need() < min_model:
                 shown[drop] = False
         over = need() + min_model - width
         if over > 0:  # a long load stage: cut it rather than push the rest off the line
-            label = texts["sb-state"]
-            texts["sb-state"] = crop_cells(label, max(8, cell_len(label) - over))
-        self.query_one("#sb-state", Static).update(texts["sb-state"])
-        for key, visible in shown.items():
-            self.query_one(f"#{key}", Static).display = visible or key == "sb-model"
-        model = self.query_one("#sb-model", Static)
-        text, where = texts["sb-model"], self._where
+            label = texts["state"]
+            texts["state"] = crop_cells(label, max(8, cell_len(label) - over))
+        text, where = texts["model"], self._where
         room = max(min_model, min(cell_len(text) + 1, width - need()))
-        model.styles.width = room
         if cell_len(text) + 1 > room:
             if where and text.endswith(where) and room - 1 - cell_len(where) >= 6:
                 # Shorten the model name and keep " · cpu bf16": the device matters more.
                 name = text[: len(text) - len(where)]
                 text = crop_cells(name, room - 1 - cell_len(where)) + where
             else:
-                text = crop_cells(text, room - 1)  # the piece's left padding takes one cell
-        model.update(text)
+                text = crop_cells(text, room - 1)  # the space before it takes one cell
+        texts["model"] = text
+        self._shown = [(k, texts[k], room - 1 if k == "model" else cell_len(texts[k]))
+                       for k in PIECES if shown[k] or k == "model"]
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        # Drawn as the row of Static widgets it replaced drew itself, segment for segment:
+        # a background cell before each piece, the piece's text rendered as a Static renders
+        # it, then background to the piece's width and to the end of the line.
+        blank = RichStyle(bgcolor=self.visual_style.rich_style.bgcolor)
+        strips: list[Strip] = []
+        if y == 0:
+            for piece, text, cells in self._shown:
+                component = _STYLE.get(piece)
+                style = self.get_visual_style(component) if component else self.visual_style
+                (line,) = Visual.to_strips(self, Content(text), cells, 1, style)
+                strips += [Strip([Segment(" ", blank)]), line.extend_cell_length(cells, blank)]
+        return Strip.join(strips).crop_extend(0, self.size.width, blank)

@@ -29,7 +29,6 @@ from textual.widgets import Static
 
 from llama_tui.chat.footer import message_footer
 from llama_tui.session.attachments import Attachment
-from llama_tui.ui import token_underline
 from llama_tui.ui.widgets.turns import AssistantTurn, Notice, UserTurn
 
 if TYPE_CHECKING:
@@ -359,6 +358,10 @@ def _turn_for(m: Message) -> UserTurn | AssistantTurn:
 
 def _restore(turn: Widget, m: Message) -> None:
     """What a saved reply shows besides its text, once its turn is mounted."""
+    # Imported with the first reply shown (it brings the token logs), not before the first
+    # paint.
+    from llama_tui.ui import token_underline
+
     if isinstance(turn, AssistantTurn):
         turn.thinking.show_saved(m)
         footer, variant = message_footer(m)
