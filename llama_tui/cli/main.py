@@ -111,7 +111,10 @@ def _add_model_flags(m: argparse._ArgumentGroup) -> None:
         help="load pickle (.bin/.pt) weights when no safetensors exist",
     )
     m.add_argument(
-        "--no-compile", dest="compile", action="store_false", help="no compiled decode path"
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="plain generate: no fast decoder (compiled on CUDA, lean step on CPU)",
     )
     m.add_argument(
         "--no-kv-reuse",
