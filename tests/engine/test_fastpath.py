@@ -24,6 +24,7 @@ from llama_tui.engine.fast.cache import (  # noqa: E402
 )
 from llama_tui.engine.fast.decoder import FastDecoder  # noqa: E402
 from llama_tui.engine.local.sampling import SamplingBuffers, exponential_noise, select_token  # noqa: E402
+from tests.engine.greedy import reference  # noqa: E402
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=24)
 
@@ -39,22 +40,6 @@ def model(tiny_model_dir: Path) -> Any:
 def dec(model: Any) -> FastDecoder:
     # No EOS by default so that every reply runs to max_new_tokens (random weights).
     return FastDecoder(model, compile=False, eos_token_ids=[], min_bucket=64)
-
-
-def reference(model: Any, prompt: list[int], n: int, **kw: Any) -> list[int]:
-    x = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=n,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            **kw,
-        )
-    return [int(i) for i in out[0, len(prompt) :]]
 
 
 def run(

@@ -18,23 +18,14 @@ torch = pytest.importorskip("torch")
 from llama_tui.core.params import GenerationParams  # noqa: E402
 from llama_tui.engine.fast.decoder import FastDecoder  # noqa: E402
 from llama_tui.engine.fast.lean import fused_linear, lean_reason  # noqa: E402
+from tests.engine.greedy import reference  # noqa: E402
 
 GREEDY = GenerationParams(do_sample=False, max_new_tokens=20)
 PROMPT = [1, 5, 7, 9, 11, 13, 17, 19]
 
 
 def generate_ids(model: Any, prompt: list[int], n: int) -> list[int]:
-    x = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            eos_token_id=None,
-        )
-    return [int(i) for i in out[0, len(prompt) :]]
+    return reference(model, prompt, n, eos_token_id=None)  # no EOS: all n tokens
 
 
 def decode(dec: FastDecoder, prompt: list[int]) -> list[int]:
