@@ -146,11 +146,11 @@ class Message:
             parent=parent if isinstance(parent, str) and parent else None,
             replay=replay if isinstance(replay, dict) else None,
             thinking=thinking if isinstance(thinking, str) else "",
-            tokens=_stored_tokens(d.get("tokens")),
+            tokens=_token_log_of(d.get("tokens")),
         )
 
 
-def _stored_tokens(value: object) -> dict[str, Any] | None:
+def _token_log_of(value: object) -> dict[str, Any] | None:
     # core.tokens is imported when a message is read back, not before the TUI's first paint.
     from llama_tui.core.tokens import compact_or_none
 
