@@ -47,24 +47,6 @@ def load(name: str, threads: int) -> Any:
     return load_model("demo", opts)
 
 
-def greedy(model: Any, prompt: list[int], n: int) -> list[int]:
-    import torch
-
-    x = torch.tensor([prompt])
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=x,
-            attention_mask=torch.ones_like(x),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
-    return [int(i) for i in out[0, len(prompt) :]]
-
-
 def teacher_forced(model: Any, ids: list[int]) -> tuple[list[int], list[float]]:
     """Our top-1 next token after each position of `ids`, and the log-probability of the
     actual next token (float32 log-softmax of the logits)."""
@@ -107,7 +89,7 @@ def main() -> None:
     os.environ.setdefault("LLAMA_TUI_HOME", "/tmp/llama_tui_bench/home")
     sys.path.insert(0, str(HERE))
     import torch
-    from cpu import PROMPT, LlamaWorker, demo_gguf  # the llama.cpp worker of benchmarks/cpu.py
+    from cpu import PROMPT, LlamaWorker, demo_gguf, greedy_ids  # benchmarks/cpu.py's
 
     torch.set_num_threads(args.threads)
     models = {name: load(name, args.threads) for name in PATHS}
@@ -143,7 +125,7 @@ def main() -> None:
     fp32_seq: list[int] | None = None
     for name, loaded in models.items():
         model = loaded.model
-        gen = greedy(model, prompt, n)
+        gen = greedy_ids(model, prompt, n)
         if name == "float32":
             fp32_seq = prompt + gen
         row = {"greedy": gen_str(gen)}

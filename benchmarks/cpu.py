@@ -100,6 +100,26 @@ def bytes_per_token(model: Any) -> int:
     return total
 
 
+def greedy_ids(model: Any, prompt: list[int], n: int, streamer: Any = None) -> list[int]:
+    """Exactly `n` greedy tokens from `model.generate` (EOS ignored), optionally streamed."""
+    import torch
+
+    x = torch.tensor([prompt])
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            streamer=streamer,
+        )
+    return [int(i) for i in out[0, len(prompt) :]]
+
+
 class Timeline:
     """Timestamps of streamed tokens (a transformers streamer and a plain list in one)."""
 
@@ -416,19 +436,7 @@ def main() -> None:
         def run() -> Timeline:
             torch.set_num_threads(threads)
             tl = Timeline()
-            x = torch.tensor([prompt])
-            with torch.no_grad():
-                model.generate(
-                    input_ids=x,
-                    attention_mask=torch.ones_like(x),
-                    max_new_tokens=n,
-                    min_new_tokens=n,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    streamer=tl,
-                )
+            greedy_ids(model, prompt, n, streamer=tl)
             return tl
 
         return run

@@ -57,7 +57,7 @@ from llama_tui.engine.fast.compile import (
     make_step,
     mark_static,
 )
-from llama_tui.engine.fast.lean import LeanForward, lean_reason
+from llama_tui.engine.fast.lean import LeanForward
 from llama_tui.engine.fast.stats import DecodeStats, StopFlag
 from llama_tui.engine.local.logprobs import CAPTURE_LEN, capture_values
 from llama_tui.engine.local.sampling import (
@@ -262,11 +262,11 @@ class FastDecoder:
         # the host, which a graph cannot).
         if not (self.device.type == "cpu" if lean is None else lean) or self.compile_enabled:
             return None
-        reason = lean_reason(self.model)
-        if reason is not None:
-            log.info("lean CPU step not used (%s): the model's forward serves", reason)
+        try:
+            return LeanForward(self.model)  # checks `lean_reason` itself
+        except ValueError as exc:
+            log.info("lean CPU step not used (%s): the model's forward serves", exc)
             return None
-        return LeanForward(self.model)
 
     def _set_state(self, state: DecoderState, detail: str) -> None:
         self.state = state
